@@ -1,2 +1,234 @@
+/*
+ * codexpoolctl: the operator's command line for codexpoold.
+ *
+ * Connects to the control socket, checks the protocol version in the
+ * greeting, sends one command line, prints the answer (up to the empty
+ * line that ends it) and exits 0, or prints the daemon's reason and
+ * exits 1.  Connection problems exit 2.
+ */
 #include "config.h"
-int main(void) { return 0; }
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cfgkeys.h"
+#include "config.h"
+
+#define CTL_PROTO_VERSION	1
+#define REPLY_TIMEOUT_MS	30000
+#define MAX_REPLY		(16 * 1024 * 1024)
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: codexpoolctl [-s SOCKET] [-c CONFIG] [--json] COMMAND [ARG...]\n"
+	    "commands: status, show workers, show pools, evict <entry>,\n"
+	    "          pool enable, pool disable, help\n"
+	    "Commands may be abbreviated to an unambiguous prefix.\n");
+	exit(2);
+}
+
+/* The control socket named in the config file, if it names one. */
+static char *
+socket_from_config(const char *path, int explicit_path)
+{
+	struct codexpool_config cfg;
+	struct cfgset cs;
+	char err[512];
+	char *sock = NULL;
+
+	memset(&cfg, 0, sizeof(cfg));
+	if (cfgset_init(&cs, codexpool_cfg_keys, &cfg) == -1)
+		return NULL;
+	if (cfg_load_defaults(&cs, err, sizeof(err)) == 0) {
+		if (access(path, R_OK) == 0 || explicit_path) {
+			if (cfg_load_file(&cs, path, err, sizeof(err)) == -1) {
+				fprintf(stderr, "codexpoolctl: %s\n", err);
+				cfgset_free(&cs);
+				exit(2);
+			}
+		}
+		if (cfg.control_socket)
+			sock = strdup(cfg.control_socket);
+	}
+	cfgset_free(&cs);
+	return sock;
+}
+
+/*
+ * Read the greeting (one line) or an answer (lines up to the empty line
+ * that ends it).  Bytes past it stay buffered for the next call.
+ */
+static char *
+read_answer(int fd, size_t *len_out, int greeting)
+{
+	static char *buf;
+	static size_t have, cap;
+	size_t n;
+	char *ans, *end;
+
+	for (;;) {
+		end = NULL;
+		if (have > 0) {
+			if (greeting)
+				end = memchr(buf, '\n', have);
+			else if (buf[0] == '\n')
+				end = buf;		/* an empty answer */
+			else if (have >= 2)
+				end = memmem(buf, have, "\n\n", 2);
+		}
+		if (end != NULL) {
+			n = (size_t)(end - buf) + (greeting || end == buf ? 1 : 2);
+			ans = malloc(n + 1);
+			if (ans == NULL)
+				exit(2);
+			memcpy(ans, buf, n);
+			/* drop the terminating empty line */
+			ans[greeting ? n : n - 1] = '\0';
+			memmove(buf, buf + n, have - n);
+			have -= n;
+			*len_out = strlen(ans);
+			return ans;
+		}
+		if (have == cap) {
+			if (cap >= MAX_REPLY) {
+				fprintf(stderr, "codexpoolctl: answer too large\n");
+				exit(2);
+			}
+			cap = cap ? cap * 2 : 65536;
+			buf = realloc(buf, cap);
+			if (buf == NULL)
+				exit(2);
+		}
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int rc = poll(&pfd, 1, REPLY_TIMEOUT_MS);
+		if (rc == 0) {
+			fprintf(stderr, "codexpoolctl: no answer from codexpoold within %d s\n",
+			    REPLY_TIMEOUT_MS / 1000);
+			exit(2);
+		}
+		if (rc < 0) {
+			if (errno == EINTR)
+				continue;
+			exit(2);
+		}
+		ssize_t r = read(fd, buf + have, cap - have);
+		if (r <= 0) {
+			fprintf(stderr, "codexpoolctl: codexpoold closed the connection\n");
+			exit(2);
+		}
+		have += (size_t)r;
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *config_path = CODEXPOOL_DEFAULT_CONFIG;
+	char *sock = NULL, *greeting, *ans, line[4096];
+	int ch, fd, json = 0, explicit_config = 0, version;
+	struct sockaddr_un sun;
+	size_t len, off;
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+
+	while ((ch = getopt_long(argc, argv, "+s:c:jh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			sock = strdup(optarg);
+			break;
+		case 'c':
+			config_path = optarg;
+			explicit_config = 1;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc == 0)
+		usage();
+	if (sock == NULL)
+		sock = socket_from_config(config_path, explicit_config);
+	if (sock == NULL)
+		sock = strdup(CODEXPOOL_DEFAULT_SOCKET);
+
+	off = 0;
+	line[0] = '\0';
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			json = 1;
+			continue;
+		}
+		if (strchr(argv[i], '\n') || off + strlen(argv[i]) + 2 >= sizeof(line)) {
+			fprintf(stderr, "codexpoolctl: bad or too long command\n");
+			return 2;
+		}
+		off += (size_t)snprintf(line + off, sizeof(line) - off, "%s%s", off ? " " : "", argv[i]);
+	}
+	if (json && off + 8 < sizeof(line))
+		off += (size_t)snprintf(line + off, sizeof(line) - off, " --json");
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(sock) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "codexpoolctl: socket path too long: %s\n", sock);
+		return 2;
+	}
+	strcpy(sun.sun_path, sock);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) == -1 ||
+	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		fprintf(stderr, "codexpoolctl: cannot connect to %s: %s (is codexpoold running?)\n",
+		    sock, strerror(errno));
+		return 2;
+	}
+	greeting = read_answer(fd, &len, 1);
+	if (sscanf(greeting, "codexpool %d", &version) != 1) {
+		fprintf(stderr, "codexpoolctl: %s does not speak the codexpool control protocol\n", sock);
+		return 2;
+	}
+	if (version != CTL_PROTO_VERSION) {
+		fprintf(stderr, "codexpoolctl: codexpoold speaks control protocol %d, this "
+		    "codexpoolctl speaks %d; use the codexpoolctl that came with the daemon\n",
+		    version, CTL_PROTO_VERSION);
+		return 2;
+	}
+	free(greeting);
+	line[off++] = '\n';
+	if (write(fd, line, off) != (ssize_t)off) {
+		fprintf(stderr, "codexpoolctl: write: %s\n", strerror(errno));
+		return 2;
+	}
+	ans = read_answer(fd, &len, 0);
+	close(fd);
+	free(sock);
+	if (strncmp(ans, "error: ", 7) == 0) {
+		fprintf(stderr, "codexpoolctl: %s", ans + 7);
+		free(ans);
+		return 1;
+	}
+	if (json && strstr(ans, "\"error\":") != NULL && ans[0] == '{' &&
+	    strncmp(ans, "{\"error\":", 9) == 0) {
+		fputs(ans, stdout);
+		free(ans);
+		return 1;
+	}
+	fputs(ans, stdout);
+	free(ans);
+	return 0;
+}

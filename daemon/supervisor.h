@@ -1,0 +1,210 @@
+/*
+ * codexpoold's core types and the functions its modules share.
+ *
+ * One supervisor process: the client HTTP API, the control socket, the
+ * account, DNS, and the worker slots, all on one libevent base.  Each
+ * client turn is a struct client_req that lives from the HTTP request
+ * until its worker sends the final message for it.
+ */
+#ifndef CODEXPOOL_SUPERVISOR_H
+#define CODEXPOOL_SUPERVISOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <json-c/json.h>
+
+#include "cfgkeys.h"
+#include "msg.h"
+#include "poolmap.h"
+#include "u64map.h"
+#include "util.h"
+
+#define SV_MAX_WORKERS		256
+#define SV_MAX_UPSTREAM_ADDRS	16
+#define ENTRY_LEN		17	/* 16 hex + NUL */
+
+/* One ChatGPT account.  (The accounts issue moves these into SQLite.) */
+struct account {
+	char		 entry[ENTRY_LEN];	/* our id: 16 hex */
+	char		*label;
+	char		*account_id;		/* chatgpt-account-id */
+	char		*access_token;		/* secret */
+	char		*refresh_token;		/* secret */
+	int		 inflight;
+};
+
+enum rq_state {
+	RQ_QUEUED,		/* waiting for its worker to come (back) up */
+	RQ_DISPATCHED,		/* REQ_START sent, nothing relayed yet */
+	RQ_STREAMING,		/* response started: headers committed */
+	RQ_FINISHED,		/* final message received */
+};
+
+struct client_req {
+	uint64_t		 rid;
+	enum rq_state		 state;
+	struct evhttp_request	*http;		/* NULL once the client is gone */
+	struct evhttp_connection *evcon;
+	bool			 stream;
+	bool			 client_gone;
+	bool			 cancel_sent;
+	bool			 reserved;	/* holds a poolmap cap reservation */
+	int			 slot;
+	int			 attempts;	/* REQ_STARTs sent (worker deaths retry) */
+	uint64_t		 key_hash;	/* 0: no conversation */
+	char			 conv_tag[9];	/* first hex of the conversation hash, for logs */
+	const char		*conv_source;	/* where the conversation came from */
+	struct account		*acct;
+	uint32_t		 flags;		/* REQ_F_* */
+	uint64_t		 owner_conn;
+	char			*session_id;
+	char			*frame;		/* response.create text, kept until started */
+	size_t			 framelen;
+	char			*fwd_headers;	/* "name\0value\0..." client headers passed upstream */
+	size_t			 fwd_len;
+	int			 nfwd;
+	uint64_t		 conn_id;	/* pooled connection serving it */
+	int			 decision;
+	usec_t			 started_at;
+	/* stream:false aggregation */
+	struct json_object	*output;	/* array of output items */
+	struct json_object	*final;		/* the terminal event's response object */
+	size_t			 agg_bytes;
+	TAILQ_ENTRY(client_req)	 entry;		/* slot's list */
+};
+TAILQ_HEAD(client_req_list, client_req);
+
+enum slot_state {
+	SLOT_DOWN,		/* not running; respawn timer armed */
+	SLOT_STARTING,		/* forked, waiting for HELLO */
+	SLOT_UP,
+	SLOT_STOPPING,		/* told to shut down */
+};
+
+struct worker_slot {
+	int			 index;
+	enum slot_state		 state;
+	pid_t			 pid;
+	struct msgchan		*chan;
+	struct event		*ev_read;
+	struct event		*ev_write;
+	struct event		*ev_respawn;
+	usec_t			 started_at;
+	unsigned		 restarts;
+	usec_t			 backoff;
+	struct client_req_list	 reqs;		/* every request bound to this slot */
+	uint64_t		 requests;
+	uint64_t		 decisions[8];	/* by DEC_* */
+};
+
+/* Counters for `codexpoolctl status`. */
+struct sv_stats {
+	uint64_t	requests;
+	uint64_t	requests_failed;
+	uint64_t	decisions[8];		/* by DEC_* */
+	uint64_t	bypass[16];		/* by BYP_* */
+	uint64_t	input_tokens;
+	uint64_t	cached_tokens;
+	uint64_t	output_tokens;
+	uint64_t	client_aborts;
+	uint64_t	worker_restarts;
+	uint64_t	retried_on_respawn;
+};
+
+struct upstream_target {
+	char		*host;
+	int		 port;
+	char		*path;
+	bool		 tls;
+	char		*proxy_host;		/* NULL: direct */
+	int		 proxy_port;
+	char		 addrs[SV_MAX_UPSTREAM_ADDRS][64];
+	int		 naddrs;
+	char		 proxy_addr[64];
+};
+
+struct supervisor {
+	struct event_base	*base;
+	struct evdns_base	*dns;
+	struct evhttp		*http;
+	struct cfgset		 cfgset;
+	struct codexpool_config	 cfg;
+	const char		*config_path;
+	bool			 foreground;
+	char			 self_exe[4096];
+	bool			 pool_enabled;	/* runtime switch, starts from the config */
+	struct poolmap		 pool;
+	struct worker_slot	 slots[SV_MAX_WORKERS];
+	int			 nslots;
+	struct u64map		 reqs;		/* rid -> client_req */
+	uint64_t		 next_rid;
+	int			 inflight;
+	unsigned		 rr;		/* round robin for requests without a key */
+	struct account		*account;	/* the one account (auth_file) */
+	struct upstream_target	 up;
+	struct sv_stats		 stats;
+	usec_t			 started_at;
+	bool			 shutting_down;
+	struct event		*ev_shutdown_deadline;
+	struct event		*ev_sig[6];
+	struct event		*ev_dns_refresh;
+	char			 listen_addr[128];	/* actual bound address */
+	int			 control_fd;
+	struct event		*ev_control;
+};
+
+extern struct supervisor *sv;
+
+/* workers.c */
+int	workers_start(void);
+void	workers_send(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b);
+void	workers_broadcast(uint32_t type, const struct msgbuf *b);
+void	workers_send_config(int slot);
+void	workers_send_addrs(int slot);
+void	workers_shutdown(usec_t grace);
+void	workers_reap(void);
+int	workers_running(void);
+void	workers_free(void);
+
+/* request.c */
+void	request_handle_responses(struct evhttp_request *http, struct account *acct);
+void	request_dispatch(struct client_req *rq);
+void	request_on_worker_msg(int slot, const struct msg *m);
+void	request_worker_died(int slot);
+void	request_worker_ready(int slot);
+void	request_free(struct client_req *rq);
+void	send_error(struct evhttp_request *http, int status, const char *type,
+	    const char *code, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* http.c */
+int	http_start(void);
+void	http_stop_accepting(void);
+void	http_free(void);
+
+/* identity.c */
+const char *conversation_of(struct evhttp_request *http, struct json_object *body,
+	    char **conv);
+
+/* accounts.c */
+int	accounts_load(void);
+struct account *accounts_pick(void);
+void	accounts_free(void);
+
+/* upstream.c */
+int	upstream_init(void);
+void	upstream_free(void);
+
+/* control.c */
+int	control_start(void);
+void	control_stop(void);
+
+/* pool actions shared by control and requests */
+void	pool_evict_entry(const char *entry);
+void	pool_set_enabled(bool on);
+
+#endif

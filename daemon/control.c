@@ -1,0 +1,618 @@
+/*
+ * The control socket: a line protocol on a Unix stream socket, for
+ * codexpoolctl, socat and scripts.
+ *
+ *	server: "codexpool <protocol version>"		(greeting, once)
+ *	client: one command per line
+ *	server: answer lines, then an empty line
+ *
+ * Status-like answers are "key: value" lines; lists are tables whose
+ * first line starts with "#" and names the columns (columns are only
+ * ever appended).  A failure is a single "error: <reason>" line.  Any
+ * command takes --json.  Commands are matched by unambiguous prefixes.
+ * Only root and the daemon's own user may connect (SO_PEERCRED).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "jsonutil.h"
+#include "log.h"
+#include "msgtypes.h"
+#include "supervisor.h"
+
+#define CTL_PROTO_VERSION	1
+#define CTL_MAX_CLIENTS		64
+#define CTL_MAX_LINE		4096
+#define CTL_MAX_ARGS		16
+
+struct ctl_client {
+	struct bufferevent	*bev;
+	uid_t			 uid;
+};
+
+/* What a command writes: either text or a JSON object, never both. */
+struct ctl_out {
+	struct evbuffer		*text;
+	struct json_object	*json;		/* set when --json */
+	bool			 failed;
+};
+
+typedef void ctl_fn(struct ctl_out *, int argc, char **argv);
+
+struct ctl_cmd {
+	const char	*words[3];	/* keywords, NULL-terminated */
+	int		 nargs;		/* arguments after the keywords */
+	const char	*usage;		/* also the help text */
+	ctl_fn		*fn;
+};
+
+static struct evconnlistener *listener;
+static int nclients;
+
+static void
+out_error(struct ctl_out *o, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	o->failed = true;
+	if (o->json) {
+		json_object_object_add(o->json, "error", json_object_new_string(msg));
+		return;
+	}
+	evbuffer_drain(o->text, evbuffer_get_length(o->text));
+	evbuffer_add_printf(o->text, "error: %s\n", msg);
+}
+
+static void
+kv_u64(struct ctl_out *o, const char *k, uint64_t v)
+{
+	if (o->json)
+		json_object_object_add(o->json, k, json_object_new_int64((int64_t)v));
+	else
+		evbuffer_add_printf(o->text, "%s: %" PRIu64 "\n", k, v);
+}
+
+static void
+kv_str(struct ctl_out *o, const char *k, const char *v)
+{
+	if (o->json)
+		json_object_object_add(o->json, k, json_object_new_string(v));
+	else
+		evbuffer_add_printf(o->text, "%s: %s\n", k, v);
+}
+
+static void
+kv_ratio(struct ctl_out *o, const char *k, uint64_t num, uint64_t den)
+{
+	double r = den ? (double)num / (double)den : 0.0;
+
+	if (o->json)
+		json_object_object_add(o->json, k, json_object_new_double(r));
+	else
+		evbuffer_add_printf(o->text, "%s: %.3f\n", k, r);
+}
+
+static uint64_t
+dispatches(void)
+{
+	const struct sv_stats *s = &sv->stats;
+
+	return s->decisions[DEC_REUSE] + s->decisions[DEC_NEW] +
+	    s->decisions[DEC_BYPASS] + s->decisions[DEC_RETRY_STALE];
+}
+
+static void
+cmd_status(struct ctl_out *o, int argc, char **argv)
+{
+	const struct sv_stats *s = &sv->stats;
+	int busy, open = pm_count(&sv->pool, &busy), i;
+	char name[64];
+
+	kv_str(o, "version", PACKAGE_VERSION);
+	kv_u64(o, "uptime", (uint64_t)((now_mono_usec() - sv->started_at) / USEC_PER_SEC));
+	kv_str(o, "listen", sv->listen_addr);
+	kv_u64(o, "workers", (uint64_t)sv->nslots);
+	kv_str(o, "pool", sv->pool_enabled ? "enabled" : "disabled");
+	kv_u64(o, "requests_total", s->requests);
+	kv_u64(o, "requests_inflight", (uint64_t)sv->inflight);
+	kv_u64(o, "requests_failed", s->requests_failed);
+	kv_u64(o, "pooled_open", (uint64_t)open);
+	kv_u64(o, "pooled_busy", (uint64_t)busy);
+	for (i = DEC_REUSE; i <= DEC_RETRY_STALE; i++) {
+		snprintf(name, sizeof(name), "decisions_%s", decision_name(i));
+		kv_u64(o, name, s->decisions[i]);
+	}
+	for (i = BYP_BUSY; i <= BYP_EXPIRED; i++) {
+		snprintf(name, sizeof(name), "bypass_%s", bypass_reason_name(i));
+		kv_u64(o, name, s->bypass[i]);
+	}
+	kv_u64(o, "lru_evictions", sv->pool.lru_evictions);
+	kv_ratio(o, "pool_reuse_rate", s->decisions[DEC_REUSE], dispatches());
+	kv_u64(o, "input_tokens", s->input_tokens);
+	kv_u64(o, "cached_tokens", s->cached_tokens);
+	kv_ratio(o, "prompt_cache_hit_rate", s->cached_tokens, s->input_tokens);
+	kv_u64(o, "client_aborts", s->client_aborts);
+	kv_u64(o, "worker_restarts", s->worker_restarts);
+}
+
+static const char *
+slot_state_name(enum slot_state st)
+{
+	switch (st) {
+	case SLOT_DOWN: return "down";
+	case SLOT_STARTING: return "starting";
+	case SLOT_UP: return "up";
+	case SLOT_STOPPING: return "stopping";
+	}
+	return "?";
+}
+
+static void
+cmd_show_workers(struct ctl_out *o, int argc, char **argv)
+{
+	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	int i, conns[SV_MAX_WORKERS] = { 0 }, busy[SV_MAX_WORKERS] = { 0 };
+	size_t it = 0;
+	void *v;
+
+	while (u64map_next(&sv->pool.conns, &it, NULL, &v)) {
+		struct pm_conn *c = v;
+		if (c->slot >= 0 && c->slot < SV_MAX_WORKERS) {
+			conns[c->slot]++;
+			busy[c->slot] += c->busy;
+		}
+	}
+	if (!rows)
+		evbuffer_add_printf(o->text, "# slot pid state uptime restarts requests "
+		    "reuse new bypass retry_stale conns busy\n");
+	for (i = 0; i < sv->nslots; i++) {
+		const struct worker_slot *w = &sv->slots[i];
+		uint64_t up = w->pid ? (uint64_t)((now_mono_usec() - w->started_at) / USEC_PER_SEC) : 0;
+		if (rows) {
+			struct json_object *r = json_object_new_object();
+			json_object_object_add(r, "slot", json_object_new_int(i));
+			json_object_object_add(r, "pid", json_object_new_int((int)w->pid));
+			json_object_object_add(r, "state", json_object_new_string(slot_state_name(w->state)));
+			json_object_object_add(r, "uptime", json_object_new_int64((int64_t)up));
+			json_object_object_add(r, "restarts", json_object_new_int((int)w->restarts));
+			json_object_object_add(r, "requests", json_object_new_int64((int64_t)w->requests));
+			json_object_object_add(r, "reuse", json_object_new_int64((int64_t)w->decisions[DEC_REUSE]));
+			json_object_object_add(r, "new", json_object_new_int64((int64_t)w->decisions[DEC_NEW]));
+			json_object_object_add(r, "bypass", json_object_new_int64((int64_t)w->decisions[DEC_BYPASS]));
+			json_object_object_add(r, "retry_stale", json_object_new_int64((int64_t)w->decisions[DEC_RETRY_STALE]));
+			json_object_object_add(r, "conns", json_object_new_int(conns[i]));
+			json_object_object_add(r, "busy", json_object_new_int(busy[i]));
+			json_object_array_add(rows, r);
+		} else {
+			evbuffer_add_printf(o->text, "%d %d %s %" PRIu64 " %u %" PRIu64 " %" PRIu64
+			    " %" PRIu64 " %" PRIu64 " %" PRIu64 " %d %d\n", i, (int)w->pid,
+			    slot_state_name(w->state), up, w->restarts, w->requests,
+			    w->decisions[DEC_REUSE], w->decisions[DEC_NEW],
+			    w->decisions[DEC_BYPASS], w->decisions[DEC_RETRY_STALE],
+			    conns[i], busy[i]);
+		}
+	}
+	if (rows)
+		json_object_object_add(o->json, "workers", rows);
+}
+
+static void
+cmd_show_pools(struct ctl_out *o, int argc, char **argv)
+{
+	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	usec_t now = now_mono_usec();
+	size_t it = 0;
+	void *v;
+
+	if (!rows)
+		evbuffer_add_printf(o->text, "# conn key worker account state age turns "
+		    "last_decision cached input\n");
+	while (u64map_next(&sv->pool.conns, &it, NULL, &v)) {
+		const struct pm_conn *c = v;
+		const char *state = c->closing ? "closing" : !c->up ? "connecting" :
+		    c->busy ? "busy" : "idle";
+		char conn[24], key[24];
+		uint64_t age = (uint64_t)((now - c->created) / USEC_PER_SEC);
+		snprintf(conn, sizeof(conn), "%016" PRIx64, c->id);
+		snprintf(key, sizeof(key), "%016" PRIx64, c->key_hash);
+		if (rows) {
+			struct json_object *r = json_object_new_object();
+			json_object_object_add(r, "conn", json_object_new_string(conn));
+			json_object_object_add(r, "key", json_object_new_string(key));
+			json_object_object_add(r, "worker", json_object_new_int(c->slot));
+			json_object_object_add(r, "account", json_object_new_string(c->acct->entry));
+			json_object_object_add(r, "state", json_object_new_string(state));
+			json_object_object_add(r, "age", json_object_new_int64((int64_t)age));
+			json_object_object_add(r, "turns", json_object_new_int64(c->turns));
+			json_object_object_add(r, "last_decision", json_object_new_string(
+			    c->last_decision ? decision_name(c->last_decision) : "-"));
+			json_object_object_add(r, "cached", json_object_new_int64((int64_t)c->last_cached));
+			json_object_object_add(r, "input", json_object_new_int64((int64_t)c->last_input));
+			json_object_array_add(rows, r);
+		} else {
+			evbuffer_add_printf(o->text, "%s %s %d %s %s %" PRIu64 " %u %s %" PRIu64
+			    " %" PRIu64 "\n", conn, key, c->slot, c->acct->entry, state, age,
+			    c->turns, c->last_decision ? decision_name(c->last_decision) : "-",
+			    c->last_cached, c->last_input);
+		}
+	}
+	if (rows)
+		json_object_object_add(o->json, "pools", rows);
+}
+
+/* An account by entry id, label or ChatGPT account id. */
+static struct account *
+find_account(const char *what)
+{
+	struct account *a = sv->account;
+
+	if (a && (strcmp(a->entry, what) == 0 || strcmp(a->label, what) == 0 ||
+	    strcmp(a->account_id, what) == 0))
+		return a;
+	return NULL;
+}
+
+static void
+cmd_evict(struct ctl_out *o, int argc, char **argv)
+{
+	struct account *a = find_account(argv[0]);
+	int n;
+
+	if (a == NULL) {
+		out_error(o, "no account '%s' (give an entry id, a label or a ChatGPT account id)", argv[0]);
+		return;
+	}
+	n = pm_evict_account(&sv->pool, a->entry);
+	pool_evict_entry(a->entry);
+	log_info("control: evicted %d pooled connection(s) of account %s", n, a->entry);
+	kv_str(o, "evicted", a->entry);
+	kv_u64(o, "connections", (uint64_t)n);
+}
+
+static void
+cmd_pool_enable(struct ctl_out *o, int argc, char **argv)
+{
+	if (!sv->pool_enabled)
+		log_info("control: pool enabled");
+	pool_set_enabled(true);
+	kv_str(o, "pool", "enabled");
+}
+
+static void
+cmd_pool_disable(struct ctl_out *o, int argc, char **argv)
+{
+	if (sv->pool_enabled)
+		log_info("control: pool disabled; idle connections close now, busy ones after their turn");
+	pool_set_enabled(false);
+	kv_str(o, "pool", "disabled");
+}
+
+static void cmd_help(struct ctl_out *, int, char **);
+
+static const struct ctl_cmd commands[] = {
+	{ { "status" },			0, "status: counters, pool reuse rate, prompt-cache hit rate", cmd_status },
+	{ { "show", "workers" },	0, "show workers: one row per worker process", cmd_show_workers },
+	{ { "show", "pools" },		0, "show pools: one row per pooled upstream connection", cmd_show_pools },
+	{ { "evict" },			1, "evict <entry>: close an account's pooled connections (busy ones after their turn)", cmd_evict },
+	{ { "pool", "enable" },		0, "pool enable: pool upstream connections again", cmd_pool_enable },
+	{ { "pool", "disable" },	0, "pool disable: one-shot connections only; pooled ones close", cmd_pool_disable },
+	{ { "help" },			0, "help: list the commands", cmd_help },
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void
+cmd_help(struct ctl_out *o, int argc, char **argv)
+{
+	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	size_t i;
+
+	for (i = 0; i < NCOMMANDS; i++) {
+		if (rows)
+			json_object_array_add(rows, json_object_new_string(commands[i].usage));
+		else
+			evbuffer_add_printf(o->text, "%s\n", commands[i].usage);
+	}
+	if (rows)
+		json_object_object_add(o->json, "commands", rows);
+}
+
+static int
+word_matches(const char *typed, const char *word)
+{
+	return strncmp(word, typed, strlen(typed)) == 0;
+}
+
+static int
+nwords(const struct ctl_cmd *c)
+{
+	int n = 0;
+
+	while (n < 3 && c->words[n] != NULL)
+		n++;
+	return n;
+}
+
+/* Does the command's keyword list start with what was typed (prefixes)? */
+static int
+typed_matches(const struct ctl_cmd *c, int argc, char **argv, int upto, int *exact)
+{
+	int k;
+
+	*exact = 1;
+	for (k = 0; k < upto; k++) {
+		if (k >= argc || c->words[k] == NULL || !word_matches(argv[k], c->words[k]))
+			return 0;
+		if (strcmp(argv[k], c->words[k]) != 0)
+			*exact = 0;
+	}
+	return 1;
+}
+
+/* Why nothing matched: the first word that fits no command, and what would. */
+static void
+explain_no_match(struct ctl_out *o, int argc, char **argv)
+{
+	char choices[512];
+	size_t i, j;
+	int depth, exact;
+
+	for (depth = 0; depth < 3; depth++) {
+		const char *seen[NCOMMANDS];
+		size_t nseen = 0;
+		int any = 0;
+		choices[0] = '\0';
+		for (i = 0; i < NCOMMANDS; i++) {
+			const struct ctl_cmd *c = &commands[i];
+			if (depth >= nwords(c) || !typed_matches(c, argc, argv, depth, &exact))
+				continue;
+			for (j = 0; j < nseen && strcmp(seen[j], c->words[depth]) != 0; j++)
+				;
+			if (j == nseen) {
+				seen[nseen++] = c->words[depth];
+				snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices),
+				    "%s%s", nseen > 1 ? ", " : "", c->words[depth]);
+			}
+			if (depth < argc && word_matches(argv[depth], c->words[depth]))
+				any = 1;
+		}
+		if (nseen == 0)
+			break;
+		if (depth >= argc) {
+			out_error(o, "incomplete command; possibilities are: %s", choices);
+			return;
+		}
+		if (!any) {
+			out_error(o, "unknown word '%s'; possibilities are: %s", argv[depth], choices);
+			return;
+		}
+	}
+	out_error(o, "unknown command; try 'help'");
+}
+
+/* Match typed words against the table: keywords by unambiguous prefix. */
+static void
+run_command(struct ctl_out *o, int argc, char **argv)
+{
+	const struct ctl_cmd *cands[NCOMMANDS], *exact_match = NULL;
+	size_t i;
+	int n = 0, nexact = 0, exact;
+
+	for (i = 0; i < NCOMMANDS; i++) {
+		if (!typed_matches(&commands[i], argc, argv, nwords(&commands[i]), &exact))
+			continue;
+		cands[n++] = &commands[i];
+		if (exact) {
+			exact_match = &commands[i];
+			nexact++;
+		}
+	}
+	if (n == 0) {
+		explain_no_match(o, argc, argv);
+		return;
+	}
+	if (n > 1) {
+		if (nexact != 1) {
+			char choices[512] = "";
+			for (i = 0; i < (size_t)n; i++)
+				snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices),
+				    "%s'%s'", i ? ", " : "", cands[i]->usage);
+			out_error(o, "ambiguous command; possibilities are: %s", choices);
+			return;
+		}
+		cands[0] = exact_match;
+	}
+	if (argc - nwords(cands[0]) != cands[0]->nargs) {
+		out_error(o, "usage: %s", cands[0]->usage);
+		return;
+	}
+	cands[0]->fn(o, argc - nwords(cands[0]), argv + nwords(cands[0]));
+}
+
+static void
+handle_line(struct ctl_client *cl, char *line)
+{
+	struct evbuffer *out = bufferevent_get_output(cl->bev);
+	struct ctl_out o = { .text = evbuffer_new() };
+	char *argv[CTL_MAX_ARGS], *tok, *save = NULL;
+	int argc = 0;
+	bool json = false;
+
+	for (tok = strtok_r(line, " \t\r", &save); tok; tok = strtok_r(NULL, " \t\r", &save)) {
+		if (strcmp(tok, "--json") == 0) {
+			json = true;
+			continue;
+		}
+		if (argc == CTL_MAX_ARGS) {
+			out_error(&o, "too many words");
+			goto send;
+		}
+		argv[argc++] = tok;
+	}
+	if (argc == 0 && !json)
+		goto send_nothing;
+	if (json)
+		o.json = json_object_new_object();
+	if (argc == 0)
+		out_error(&o, "empty command; try 'help'");
+	else
+		run_command(&o, argc, argv);
+send:
+	if (o.json) {
+		size_t len;
+		const char *t = json_object_to_json_string_length(o.json, JSON_C_TO_STRING_PLAIN, &len);
+		evbuffer_add(out, t, len);
+		evbuffer_add(out, "\n", 1);
+		json_object_put(o.json);
+	} else {
+		evbuffer_add_buffer(out, o.text);
+	}
+	evbuffer_add(out, "\n", 1);	/* the empty line ends every answer */
+send_nothing:
+	evbuffer_free(o.text);
+}
+
+static void
+client_free(struct ctl_client *cl)
+{
+	bufferevent_free(cl->bev);
+	free(cl);
+	nclients--;
+}
+
+static void
+on_read(struct bufferevent *bev, void *arg)
+{
+	struct ctl_client *cl = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char *line;
+	size_t n;
+
+	while ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) != NULL) {
+		handle_line(cl, line);
+		free(line);
+	}
+	if (evbuffer_get_length(in) > CTL_MAX_LINE) {
+		evbuffer_add_printf(bufferevent_get_output(bev), "error: line too long\n\n");
+		evbuffer_drain(in, evbuffer_get_length(in));
+	}
+}
+
+static void
+on_event(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		client_free(arg);
+}
+
+static void
+on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int socklen, void *arg)
+{
+	struct ucred cred;
+	socklen_t cl_len = sizeof(cred);
+	struct ctl_client *cl;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl_len) == -1 ||
+	    (cred.uid != 0 && cred.uid != geteuid())) {
+		static const char denied[] = "codexpool 1\nerror: permission denied\n\n";
+		if (write(fd, denied, sizeof(denied) - 1) < 0)
+			(void)0;
+		log_warnx("control: refused a connection from uid %d", (int)cred.uid);
+		close(fd);
+		return;
+	}
+	if (nclients >= CTL_MAX_CLIENTS) {
+		static const char busy[] = "codexpool 1\nerror: too many control connections\n\n";
+		if (write(fd, busy, sizeof(busy) - 1) < 0)
+			(void)0;
+		close(fd);
+		return;
+	}
+	cl = xcalloc(1, sizeof(*cl));
+	cl->uid = cred.uid;
+	cl->bev = bufferevent_socket_new(sv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(cl->bev, on_read, NULL, on_event, cl);
+	bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
+	evbuffer_add_printf(bufferevent_get_output(cl->bev), "codexpool %d\n", CTL_PROTO_VERSION);
+	nclients++;
+}
+
+int
+control_start(void)
+{
+	const char *path = sv->cfg.control_socket;
+	struct sockaddr_un sun;
+	mode_t old;
+	int fd;
+
+	if (path == NULL)
+		return 0;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		log_warnx("control_socket path is too long: %s", path);
+		return -1;
+	}
+	strlcpy_safe(sun.sun_path, path, sizeof(sun.sun_path));
+	/* Refuse to steal the socket of a running daemon. */
+	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) != -1) {
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+			close(fd);
+			log_warnx("control socket %s is in use: is another codexpoold running?", path);
+			return -1;
+		}
+		close(fd);
+	}
+	unlink(path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) == -1) {
+		log_warn("control socket");
+		return -1;
+	}
+	old = umask(0177);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		umask(old);
+		log_warn("cannot bind control socket %s", path);
+		close(fd);
+		return -1;
+	}
+	umask(old);
+	chmod(path, 0600);
+	listener = evconnlistener_new(sv->base, on_accept, NULL,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16, fd);
+	if (listener == NULL) {
+		log_warn("control socket listen");
+		close(fd);
+		return -1;
+	}
+	return 0;
+}
+
+void
+control_stop(void)
+{
+	if (listener == NULL)
+		return;
+	evconnlistener_free(listener);
+	listener = NULL;
+	if (sv->cfg.control_socket)
+		unlink(sv->cfg.control_socket);
+}

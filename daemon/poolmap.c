@@ -1,0 +1,329 @@
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+#include "msgtypes.h"
+#include "poolmap.h"
+
+void
+pm_init(struct poolmap *pm, int cap)
+{
+	memset(pm, 0, sizeof(*pm));
+	u64map_init(&pm->conns);
+	u64map_init(&pm->by_key);
+	u64map_init(&pm->by_response);
+	u64map_init(&pm->accounts);
+	pm->cap = cap;
+}
+
+static void
+conn_free(struct pm_conn *c)
+{
+	free(c->last_response);
+	free(c);
+}
+
+void
+pm_free(struct poolmap *pm)
+{
+	size_t i = 0;
+	void *v;
+
+	while (u64map_next(&pm->conns, &i, NULL, &v))
+		conn_free(v);
+	i = 0;
+	while (u64map_next(&pm->accounts, &i, NULL, &v))
+		free(v);
+	u64map_free(&pm->conns);
+	u64map_free(&pm->by_key);
+	u64map_free(&pm->by_response);
+	u64map_free(&pm->accounts);
+}
+
+void
+pm_set_cap(struct poolmap *pm, int cap)
+{
+	pm->cap = cap;
+}
+
+static uint64_t
+nonzero(uint64_t h)
+{
+	return h ? h : 1;
+}
+
+struct pm_account *
+pm_account(struct poolmap *pm, const char *entry)
+{
+	uint64_t h = nonzero(hash64_str(entry));
+	struct pm_account *a = u64map_get(&pm->accounts, h);
+
+	if (a == NULL) {
+		a = xcalloc(1, sizeof(*a));
+		strlcpy_safe(a->entry, entry, sizeof(a->entry));
+		TAILQ_INIT(&a->conns);
+		u64map_put(&pm->accounts, h, a);
+	}
+	return a;
+}
+
+/* Stop counting c against its account's cap and stop routing to it. */
+static void
+conn_mark_closing(struct poolmap *pm, struct pm_conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->acct->live--;
+	if (u64map_get(&pm->by_key, c->key_hash) == c)
+		u64map_del(&pm->by_key, c->key_hash);
+}
+
+int
+pm_reserve(struct poolmap *pm, const char *entry, uint64_t key_hash,
+    struct pm_conn **evict)
+{
+	struct pm_account *a = pm_account(pm, entry);
+	struct pm_conn *c;
+
+	*evict = NULL;
+	if (key_hash != 0 && u64map_get(&pm->by_key, key_hash) != NULL)
+		return 0;	/* the worker reuses it, or bypasses if busy */
+	if (a->live + a->reserved < pm->cap) {
+		a->reserved++;
+		return 1;
+	}
+	/* At the cap: close the least recently used idle connection rather
+	 * than sending this conversation one-shot for its whole life. */
+	TAILQ_FOREACH(c, &a->conns, lru) {
+		if (!c->busy && !c->closing && c->up) {
+			conn_mark_closing(pm, c);
+			a->lru_evictions++;
+			pm->lru_evictions++;
+			a->reserved++;
+			*evict = c;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+void
+pm_unreserve(struct poolmap *pm, const char *entry)
+{
+	struct pm_account *a = pm_account(pm, entry);
+
+	if (a->reserved > 0)
+		a->reserved--;
+}
+
+static struct pm_conn *
+conn_new(struct poolmap *pm, uint64_t conn_id, uint64_t key_hash,
+    struct pm_account *a, int slot, usec_t now)
+{
+	struct pm_conn *c = xcalloc(1, sizeof(*c));
+
+	c->id = conn_id;
+	c->key_hash = key_hash;
+	c->slot = slot;
+	c->acct = a;
+	c->created = now;
+	c->last_used = now;
+	TAILQ_INSERT_TAIL(&a->conns, c, lru);
+	a->live++;
+	u64map_put(&pm->conns, conn_id, c);
+	if (key_hash != 0)
+		u64map_put(&pm->by_key, key_hash, c);
+	return c;
+}
+
+static void
+conn_touch(struct pm_conn *c, usec_t now)
+{
+	c->last_used = now;
+	TAILQ_REMOVE(&c->acct->conns, c, lru);
+	TAILQ_INSERT_TAIL(&c->acct->conns, c, lru);
+}
+
+void
+pm_decision(struct poolmap *pm, const char *entry, bool reserved, int decision,
+    uint64_t conn_id, uint64_t key_hash, int slot, usec_t now)
+{
+	struct pm_account *a = pm_account(pm, entry);
+	struct pm_conn *c;
+
+	if (decision == DEC_NEW && conn_id != 0) {
+		if (reserved && a->reserved > 0)
+			a->reserved--;
+		c = pm_find(pm, conn_id);
+		if (c == NULL)
+			c = conn_new(pm, conn_id, key_hash, a, slot, now);
+		c->busy = true;
+		c->last_decision = decision;
+		return;
+	}
+	if (reserved && a->reserved > 0)
+		a->reserved--;
+	if (decision == DEC_REUSE && (c = pm_find(pm, conn_id)) != NULL) {
+		c->busy = true;
+		c->last_decision = decision;
+		conn_touch(c, now);
+	}
+}
+
+void
+pm_conn_up(struct poolmap *pm, uint64_t conn_id, uint64_t key_hash,
+    const char *entry, int slot, usec_t now)
+{
+	struct pm_conn *c = pm_find(pm, conn_id);
+
+	if (c == NULL)
+		c = conn_new(pm, conn_id, key_hash, pm_account(pm, entry), slot, now);
+	c->up = true;
+}
+
+void
+pm_conn_down(struct poolmap *pm, uint64_t conn_id)
+{
+	struct pm_conn *c = u64map_del(&pm->conns, conn_id);
+
+	if (c == NULL)
+		return;
+	conn_mark_closing(pm, c);
+	if (c->last_response != NULL)
+		u64map_del(&pm->by_response, nonzero(hash64_str(c->last_response)));
+	TAILQ_REMOVE(&c->acct->conns, c, lru);
+	conn_free(c);
+}
+
+void
+pm_turn_end(struct poolmap *pm, uint64_t conn_id, const char *response_id,
+    uint64_t input, uint64_t cached, usec_t now)
+{
+	struct pm_conn *c = pm_find(pm, conn_id);
+
+	if (c == NULL)
+		return;
+	c->busy = false;
+	conn_touch(c, now);
+	if (response_id == NULL || *response_id == '\0')
+		return;
+	c->turns++;
+	c->last_input = input;
+	c->last_cached = cached;
+	/* Only the newest response of a connection can be continued. */
+	if (c->last_response != NULL) {
+		u64map_del(&pm->by_response, nonzero(hash64_str(c->last_response)));
+		free(c->last_response);
+	}
+	c->last_response = xstrdup(response_id);
+	u64map_put(&pm->by_response, nonzero(hash64_str(response_id)), c);
+}
+
+int
+pm_evict_account(struct poolmap *pm, const char *entry)
+{
+	struct pm_account *a = pm_account(pm, entry);
+	struct pm_conn *c;
+	int n = 0;
+
+	TAILQ_FOREACH(c, &a->conns, lru) {
+		if (!c->closing) {
+			conn_mark_closing(pm, c);
+			n++;
+		}
+	}
+	return n;
+}
+
+int
+pm_close_all(struct poolmap *pm)
+{
+	size_t i = 0;
+	void *v;
+	int n = 0;
+
+	while (u64map_next(&pm->conns, &i, NULL, &v)) {
+		struct pm_conn *c = v;
+		if (!c->closing) {
+			conn_mark_closing(pm, c);
+			n++;
+		}
+	}
+	return n;
+}
+
+void
+pm_slot_gone(struct poolmap *pm, int slot)
+{
+	size_t i = 0;
+	uint64_t id;
+	void *v;
+	uint64_t *dead = NULL;
+	size_t ndead = 0, cap = 0;
+
+	while (u64map_next(&pm->conns, &i, &id, &v)) {
+		if (((struct pm_conn *)v)->slot != slot)
+			continue;
+		if (ndead == cap) {
+			cap = cap ? cap * 2 : 16;
+			dead = xrealloc(dead, cap * sizeof(*dead));
+		}
+		dead[ndead++] = id;
+	}
+	for (i = 0; i < ndead; i++)
+		pm_conn_down(pm, dead[i]);
+	free(dead);
+}
+
+struct pm_conn *
+pm_find(const struct poolmap *pm, uint64_t conn_id)
+{
+	return u64map_get(&pm->conns, conn_id);
+}
+
+struct pm_conn *
+pm_owner(const struct poolmap *pm, const char *response_id)
+{
+	struct pm_conn *c;
+
+	if (response_id == NULL || *response_id == '\0')
+		return NULL;
+	c = u64map_get(&pm->by_response, nonzero(hash64_str(response_id)));
+	if (c == NULL || c->last_response == NULL ||
+	    strcmp(c->last_response, response_id) != 0)
+		return NULL;
+	return c;
+}
+
+void
+pm_forget_response(struct poolmap *pm, const char *response_id)
+{
+	struct pm_conn *c = pm_owner(pm, response_id);
+
+	if (c == NULL)
+		return;
+	u64map_del(&pm->by_response, nonzero(hash64_str(response_id)));
+	free(c->last_response);
+	c->last_response = NULL;
+}
+
+int
+pm_count(const struct poolmap *pm, int *busy)
+{
+	size_t i = 0;
+	void *v;
+	int n = 0, b = 0;
+
+	while (u64map_next(&pm->conns, &i, NULL, &v)) {
+		struct pm_conn *c = v;
+		n++;
+		if (c->busy)
+			b++;
+	}
+	if (busy)
+		*busy = b;
+	return n;
+}

@@ -1,0 +1,782 @@
+/*
+ * One client turn: from POST /v1/responses to the worker and back.
+ *
+ * The supervisor commits the client's response headers only when the
+ * worker reports that the upstream response started (its first output
+ * frame), so anything that goes wrong before that is still a real HTTP
+ * error (429, 401, 503...) and can still be retried.  After that the
+ * frames are relayed as they come: Server-Sent Events for stream:true,
+ * one JSON object assembled at the end for stream:false.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "hash.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "msgtypes.h"
+#include "supervisor.h"
+
+#define MAX_ATTEMPTS	3	/* REQ_STARTs per turn when workers keep dying */
+
+/* Client headers that travel to the upstream handshake unchanged. */
+static const char *forwarded_headers[] = {
+	"x-codex-turn-metadata",
+	"x-codex-turn-state",
+	"x-codex-beta-features",
+	"x-openai-subagent",
+	"x-codex-parent-thread-id",
+	"x-responsesapi-include-timing-metrics",
+	NULL
+};
+
+static char *
+rq_prefix(const struct client_req *rq, char *buf, size_t len)
+{
+	snprintf(buf, len, "rid=%08" PRIx64 " acct=%.4s conv=%s", rq->rid,
+	    rq->acct ? rq->acct->entry : "-", rq->conv_tag[0] ? rq->conv_tag : "-");
+	return buf;
+}
+
+static void
+on_client_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct client_req *rq = arg;
+
+	rq->client_gone = true;
+	rq->http = NULL;
+	rq->evcon = NULL;
+	sv->stats.client_aborts++;
+	if (rq->state == RQ_QUEUED) {
+		request_free(rq);
+		return;
+	}
+	if (!rq->cancel_sent && rq->state != RQ_FINISHED) {
+		/* The worker evicts the connection: tail frames of this turn
+		 * must never reach the next one. */
+		rq->cancel_sent = true;
+		workers_send(rq->slot, MSG_REQ_CANCEL, rq->rid, NULL);
+	}
+}
+
+void
+request_free(struct client_req *rq)
+{
+	if (rq->evcon != NULL)
+		evhttp_connection_set_closecb(rq->evcon, NULL, NULL);
+	if (rq->reserved && rq->acct)
+		pm_unreserve(&sv->pool, rq->acct->entry);
+	if (rq->acct && rq->acct->inflight > 0)
+		rq->acct->inflight--;
+	TAILQ_REMOVE(&sv->slots[rq->slot].reqs, rq, entry);
+	u64map_del(&sv->reqs, rq->rid);
+	sv->inflight--;
+	free(rq->frame);
+	free(rq->session_id);
+	free(rq->fwd_headers);
+	json_object_put(rq->output);
+	json_object_put(rq->final);
+	free(rq);
+}
+
+/* Build the upstream frame: {"type":"response.create", ...the client's body}. */
+static char *
+build_frame(struct json_object *body, const char *conv, size_t *len)
+{
+	struct json_object *frame = json_object_new_object();
+	const char *text;
+	char *out;
+
+	json_object_object_add(frame, "type", json_object_new_string("response.create"));
+	json_object_object_foreach(body, key, val) {
+		if (strcmp(key, "type") == 0 || strcmp(key, "stream") == 0 ||
+		    strcmp(key, "background") == 0)
+			continue;
+		if (strcmp(key, "input") == 0 && json_object_is_type(val, json_type_string)) {
+			/* The backend wants items; a bare string is one user message. */
+			struct json_object *msg = json_object_new_object();
+			struct json_object *content = json_object_new_array();
+			struct json_object *part = json_object_new_object();
+			struct json_object *items = json_object_new_array();
+			json_object_object_add(part, "type", json_object_new_string("input_text"));
+			json_object_object_add(part, "text", json_object_get(val));
+			json_object_array_add(content, part);
+			json_object_object_add(msg, "type", json_object_new_string("message"));
+			json_object_object_add(msg, "role", json_object_new_string("user"));
+			json_object_object_add(msg, "content", content);
+			json_object_array_add(items, msg);
+			json_object_object_add(frame, "input", items);
+			continue;
+		}
+		json_object_object_add(frame, key, json_object_get(val));
+	}
+	if (!json_object_object_get_ex(frame, "store", NULL))
+		json_object_object_add(frame, "store", json_object_new_boolean(0));
+	json_object_object_add(frame, "stream", json_object_new_boolean(1));
+	if (conv != NULL && !json_object_object_get_ex(frame, "prompt_cache_key", NULL))
+		json_object_object_add(frame, "prompt_cache_key", json_object_new_string(conv));
+	text = json_object_to_json_string_length(frame,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
+	out = xmalloc(*len + 1);
+	memcpy(out, text, *len + 1);
+	json_object_put(frame);
+	return out;
+}
+
+static void
+collect_forwarded_headers(struct client_req *rq, struct evhttp_request *http)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(http);
+	size_t i, nl, vl;
+	const char *v;
+
+	for (i = 0; forwarded_headers[i]; i++) {
+		if ((v = evhttp_find_header(h, forwarded_headers[i])) == NULL)
+			continue;
+		nl = strlen(forwarded_headers[i]) + 1;
+		vl = strlen(v) + 1;
+		if (nl + vl > 16384)
+			continue;
+		rq->fwd_headers = xrealloc(rq->fwd_headers, rq->fwd_len + nl + vl);
+		memcpy(rq->fwd_headers + rq->fwd_len, forwarded_headers[i], nl);
+		memcpy(rq->fwd_headers + rq->fwd_len + nl, v, vl);
+		rq->fwd_len += nl + vl;
+		rq->nfwd++;
+	}
+}
+
+void
+request_dispatch(struct client_req *rq)
+{
+	struct worker_slot *w = &sv->slots[rq->slot];
+	struct msgbuf b;
+	const char *p;
+	int i;
+
+	if (w->chan == NULL) {
+		rq->state = RQ_QUEUED;	/* goes out when the slot's worker is back */
+		return;
+	}
+	msgbuf_init(&b);
+	msg_add_u64(&b, rq->key_hash);
+	msg_add_str(&b, rq->acct->entry);
+	msg_add_str(&b, rq->acct->account_id);
+	msg_add_str(&b, rq->acct->access_token);
+	msg_add_str(&b, rq->session_id);
+	msg_add_u32(&b, rq->flags | (rq->reserved ? REQ_F_GRANT : 0));
+	msg_add_u64(&b, rq->owner_conn);
+	msg_add_u32(&b, (uint32_t)rq->nfwd);
+	for (p = rq->fwd_headers, i = 0; i < rq->nfwd; i++) {
+		msg_add_str(&b, p);
+		p += strlen(p) + 1;
+		msg_add_str(&b, p);
+		p += strlen(p) + 1;
+	}
+	msg_add_blob(&b, rq->frame, rq->framelen);
+	rq->state = RQ_DISPATCHED;
+	rq->attempts++;
+	w->requests++;
+	workers_send(rq->slot, MSG_REQ_START, rq->rid, &b);
+	msgbuf_free(&b);
+}
+
+void
+request_handle_responses(struct evhttp_request *http, struct account *acct)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(http);
+	size_t len = evbuffer_get_length(in);
+	struct json_object *body = NULL, *input;
+	const char *prev, *source;
+	struct client_req *rq;
+	struct pm_conn *owner = NULL, *evict = NULL;
+	char err[256], *conv = NULL, keybuf[600];
+
+	if (len == 0) {
+		send_error(http, 400, "invalid_request_error", "empty_body",
+		    "the request body is empty; send a JSON Responses API request");
+		return;
+	}
+	body = json_parse_buf((const char *)evbuffer_pullup(in, -1), len, err, sizeof(err));
+	if (body == NULL) {
+		send_error(http, 400, "invalid_request_error", "invalid_json",
+		    "the request body is not valid JSON: %s", err);
+		return;
+	}
+	if (!json_object_is_type(body, json_type_object)) {
+		send_error(http, 400, "invalid_request_error", "invalid_body",
+		    "the request body must be a JSON object");
+		goto out;
+	}
+	if (json_get_str(body, "model") == NULL) {
+		send_error(http, 400, "invalid_request_error", "missing_model",
+		    "'model' is required and must be a string");
+		goto out;
+	}
+	if (!json_object_object_get_ex(body, "input", &input) ||
+	    !(json_object_is_type(input, json_type_array) ||
+	      json_object_is_type(input, json_type_string))) {
+		send_error(http, 400, "invalid_request_error", "invalid_input",
+		    "'input' is required and must be a string or an array of items");
+		goto out;
+	}
+	if (acct == NULL) {
+		send_error(http, 503, "server_error", "no_account",
+		    "no account is configured; set auth_file in codexpool.conf");
+		goto out;
+	}
+	if (sv->inflight >= sv->cfg.max_clients) {
+		send_error(http, 503, "server_error", "too_many_requests",
+		    "codexpool is serving %d turns already (max_clients)", sv->inflight);
+		goto out;
+	}
+
+	prev = json_get_str(body, "previous_response_id");
+	if (prev != NULL && *prev != '\0') {
+		/* A continuation may only run on the connection that completed
+		 * that response: anything else would lose the server-side state. */
+		owner = sv->pool_enabled ? pm_owner(&sv->pool, prev) : NULL;
+		if (owner == NULL) {
+			send_error(http, 400, "invalid_request_error", "previous_response_not_found",
+			    "previous_response_id '%.100s' cannot be continued: %s; "
+			    "resend the full input without previous_response_id", prev,
+			    !sv->pool_enabled ? "the connection pool is disabled" :
+			    "the upstream connection that produced it is gone or has a newer response");
+			goto out;
+		}
+	}
+
+	rq = xcalloc(1, sizeof(*rq));
+	rq->rid = sv->next_rid++;
+	rq->http = http;
+	rq->evcon = evhttp_request_get_connection(http);
+	rq->stream = json_get_bool(body, "stream", false);
+	rq->acct = acct;
+	rq->started_at = now_mono_usec();
+	acct->inflight++;
+	sv->inflight++;
+	sv->stats.requests++;
+
+	source = conversation_of(http, body, &conv);
+	if (owner != NULL) {
+		rq->slot = owner->slot;
+		rq->key_hash = owner->key_hash;
+		rq->flags = REQ_F_POOLED | REQ_F_CONTINUE;
+		rq->owner_conn = owner->id;
+		rq->conv_source = "previous_response_id";
+	} else if (conv != NULL) {
+		/* Pool key entry:conversation -> hash -> worker slot. */
+		snprintf(keybuf, sizeof(keybuf), "%s:%s", acct->entry, conv);
+		rq->key_hash = hash64_str(keybuf);
+		if (rq->key_hash == 0)
+			rq->key_hash = 1;
+		rq->slot = jump_hash(rq->key_hash, sv->nslots);
+		rq->flags = REQ_F_POOLED;
+		rq->conv_source = source;
+		if (sv->pool_enabled &&
+		    pm_reserve(&sv->pool, acct->entry, rq->key_hash, &evict) == 1)
+			rq->reserved = true;
+	} else {
+		rq->slot = (int)(sv->rr++ % (unsigned)sv->nslots);
+		rq->conv_source = "none";
+	}
+	if (rq->key_hash != 0)
+		snprintf(rq->conv_tag, sizeof(rq->conv_tag), "%04x",
+		    (unsigned)(rq->key_hash >> 48));
+	if (evict != NULL) {
+		struct msgbuf b;
+		char pfx[96];
+		msgbuf_init(&b);
+		msg_add_u64(&b, evict->id);
+		msg_add_str(&b, "making room under ws_pool_max_per_account");
+		workers_send(evict->slot, MSG_CONN_CLOSE, 0, &b);
+		msgbuf_free(&b);
+		olog(LOG_LVL_INFO, rq_prefix(rq, pfx, sizeof(pfx)),
+		    "account at ws_pool_max_per_account=%d: closing its least recently used "
+		    "idle connection %" PRIx64, sv->pool.cap, evict->id);
+	}
+	rq->session_id = conv != NULL ? conv : xstrdup("");
+	rq->frame = build_frame(body, conv, &rq->framelen);
+	collect_forwarded_headers(rq, http);
+
+	u64map_put(&sv->reqs, rq->rid, rq);
+	TAILQ_INSERT_TAIL(&sv->slots[rq->slot].reqs, rq, entry);
+	evhttp_connection_set_closecb(rq->evcon, on_client_close, rq);
+	request_dispatch(rq);
+out:
+	json_object_put(body);
+}
+
+/* ---- relaying ------------------------------------------------------ */
+
+/* The "type" of a frame; the backend always writes it first, so a scan
+ * avoids parsing every delta. */
+static size_t
+frame_type(const char *frame, size_t len, char *out, size_t outlen)
+{
+	static const char lead[] = "{\"type\":\"";
+	const char *end;
+	size_t n;
+
+	out[0] = '\0';
+	if (len > sizeof(lead) - 1 && memcmp(frame, lead, sizeof(lead) - 1) == 0) {
+		frame += sizeof(lead) - 1;
+		len -= sizeof(lead) - 1;
+		end = memchr(frame, '"', len < 128 ? len : 128);
+		if (end != NULL) {
+			n = (size_t)(end - frame);
+			if (n < outlen) {
+				memcpy(out, frame, n);
+				out[n] = '\0';
+				return n;
+			}
+		}
+	}
+	{
+		char err[64];
+		struct json_object *o = json_parse_buf(frame, len, err, sizeof(err));
+		const char *t = json_get_str(o, "type");
+		if (t != NULL)
+			strlcpy_safe(out, t, outlen);
+		json_object_put(o);
+	}
+	return strlen(out);
+}
+
+static bool
+client_too_slow(struct client_req *rq)
+{
+	struct bufferevent *bev;
+
+	if (rq->evcon == NULL)
+		return false;
+	bev = evhttp_connection_get_bufferevent(rq->evcon);
+	return bev != NULL &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) > sv->cfg.max_client_buffer;
+}
+
+static void
+drop_slow_client(struct client_req *rq)
+{
+	char pfx[96];
+
+	olog(LOG_LVL_WARN, rq_prefix(rq, pfx, sizeof(pfx)),
+	    "client reads too slowly (more than max_client_buffer queued): dropping it");
+	if (rq->evcon != NULL) {
+		struct evhttp_connection *evcon = rq->evcon;
+		evhttp_connection_set_closecb(evcon, NULL, NULL);
+		on_client_close(evcon, rq);
+		evhttp_connection_free(evcon);
+	}
+}
+
+static void
+sse_write(struct client_req *rq, const char *type, const char *data, size_t len)
+{
+	struct evbuffer *buf;
+
+	if (rq->http == NULL)
+		return;
+	buf = evbuffer_new();
+	if (type[0])
+		evbuffer_add_printf(buf, "event: %s\n", type);
+	evbuffer_add(buf, "data: ", 6);
+	evbuffer_add(buf, data, len);
+	evbuffer_add(buf, "\n\n", 2);
+	evhttp_send_reply_chunk(rq->http, buf);
+	evbuffer_free(buf);
+	if (client_too_slow(rq))
+		drop_slow_client(rq);
+}
+
+static void
+start_stream(struct client_req *rq)
+{
+	struct evkeyvalq *h;
+	char rid[32];
+
+	if (rq->http == NULL || !rq->stream)
+		return;
+	h = evhttp_request_get_output_headers(rq->http);
+	evhttp_add_header(h, "Content-Type", "text/event-stream");
+	evhttp_add_header(h, "Cache-Control", "no-cache");
+	snprintf(rid, sizeof(rid), "%08" PRIx64, rq->rid);
+	evhttp_add_header(h, "x-codexpool-request-id", rid);
+	evhttp_send_reply_start(rq->http, 200, "OK");
+}
+
+static void
+aggregate(struct client_req *rq, const char *type, const char *frame, size_t len)
+{
+	struct json_object *o, *item, *resp;
+	char err[128];
+
+	if (strcmp(type, "response.output_item.done") != 0 &&
+	    strcmp(type, "response.completed") != 0 &&
+	    strcmp(type, "response.failed") != 0 &&
+	    strcmp(type, "response.incomplete") != 0 &&
+	    strcmp(type, "error") != 0)
+		return;
+	rq->agg_bytes += len;
+	if (rq->agg_bytes > sv->cfg.max_client_buffer)
+		return;		/* reported as too large when the turn ends */
+	if ((o = json_parse_buf(frame, len, err, sizeof(err))) == NULL)
+		return;
+	if (strcmp(type, "response.output_item.done") == 0) {
+		if ((item = json_get_obj(o, "item")) != NULL) {
+			if (rq->output == NULL)
+				rq->output = json_object_new_array();
+			json_object_array_add(rq->output, json_object_get(item));
+		}
+	} else {
+		json_object_put(rq->final);
+		resp = json_get_obj(o, "response");
+		rq->final = resp ? json_object_get(resp) : json_object_get(o);
+	}
+	json_object_put(o);
+}
+
+static void
+finish_nonstream(struct client_req *rq, int outcome, const char *message)
+{
+	struct evbuffer *out;
+	struct json_object *out_items;
+	const char *text;
+	size_t len;
+
+	if (rq->http == NULL)
+		return;
+	if (rq->agg_bytes > sv->cfg.max_client_buffer) {
+		send_error(rq->http, 502, "server_error", "response_too_large",
+		    "the response is larger than max_client_buffer; use stream:true");
+		return;
+	}
+	if (outcome == DONE_STREAM_ERROR || rq->final == NULL) {
+		send_error(rq->http, 502, "server_error", "stream_disconnected",
+		    "upstream stream ended early: %s", message && *message ? message : "no response.completed");
+		return;
+	}
+	if (outcome == DONE_FAILED) {
+		struct json_object *e = json_get_obj(rq->final, "error");
+		const char *m = e ? json_get_str(e, "message") : NULL;
+		const char *code = e ? json_get_str(e, "code") : NULL;
+		send_error(rq->http, 502, "upstream_error", code ? code : "response_failed",
+		    "%s", m ? m : "the upstream response failed");
+		return;
+	}
+	/* Output items come from output_item.done; the completed event's
+	 * response may carry them too, or an empty list. */
+	if (rq->output != NULL &&
+	    (!json_object_object_get_ex(rq->final, "output", &out_items) ||
+	     json_object_array_length(out_items) == 0))
+		json_object_object_add(rq->final, "output", json_object_get(rq->output));
+	text = json_object_to_json_string_length(rq->final,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	out = evbuffer_new();
+	evbuffer_add(out, text, len);
+	evhttp_add_header(evhttp_request_get_output_headers(rq->http),
+	    "Content-Type", "application/json");
+	evhttp_send_reply(rq->http, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+static void
+end_stream_with_error(struct client_req *rq, const char *code, const char *message)
+{
+	struct json_object *ev, *resp, *err;
+	const char *text;
+	size_t len;
+
+	if (rq->http == NULL)
+		return;
+	ev = json_object_new_object();
+	resp = json_object_new_object();
+	err = json_object_new_object();
+	json_object_object_add(err, "code", json_object_new_string(code));
+	json_object_object_add(err, "message", json_object_new_string(message));
+	json_object_object_add(resp, "status", json_object_new_string("failed"));
+	json_object_object_add(resp, "error", err);
+	json_object_object_add(ev, "type", json_object_new_string("response.failed"));
+	json_object_object_add(ev, "response", resp);
+	text = json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
+	sse_write(rq, "response.failed", text, len);
+	json_object_put(ev);
+}
+
+/* An upstream error body as the client sees it: {"error": {...}}. */
+static void
+reply_upstream_error(struct client_req *rq, int status, const char *code,
+    const char *body, size_t len)
+{
+	struct json_object *o, *e, *wrapped;
+	struct evbuffer *out;
+	const char *text;
+	char err[128];
+	int64_t resets;
+
+	if (rq->http == NULL)
+		return;
+	o = json_parse_buf(body, len, err, sizeof(err));
+	e = json_get_obj(o, "error");
+	if (e == NULL && json_get_obj(o, "response") != NULL)
+		e = json_get_obj(json_get_obj(o, "response"), "error");
+	if (e == NULL) {
+		send_error(rq->http, status, status >= 500 ? "server_error" : "invalid_request_error",
+		    code && *code ? code : NULL, "upstream error (HTTP %d)", status);
+		json_object_put(o);
+		return;
+	}
+	wrapped = json_object_new_object();
+	json_object_object_add(wrapped, "error", json_object_get(e));
+	text = json_object_to_json_string_length(wrapped, JSON_C_TO_STRING_PLAIN, &len);
+	out = evbuffer_new();
+	evbuffer_add(out, text, len);
+	evhttp_add_header(evhttp_request_get_output_headers(rq->http),
+	    "Content-Type", "application/json");
+	if (status == 429 && (resets = json_get_int(e, "resets_at", 0)) > 0) {
+		char ra[32];
+		int64_t wait = resets - now_wall_usec() / USEC_PER_SEC;
+		snprintf(ra, sizeof(ra), "%lld", (long long)(wait > 0 ? wait : 0));
+		evhttp_add_header(evhttp_request_get_output_headers(rq->http), "Retry-After", ra);
+	}
+	evhttp_send_reply(rq->http, status, NULL, out);
+	evbuffer_free(out);
+	json_object_put(wrapped);
+	json_object_put(o);
+}
+
+static void
+log_turn_end(struct client_req *rq, int status, uint64_t in, uint64_t cached,
+    uint64_t outt, const char *what)
+{
+	char pfx[96];
+
+	olog(LOG_LVL_INFO, rq_prefix(rq, pfx, sizeof(pfx)),
+	    "turn %s status=%d stream=%d conv_from=%s in=%" PRIu64 " cached=%" PRIu64
+	    " out=%" PRIu64 " %lldms", what, status, rq->stream, rq->conv_source,
+	    in, cached, outt,
+	    (long long)((now_mono_usec() - rq->started_at) / USEC_PER_MSEC));
+}
+
+static void
+on_decision(struct client_req *rq, struct msgreader *r)
+{
+	int decision = msg_get_u8(r);
+	int reason = msg_get_u8(r);
+	uint64_t conn = msg_get_u64(r);
+
+	if (msg_end(r) == -1)
+		return;
+	pm_decision(&sv->pool, rq->acct->entry, rq->reserved, decision, conn,
+	    rq->key_hash, rq->slot, now_mono_usec());
+	rq->reserved = false;
+	rq->decision = decision;
+	if (conn != 0 && (decision == DEC_NEW || decision == DEC_REUSE))
+		rq->conn_id = conn;
+	else if (decision == DEC_RETRY_STALE || decision == DEC_BYPASS)
+		rq->conn_id = 0;
+	if (decision > 0 && decision < 8) {
+		sv->stats.decisions[decision]++;
+		sv->slots[rq->slot].decisions[decision]++;
+	}
+	if (decision == DEC_BYPASS && reason >= 0 && reason < 16)
+		sv->stats.bypass[reason]++;
+}
+
+static void
+on_done(struct client_req *rq, struct msgreader *r)
+{
+	int outcome = msg_get_u8(r);
+	const char *message = msg_get_str(r);
+	const char *resp_id = msg_get_str(r);
+	uint64_t in = msg_get_u64(r), cached = msg_get_u64(r), outt = msg_get_u64(r);
+	uint64_t conn = msg_get_u64(r);
+
+	if (msg_end(r) == -1)
+		outcome = DONE_STREAM_ERROR;
+	if (rq->conn_id != 0)
+		pm_turn_end(&sv->pool, rq->conn_id, conn != 0 ? resp_id : NULL,
+		    in, cached, now_mono_usec());
+	sv->stats.input_tokens += in;
+	sv->stats.cached_tokens += cached;
+	sv->stats.output_tokens += outt;
+	if (outcome != DONE_COMPLETED)
+		sv->stats.requests_failed++;
+	if (rq->stream) {
+		if (outcome == DONE_STREAM_ERROR && !rq->client_gone)
+			end_stream_with_error(rq, "stream_disconnected",
+			    message && *message ? message : "upstream stream ended early");
+		if (rq->http != NULL)
+			evhttp_send_reply_end(rq->http);
+	} else {
+		finish_nonstream(rq, outcome, message);
+	}
+	log_turn_end(rq, 200, in, cached, outt, done_outcome_name(outcome));
+	rq->state = RQ_FINISHED;
+	request_free(rq);
+}
+
+static void
+on_error(struct client_req *rq, struct msgreader *r)
+{
+	uint32_t status = msg_get_u32(r);
+	uint8_t flags = msg_get_u8(r);
+	const char *code = msg_get_str(r);
+	size_t len = 0;
+	const char *body = msg_get_blob(r, &len);
+
+	(void)flags;
+	if (msg_end(r) == -1) {
+		status = 502;
+		code = "internal_error";
+		body = NULL;
+	}
+	if (rq->conn_id != 0)
+		pm_turn_end(&sv->pool, rq->conn_id, NULL, 0, 0, now_mono_usec());
+	sv->stats.requests_failed++;
+	if (status < 400 || status > 599)
+		status = 502;
+	if (body != NULL && len > 0)
+		reply_upstream_error(rq, (int)status, code, body, len);
+	else
+		send_error(rq->http, (int)status, status >= 500 ? "server_error" :
+		    "invalid_request_error", code && *code ? code : NULL,
+		    "upstream request failed (HTTP %u)", status);
+	log_turn_end(rq, (int)status, 0, 0, 0, code && *code ? code : "error");
+	rq->state = RQ_FINISHED;
+	request_free(rq);
+}
+
+void
+request_on_worker_msg(int slot, const struct msg *m)
+{
+	struct client_req *rq = u64map_get(&sv->reqs, m->hdr.rid);
+	struct msgreader r;
+	char type[128];
+
+	if (rq == NULL || rq->slot != slot)
+		return;		/* already finished (e.g. dropped client) */
+	msgreader_init(&r, m);
+	switch (m->hdr.type) {
+	case MSG_REQ_DECISION:
+		on_decision(rq, &r);
+		break;
+	case MSG_REQ_STARTED:
+		rq->state = RQ_STREAMING;
+		free(rq->frame);	/* never replayed after output began */
+		rq->frame = NULL;
+		start_stream(rq);
+		break;
+	case MSG_REQ_EVENT: {
+		size_t len = 0;
+		const char *frame = msg_get_blob(&r, &len);
+		if (msg_end(&r) == -1 || rq->client_gone)
+			break;
+		frame_type(frame, len, type, sizeof(type));
+		if (rq->stream)
+			sse_write(rq, type, frame, len);
+		else
+			aggregate(rq, type, frame, len);
+		break;
+	}
+	case MSG_REQ_DONE:
+		on_done(rq, &r);
+		break;
+	case MSG_REQ_ERROR:
+		on_error(rq, &r);
+		break;
+	default:
+		log_debug("worker %d: unexpected %s for rid %" PRIx64, slot,
+		    msg_type_name(m->hdr.type), m->hdr.rid);
+		break;
+	}
+}
+
+void
+request_worker_died(int slot)
+{
+	struct client_req *rq, *next;
+	char pfx[96];
+
+	for (rq = TAILQ_FIRST(&sv->slots[slot].reqs); rq != NULL; rq = next) {
+		next = TAILQ_NEXT(rq, entry);
+		if (rq->state == RQ_QUEUED)
+			continue;
+		if (rq->client_gone) {
+			request_free(rq);
+			continue;
+		}
+		if (rq->state == RQ_DISPATCHED && rq->attempts < MAX_ATTEMPTS) {
+			/* Nothing reached the client: run it again on the new worker. */
+			rq->state = RQ_QUEUED;
+			rq->conn_id = 0;
+			sv->stats.retried_on_respawn++;
+			olog(LOG_LVL_INFO, rq_prefix(rq, pfx, sizeof(pfx)),
+			    "worker %d died before the response started: will retry", slot);
+			continue;
+		}
+		if (rq->state == RQ_STREAMING && rq->stream) {
+			end_stream_with_error(rq, "worker_crashed",
+			    "the codexpool worker serving this stream terminated");
+			if (rq->http != NULL)
+				evhttp_send_reply_end(rq->http);
+		} else {
+			send_error(rq->http, 502, "server_error", "worker_crashed",
+			    "the codexpool worker serving this request terminated");
+		}
+		sv->stats.requests_failed++;
+		log_turn_end(rq, 502, 0, 0, 0, "worker_crashed");
+		rq->state = RQ_FINISHED;
+		request_free(rq);
+	}
+}
+
+void
+request_worker_ready(int slot)
+{
+	struct client_req *rq, *next;
+
+	for (rq = TAILQ_FIRST(&sv->slots[slot].reqs); rq != NULL; rq = next) {
+		next = TAILQ_NEXT(rq, entry);
+		if (rq->state == RQ_QUEUED)
+			request_dispatch(rq);
+	}
+}
+
+/* ---- pool actions -------------------------------------------------- */
+
+void
+pool_evict_entry(const char *entry)
+{
+	struct msgbuf b;
+
+	pm_evict_account(&sv->pool, entry);
+	msgbuf_init(&b);
+	msg_add_str(&b, entry);
+	workers_broadcast(MSG_EVICT, &b);
+	msgbuf_free(&b);
+}
+
+void
+pool_set_enabled(bool on)
+{
+	struct msgbuf b;
+
+	sv->pool_enabled = on;
+	if (!on)
+		pm_close_all(&sv->pool);
+	msgbuf_init(&b);
+	msg_add_u8(&b, on);
+	workers_broadcast(MSG_POOL_ENABLE, &b);
+	msgbuf_free(&b);
+}

@@ -1,0 +1,417 @@
+/*
+ * Worker slots: spawn, talk to, reap and respawn the worker processes.
+ *
+ * Each slot has one socketpair.  A worker is this binary re-executed with
+ * -W <slot> and the channel on fd 3, so it starts from a clean address
+ * space.  A worker that dies is reaped, its cause logged, and a new one is
+ * started in the same slot after a backoff; the conversations hashed to
+ * the slot come back to it, which keeps the consistent hash stable.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "log.h"
+#include "msgtypes.h"
+#include "supervisor.h"
+
+#define BACKOFF_MIN	(100 * USEC_PER_MSEC)
+#define BACKOFF_MAX	(10 * USEC_PER_SEC)
+#define STABLE_AFTER	(30 * USEC_PER_SEC)	/* a worker up this long resets the backoff */
+
+static void	on_chan_read(evutil_socket_t, short, void *);
+static void	on_chan_write(evutil_socket_t, short, void *);
+static void	on_respawn(evutil_socket_t, short, void *);
+
+static void
+chan_want_write(struct worker_slot *w)
+{
+	if (w->chan && msgchan_pending(w->chan) > 0)
+		event_add(w->ev_write, NULL);
+}
+
+void
+workers_send(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b)
+{
+	struct worker_slot *w = &sv->slots[slot];
+	int rc;
+
+	if (w->chan == NULL)
+		return;
+	rc = b ? msgchan_send_buf(w->chan, type, rid, b) :
+	    msgchan_send(w->chan, type, rid, NULL, 0, -1);
+	if (rc == MSGCHAN_FULL)
+		log_warnx("worker %d: channel queue full, dropped %s", slot, msg_type_name(type));
+	chan_want_write(w);
+}
+
+void
+workers_broadcast(uint32_t type, const struct msgbuf *b)
+{
+	int i;
+
+	for (i = 0; i < sv->nslots; i++)
+		workers_send(i, type, 0, b);
+}
+
+void
+workers_send_config(int slot)
+{
+	const struct codexpool_config *c = &sv->cfg;
+	struct msgbuf b;
+
+	msgbuf_init(&b);
+	msg_add_str(&b, sv->up.host);
+	msg_add_u32(&b, (uint32_t)sv->up.port);
+	msg_add_str(&b, sv->up.path);
+	msg_add_u8(&b, sv->up.tls);
+	msg_add_str(&b, c->upstream_ca_file);
+	msg_add_str(&b, sv->up.proxy_host ? sv->up.proxy_addr : "");
+	msg_add_u32(&b, (uint32_t)sv->up.proxy_port);
+	msg_add_u8(&b, sv->pool_enabled);
+	msg_add_u64(&b, (uint64_t)c->ws_pool_max_age);
+	msg_add_u64(&b, (uint64_t)c->ws_ping_interval);
+	msg_add_u64(&b, (uint64_t)c->handshake_timeout);
+	msg_add_u64(&b, (uint64_t)c->response_start_timeout);
+	msg_add_str(&b, c->originator);
+	msg_add_str(&b, c->client_version);
+	workers_send(slot, MSG_CONFIG, 0, &b);
+	msgbuf_free(&b);
+}
+
+void
+workers_send_addrs(int slot)
+{
+	struct msgbuf b;
+	int i;
+
+	if (sv->up.naddrs == 0)
+		return;
+	msgbuf_init(&b);
+	msg_add_u32(&b, (uint32_t)sv->up.naddrs);
+	for (i = 0; i < sv->up.naddrs; i++)
+		msg_add_str(&b, sv->up.addrs[i]);
+	workers_send(slot, MSG_UPSTREAM_ADDRS, 0, &b);
+	msgbuf_free(&b);
+}
+
+static int
+spawn(struct worker_slot *w)
+{
+	char slotarg[16];
+	char *argv[8];
+	int sp[2], argc = 0;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == -1) {
+		log_warn("worker %d: socketpair", w->index);
+		return -1;
+	}
+	snprintf(slotarg, sizeof(slotarg), "%d", w->index);
+	argv[argc++] = "codexpoold";
+	argv[argc++] = "-W";
+	argv[argc++] = slotarg;
+	argv[argc++] = "-d";
+	argv[argc++] = sv->cfg.log_level;
+	if (sv->foreground)
+		argv[argc++] = "-f";
+	argv[argc] = NULL;
+
+	switch (pid = fork()) {
+	case -1:
+		log_warn("worker %d: fork", w->index);
+		close(sp[0]);
+		close(sp[1]);
+		return -1;
+	case 0:
+		/* fd 3 is the channel; nothing else of the supervisor leaks in. */
+		if (dup2(sp[1], 3) == -1)
+			_exit(127);
+		close_range(4, ~0U, 0);
+		signal(SIGPIPE, SIG_DFL);
+		execv(sv->self_exe, argv);
+		_exit(127);
+	}
+	close(sp[1]);
+	w->pid = pid;
+	w->state = SLOT_STARTING;
+	w->started_at = now_mono_usec();
+	w->chan = msgchan_new(sp[0]);
+	w->ev_read = event_new(sv->base, sp[0], EV_READ | EV_PERSIST, on_chan_read, w);
+	w->ev_write = event_new(sv->base, sp[0], EV_WRITE | EV_PERSIST, on_chan_write, w);
+	event_add(w->ev_read, NULL);
+	/* The worker reads these before anything else we queue. */
+	workers_send_config(w->index);
+	workers_send_addrs(w->index);
+	log_debug("worker %d: started pid %d", w->index, (int)pid);
+	return 0;
+}
+
+int
+workers_start(void)
+{
+	int i, n = sv->cfg.workers;
+
+	if (n <= 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		n = cpus > 0 ? (int)cpus : 1;
+	}
+	if (n > SV_MAX_WORKERS)
+		n = SV_MAX_WORKERS;
+	sv->nslots = n;
+	for (i = 0; i < n; i++) {
+		struct worker_slot *w = &sv->slots[i];
+		w->index = i;
+		w->backoff = BACKOFF_MIN;
+		TAILQ_INIT(&w->reqs);
+		w->ev_respawn = evtimer_new(sv->base, on_respawn, w);
+		if (spawn(w) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* The channel is gone (EOF, error, or the process was reaped). */
+static void
+slot_lost(struct worker_slot *w)
+{
+	if (w->chan == NULL)
+		return;
+	event_free(w->ev_read);
+	event_free(w->ev_write);
+	w->ev_read = w->ev_write = NULL;
+	msgchan_free(w->chan);
+	w->chan = NULL;
+	pm_slot_gone(&sv->pool, w->index);
+	request_worker_died(w->index);
+}
+
+static void
+on_respawn(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker_slot *w = arg;
+
+	if (sv->shutting_down || w->pid != 0)
+		return;
+	if (spawn(w) == -1) {
+		struct timeval tv = { 1, 0 };
+		evtimer_add(w->ev_respawn, &tv);
+		return;
+	}
+	w->restarts++;
+	sv->stats.worker_restarts++;
+	/* Turns that were waiting for this slot go out on the new worker. */
+	request_worker_ready(w->index);
+}
+
+static void
+handle_msg(struct worker_slot *w, const struct msg *m)
+{
+	struct msgreader r;
+
+	msgreader_init(&r, m);
+	switch (m->hdr.type) {
+	case MSG_HELLO: {
+		uint32_t version = msg_get_u32(&r);
+		(void)msg_get_u32(&r);
+		(void)msg_get_u32(&r);
+		if (msg_end(&r) == -1 || version != MSG_PROTO_VERSION) {
+			log_warnx("worker %d: speaks protocol %u, we speak %u; stopping it",
+			    w->index, version, MSG_PROTO_VERSION);
+			kill(w->pid, SIGTERM);
+			return;
+		}
+		w->state = sv->shutting_down ? SLOT_STOPPING : SLOT_UP;
+		log_debug("worker %d: up (pid %d)", w->index, (int)w->pid);
+		break;
+	}
+	case MSG_CONN_UP: {
+		uint64_t id = msg_get_u64(&r);
+		uint64_t key = msg_get_u64(&r);
+		const char *entry = msg_get_str(&r);
+		if (msg_end(&r) == 0)
+			pm_conn_up(&sv->pool, id, key, entry, w->index, now_mono_usec());
+		break;
+	}
+	case MSG_CONN_DOWN: {
+		uint64_t id = msg_get_u64(&r);
+		(void)msg_get_str(&r);
+		(void)msg_get_str(&r);
+		if (msg_end(&r) == 0)
+			pm_conn_down(&sv->pool, id);
+		break;
+	}
+	case MSG_RATE_LIMITS:
+		break;		/* the accounts issue turns these into quota state */
+	case MSG_STATS:
+		break;		/* answered by the supervisor's own counters */
+	default:
+		request_on_worker_msg(w->index, m);
+		break;
+	}
+}
+
+static void
+on_chan_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker_slot *w = arg;
+	struct msg m;
+	int rc;
+
+	rc = msgchan_read(w->chan);
+	/* Handle what arrived even if the worker then closed: its final
+	 * messages (DONE/ERROR) matter. */
+	while (w->chan != NULL && (rc = msgchan_next(w->chan, &m)) == 1) {
+		handle_msg(w, &m);
+		if (m.fd >= 0)
+			close(m.fd);
+	}
+	if (w->chan == NULL)
+		return;
+	if (rc < 0 || msgchan_read(w->chan) < 0) {
+		if (!sv->shutting_down)
+			log_warnx("worker %d: channel closed", w->index);
+		slot_lost(w);
+	}
+}
+
+static void
+on_chan_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker_slot *w = arg;
+
+	if (msgchan_flush(w->chan) < 0) {
+		slot_lost(w);
+		return;
+	}
+	if (msgchan_pending(w->chan) == 0)
+		event_del(w->ev_write);
+}
+
+static void
+describe_exit(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, len, "signal %d%s", WTERMSIG(status),
+		    WCOREDUMP(status) ? " (core dumped)" : "");
+	else
+		snprintf(buf, len, "exit status %d", WEXITSTATUS(status));
+}
+
+void
+workers_reap(void)
+{
+	char cause[64];
+	pid_t pid;
+	int status, i;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (i = 0; i < sv->nslots; i++)
+			if (sv->slots[i].pid == pid)
+				break;
+		if (i == sv->nslots)
+			continue;
+		struct worker_slot *w = &sv->slots[i];
+		describe_exit(status, cause, sizeof(cause));
+		w->pid = 0;
+		slot_lost(w);
+		if (sv->shutting_down) {
+			log_debug("worker %d (pid %d) stopped: %s", i, (int)pid, cause);
+			w->state = SLOT_DOWN;
+			continue;
+		}
+		log_warnx("worker %d (pid %d) terminated: %s", i, (int)pid, cause);
+		w->state = SLOT_DOWN;
+		if (now_mono_usec() - w->started_at > STABLE_AFTER)
+			w->backoff = BACKOFF_MIN;
+		struct timeval tv = { (time_t)(w->backoff / USEC_PER_SEC),
+		    (suseconds_t)(w->backoff % USEC_PER_SEC) };
+		evtimer_add(w->ev_respawn, &tv);
+		log_info("worker %d: respawning in %lld ms", i, (long long)(w->backoff / USEC_PER_MSEC));
+		w->backoff = w->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : w->backoff * 2;
+	}
+	if (sv->shutting_down && workers_running() == 0)
+		event_base_loopexit(sv->base, NULL);
+}
+
+int
+workers_running(void)
+{
+	int i, n = 0;
+
+	for (i = 0; i < sv->nslots; i++)
+		if (sv->slots[i].pid != 0)
+			n++;
+	return n;
+}
+
+static void
+on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	int i;
+
+	for (i = 0; i < sv->nslots; i++)
+		if (sv->slots[i].pid != 0) {
+			log_warnx("worker %d (pid %d) did not stop in time; terminating it",
+			    i, (int)sv->slots[i].pid);
+			kill(sv->slots[i].pid, SIGKILL);
+		}
+}
+
+void
+workers_shutdown(usec_t grace)
+{
+	struct msgbuf b;
+	struct timeval tv;
+	int i;
+
+	msgbuf_init(&b);
+	msg_add_u64(&b, (uint64_t)grace);
+	for (i = 0; i < sv->nslots; i++) {
+		evtimer_del(sv->slots[i].ev_respawn);
+		if (sv->slots[i].pid != 0) {
+			sv->slots[i].state = SLOT_STOPPING;
+			workers_send(i, MSG_SHUTDOWN, 0, &b);
+		}
+	}
+	msgbuf_free(&b);
+	/* Give workers a little longer than the grace to close politely. */
+	grace += 2 * USEC_PER_SEC;
+	tv.tv_sec = (time_t)(grace / USEC_PER_SEC);
+	tv.tv_usec = (suseconds_t)(grace % USEC_PER_SEC);
+	if (sv->ev_shutdown_deadline == NULL)
+		sv->ev_shutdown_deadline = evtimer_new(sv->base, on_shutdown_deadline, NULL);
+	evtimer_add(sv->ev_shutdown_deadline, &tv);
+	if (workers_running() == 0)
+		event_base_loopexit(sv->base, NULL);
+}
+
+void
+workers_free(void)
+{
+	int i;
+
+	for (i = 0; i < sv->nslots; i++) {
+		struct worker_slot *w = &sv->slots[i];
+		if (w->pid != 0) {
+			int status;
+			kill(w->pid, SIGKILL);
+			waitpid(w->pid, &status, 0);
+			w->pid = 0;
+		}
+		slot_lost(w);
+		if (w->ev_respawn)
+			event_free(w->ev_respawn);
+		w->ev_respawn = NULL;
+	}
+}
