@@ -8,11 +8,16 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/dns.h>
@@ -102,6 +107,124 @@ signals_setup(void)
 	}
 }
 
+/* Refuse to start over a live daemon's pidfile; replace a stale one. */
+static int
+pidfile_check(const char *path)
+{
+	char buf[32];
+	ssize_t n;
+	long pid;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return errno == ENOENT ? 0 : -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	pid = strtol(buf, NULL, 10);
+	if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+		log_warnx("pidfile %s names running process %ld: is codexpoold already running?",
+		    path, pid);
+		return -1;
+	}
+	log_info("removing stale pidfile %s (pid %ld is gone)", path, pid);
+	unlink(path);
+	return 0;
+}
+
+static int
+pidfile_write(const char *path)
+{
+	char buf[32];
+	int fd, n;
+
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) == -1) {
+		log_warn("cannot create pidfile %s", path);
+		return -1;
+	}
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if (write(fd, buf, (size_t)n) != n) {
+		log_warn("cannot write pidfile %s", path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int
+daemonize(void)
+{
+	int fd;
+
+	switch (fork()) {
+	case -1:
+		return -1;
+	case 0:
+		break;
+	default:
+		_exit(0);
+	}
+	if (setsid() == -1)
+		return -1;
+	switch (fork()) {	/* never reacquire a controlling terminal */
+	case -1:
+		return -1;
+	case 0:
+		break;
+	default:
+		_exit(0);
+	}
+	if (chdir("/") == -1)
+		return -1;
+	if ((fd = open("/dev/null", O_RDWR)) != -1) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	return 0;
+}
+
+/* Once the sockets are bound, a root daemon becomes the configured user. */
+static int
+drop_privileges(const char *user)
+{
+	struct passwd *pw;
+
+	if (user == NULL || geteuid() != 0)
+		return 0;
+	if ((pw = getpwnam(user)) == NULL) {
+		log_warnx("user '%s' does not exist", user);
+		return -1;
+	}
+	if (sv->cfg.control_socket && chown(sv->cfg.control_socket, pw->pw_uid, pw->pw_gid) == -1)
+		log_warn("chown %s", sv->cfg.control_socket);
+	if (setgroups(1, &pw->pw_gid) == -1 || setgid(pw->pw_gid) == -1 ||
+	    setuid(pw->pw_uid) == -1) {
+		log_warn("cannot become user %s", user);
+		return -1;
+	}
+	log_info("running as user %s", user);
+	return 0;
+}
+
+/* Each client needs a socket, each worker a channel, each turn a little more. */
+static void
+check_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)sv->cfg.max_clients * 2 + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < need)
+		log_warnx("RLIMIT_NOFILE is %llu but max_clients=%d needs about %llu: "
+		    "raise it (ulimit -n, LimitNOFILE=) or lower max_clients",
+		    (unsigned long long)rl.rlim_cur, sv->cfg.max_clients,
+		    (unsigned long long)need);
+}
+
 static int
 run_worker(int argc, char **argv, int slot)
 {
@@ -126,6 +249,7 @@ main(int argc, char **argv)
 	const char *config_path = CODEXPOOL_DEFAULT_CONFIG;
 	const char *level_override = NULL;
 	bool explicit_path = false, check_only = false, foreground = false;
+	bool wrote_pidfile = false;
 	int ch, i, rc = 1;
 	ssize_t n;
 
@@ -179,8 +303,21 @@ main(int argc, char **argv)
 		goto out;
 	}
 	log_init("codexpoold", 1, log_level_from_name(sv->cfg.log_level));
+	if (sv->cfg.pidfile && pidfile_check(sv->cfg.pidfile) == -1)
+		goto out;
+	if (!foreground) {
+		if (daemonize() == -1)
+			fatal("cannot daemonize");
+		log_init("codexpoold", 0, log_level_from_name(sv->cfg.log_level));
+	}
 	if (sv->cfg.log_file && log_set_file(sv->cfg.log_file) == -1)
 		fatal("cannot open log file %s", sv->cfg.log_file);
+	if (sv->cfg.pidfile) {
+		if (pidfile_write(sv->cfg.pidfile) == -1)
+			goto out;
+		wrote_pidfile = true;
+	}
+	check_fd_limit();
 
 	/* Workers are this same binary re-executed with -W. */
 	n = readlink("/proc/self/exe", sv->self_exe, sizeof(sv->self_exe) - 1);
@@ -202,9 +339,12 @@ main(int argc, char **argv)
 		goto out;
 	if (accounts_load() == -1)
 		goto out;
-	if (workers_start() == -1)
-		goto out;
+	/* Bind first, then drop root, then start workers as the user. */
 	if (http_start() == -1 || control_start() == -1)
+		goto out;
+	if (drop_privileges(sv->cfg.user) == -1)
+		goto out;
+	if (workers_start() == -1)
 		goto out;
 	log_info("codexpoold %s ready: listening on %s, %d workers, pool %s",
 	    PACKAGE_VERSION, sv->listen_addr, sv->nslots,
@@ -216,8 +356,9 @@ main(int argc, char **argv)
 out:
 	if (sv->base) {
 		control_stop();
-		http_free();
 		workers_free();
+		request_free_all();
+		http_free();
 		upstream_free();
 		for (i = 0; i < (int)(sizeof(sv->ev_sig) / sizeof(sv->ev_sig[0])); i++)
 			if (sv->ev_sig[i])
@@ -229,6 +370,8 @@ out:
 	accounts_free();
 	pm_free(&sv->pool);
 	u64map_free(&sv->reqs);
+	if (wrote_pidfile)
+		unlink(sv->cfg.pidfile);
 	cfgset_free(&sv->cfgset);
 	free(sv);
 	return rc;

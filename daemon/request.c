@@ -753,6 +753,25 @@ request_worker_ready(int slot)
 	}
 }
 
+/* At exit: whatever is left is answered, if it can be, and freed. */
+void
+request_free_all(void)
+{
+	struct client_req *rq;
+	int i;
+
+	for (i = 0; i < sv->nslots; i++) {
+		while ((rq = TAILQ_FIRST(&sv->slots[i].reqs)) != NULL) {
+			if (rq->state == RQ_STREAMING && rq->http != NULL && rq->stream)
+				evhttp_send_reply_end(rq->http);
+			else if (rq->state != RQ_STREAMING)
+				send_error(rq->http, 503, "server_error", "shutting_down",
+				    "codexpool stopped before this turn finished");
+			request_free(rq);
+		}
+	}
+}
+
 /* ---- pool actions -------------------------------------------------- */
 
 void

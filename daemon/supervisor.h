@@ -178,6 +178,7 @@ void	request_on_worker_msg(int slot, const struct msg *m);
 void	request_worker_died(int slot);
 void	request_worker_ready(int slot);
 void	request_free(struct client_req *rq);
+void	request_free_all(void);
 void	send_error(struct evhttp_request *http, int status, const char *type,
 	    const char *code, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
