@@ -306,6 +306,57 @@ cmd_pool_disable(struct ctl_out *o, int argc, char **argv)
 	kv_str(o, "pool", "disabled");
 }
 
+static void
+cmd_reload(struct ctl_out *o, int argc, char **argv)
+{
+	char report[4096];
+	char *line, *save = NULL;
+	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+
+	if (config_reload(report, sizeof(report)) == -1) {
+		json_object_put(rows);
+		out_error(o, "reload failed, nothing changed: %s", report);
+		return;
+	}
+	kv_str(o, "reloaded", sv->config_path);
+	for (line = strtok_r(report, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (rows)
+			json_object_array_add(rows, json_object_new_string(line));
+		else
+			evbuffer_add_printf(o->text, "%s\n", line);
+	}
+	if (rows)
+		json_object_object_add(o->json, "changes", rows);
+}
+
+static void
+cmd_config(struct ctl_out *o, int argc, char **argv)
+{
+	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	const struct cfg_key *k;
+	char val[512];
+	int i;
+
+	if (!rows)
+		evbuffer_add_printf(o->text, "# key value origin reloadable\n");
+	for (k = codexpool_cfg_keys, i = 0; k->name != NULL; k++, i++) {
+		cfg_format(&sv->cfgset, k, val, sizeof(val));
+		if (rows) {
+			struct json_object *r = json_object_new_object();
+			json_object_object_add(r, "key", json_object_new_string(k->name));
+			json_object_object_add(r, "value", json_object_new_string(val));
+			json_object_object_add(r, "origin", json_object_new_string(sv->cfgset.origin[i].where));
+			json_object_object_add(r, "reloadable", json_object_new_boolean(k->flags & CFG_RELOADABLE));
+			json_object_array_add(rows, r);
+		} else {
+			evbuffer_add_printf(o->text, "%s %s %s %s\n", k->name, val[0] ? val : "-",
+			    sv->cfgset.origin[i].where, (k->flags & CFG_RELOADABLE) ? "yes" : "no");
+		}
+	}
+	if (rows)
+		json_object_object_add(o->json, "config", rows);
+}
+
 static void cmd_help(struct ctl_out *, int, char **);
 
 static const struct ctl_cmd commands[] = {
@@ -315,6 +366,8 @@ static const struct ctl_cmd commands[] = {
 	{ { "evict" },			1, "evict <entry>: close an account's pooled connections (busy ones after their turn)", cmd_evict },
 	{ { "pool", "enable" },		0, "pool enable: pool upstream connections again", cmd_pool_enable },
 	{ { "pool", "disable" },	0, "pool disable: one-shot connections only; pooled ones close", cmd_pool_disable },
+	{ { "reload" },			0, "reload: re-read the configuration; reloadable keys apply at once", cmd_reload },
+	{ { "config" },			0, "config: the effective configuration, each key with its origin", cmd_config },
 	{ { "help" },			0, "help: list the commands", cmd_help },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -88,9 +88,13 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 		log_set_file(sv->cfg.log_file);
 		log_info("log file reopened");
 		break;
-	case SIGHUP:
-		log_info("got SIGHUP: reload is done with 'codexpoolctl reload'");
+	case SIGHUP: {
+		char report[4096];
+		log_info("got SIGHUP: re-reading %s", sv->config_path);
+		if (config_reload(report, sizeof(report)) == -1)
+			log_warnx("reload failed, nothing changed: %s", report);
 		break;
+	}
 	}
 }
 
@@ -346,6 +350,7 @@ main(int argc, char **argv)
 		goto out;
 	if (workers_start() == -1)
 		goto out;
+	request_janitor_start();
 	log_info("codexpoold %s ready: listening on %s, %d workers, pool %s",
 	    PACKAGE_VERSION, sv->listen_addr, sv->nslots,
 	    sv->pool_enabled ? "enabled" : "disabled");
@@ -356,6 +361,7 @@ main(int argc, char **argv)
 out:
 	if (sv->base) {
 		control_stop();
+		request_janitor_stop();
 		workers_free();
 		request_free_all();
 		http_free();

@@ -19,6 +19,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
@@ -29,6 +30,9 @@
 #include "supervisor.h"
 
 #define MAX_ATTEMPTS	3	/* REQ_STARTs per turn when workers keep dying */
+#define SSE_KEEPALIVE	(15 * USEC_PER_SEC)	/* comment line after this much silence */
+
+static struct event *ev_janitor;
 
 /* Client headers that travel to the upstream handshake unchanged. */
 static const char *forwarded_headers[] = {
@@ -395,6 +399,7 @@ sse_write(struct client_req *rq, const char *type, const char *data, size_t len)
 	evbuffer_add(buf, "\n\n", 2);
 	evhttp_send_reply_chunk(rq->http, buf);
 	evbuffer_free(buf);
+	rq->last_write = now_mono_usec();
 	if (client_too_slow(rq))
 		drop_slow_client(rq);
 }
@@ -413,6 +418,51 @@ start_stream(struct client_req *rq)
 	snprintf(rid, sizeof(rid), "%08" PRIx64, rq->rid);
 	evhttp_add_header(h, "x-codexpool-request-id", rid);
 	evhttp_send_reply_start(rq->http, 200, "OK");
+	rq->last_write = now_mono_usec();
+}
+
+/*
+ * Streams that have been silent for a while get an SSE comment: proxies
+ * and clients keep the connection, and a client that left is noticed
+ * (the write fails) even while the upstream is thinking.
+ */
+static void
+on_janitor(evutil_socket_t fd, short what, void *arg)
+{
+	struct client_req *rq, *next;
+	usec_t now = now_mono_usec();
+	int i;
+
+	for (i = 0; i < sv->nslots; i++) {
+		for (rq = TAILQ_FIRST(&sv->slots[i].reqs); rq != NULL; rq = next) {
+			next = TAILQ_NEXT(rq, entry);
+			if (rq->state != RQ_STREAMING || !rq->stream || rq->http == NULL ||
+			    now - rq->last_write < SSE_KEEPALIVE)
+				continue;
+			struct evbuffer *buf = evbuffer_new();
+			evbuffer_add(buf, ": keepalive\n\n", 13);
+			evhttp_send_reply_chunk(rq->http, buf);
+			evbuffer_free(buf);
+			rq->last_write = now;
+		}
+	}
+}
+
+void
+request_janitor_start(void)
+{
+	struct timeval tv = { 5, 0 };
+
+	ev_janitor = event_new(sv->base, -1, EV_PERSIST, on_janitor, NULL);
+	event_add(ev_janitor, &tv);
+}
+
+void
+request_janitor_stop(void)
+{
+	if (ev_janitor != NULL)
+		event_free(ev_janitor);
+	ev_janitor = NULL;
 }
 
 static void

@@ -71,6 +71,7 @@ struct client_req {
 	uint64_t		 conn_id;	/* pooled connection serving it */
 	int			 decision;
 	usec_t			 started_at;
+	usec_t			 last_write;	/* to the client, for SSE keepalives */
 	/* stream:false aggregation */
 	struct json_object	*output;	/* array of output items */
 	struct json_object	*final;		/* the terminal event's response object */
@@ -179,6 +180,8 @@ void	request_worker_died(int slot);
 void	request_worker_ready(int slot);
 void	request_free(struct client_req *rq);
 void	request_free_all(void);
+void	request_janitor_start(void);
+void	request_janitor_stop(void);
 void	send_error(struct evhttp_request *http, int status, const char *type,
 	    const char *code, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
@@ -203,6 +206,9 @@ void	upstream_free(void);
 /* control.c */
 int	control_start(void);
 void	control_stop(void);
+
+/* reload.c: 0, or -1 with the reason; report lists what changed */
+int	config_reload(char *report, size_t len);
 
 /* pool actions shared by control and requests */
 void	pool_evict_entry(const char *entry);
