@@ -150,6 +150,13 @@ cmd_status(struct ctl_out *o, int argc, char **argv)
 	kv_u64(o, "input_tokens", s->input_tokens);
 	kv_u64(o, "cached_tokens", s->cached_tokens);
 	kv_ratio(o, "prompt_cache_hit_rate", s->cached_tokens, s->input_tokens);
+	{
+		uint64_t in5, cached5;
+		usage_window_sum(&sv->recent, now_mono_usec(), &in5, &cached5);
+		kv_u64(o, "input_tokens_5m", in5);
+		kv_u64(o, "cached_tokens_5m", cached5);
+		kv_ratio(o, "prompt_cache_hit_rate_5m", cached5, in5);
+	}
 	kv_u64(o, "client_aborts", s->client_aborts);
 	kv_u64(o, "worker_restarts", s->worker_restarts);
 }
@@ -357,12 +364,109 @@ cmd_config(struct ctl_out *o, int argc, char **argv)
 		json_object_object_add(o->json, "config", rows);
 }
 
+static void
+cmd_drain(struct ctl_out *o, int argc, char **argv)
+{
+	char *end;
+	long slot = strtol(argv[0], &end, 10);
+
+	if (*argv[0] == '\0' || *end != '\0' || slot < 0 || slot >= sv->nslots) {
+		out_error(o, "no worker '%s' (workers are 0..%d)", argv[0], sv->nslots - 1);
+		return;
+	}
+	if (workers_drain((int)slot) == -1) {
+		out_error(o, "worker %ld is not running", slot);
+		return;
+	}
+	kv_u64(o, "draining", (uint64_t)slot);
+	kv_u64(o, "turns_running", (uint64_t)workers_slot_inflight((int)slot));
+}
+
+static void
+cmd_stats_reset(struct ctl_out *o, int argc, char **argv)
+{
+	int i;
+
+	memset(&sv->stats, 0, sizeof(sv->stats));
+	usage_window_reset(&sv->recent);
+	sv->pool.lru_evictions = 0;
+	for (i = 0; i < sv->nslots; i++) {
+		sv->slots[i].requests = 0;
+		memset(sv->slots[i].decisions, 0, sizeof(sv->slots[i].decisions));
+	}
+	log_info("control: counters reset");
+	kv_str(o, "stats", "reset");
+}
+
+static void
+cmd_show_conversations(struct ctl_out *o, int argc, char **argv)
+{
+	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	const struct conv_rec *c;
+	usec_t now = now_mono_usec();
+
+	if (!rows)
+		evbuffer_add_printf(o->text, "# conv account worker turns idle "
+		    "recent_turns(n:decision:cached/input[:miss])\n");
+	TAILQ_FOREACH_REVERSE(c, &sv->convs.lru, conv_rec_list, lru) {
+		uint32_t first = c->turns > CONVLOG_TURNS ? c->turns - CONVLOG_TURNS + 1 : 1, n;
+		char conv[24];
+		struct json_object *turns = rows ? json_object_new_array() : NULL;
+		uint64_t idle = (uint64_t)((now - c->last_active) / USEC_PER_SEC);
+
+		snprintf(conv, sizeof(conv), "%016" PRIx64, c->key_hash);
+		if (!rows)
+			evbuffer_add_printf(o->text, "%s %s %d %u %" PRIu64 " ", conv, c->entry,
+			    c->slot, c->turns, idle);
+		for (n = first; n <= c->turns; n++) {
+			const struct conv_turn *t = &c->ring[(n - 1) % CONVLOG_TURNS];
+			const char *dec = t->decision == DEC_BYPASS ? bypass_reason_name(t->reason) :
+			    t->decision ? decision_name(t->decision) : "-";
+			if (turns) {
+				struct json_object *tj = json_object_new_object();
+				json_object_object_add(tj, "turn", json_object_new_int((int)t->n));
+				json_object_object_add(tj, "decision", json_object_new_string(
+				    t->decision ? decision_name(t->decision) : "-"));
+				if (t->decision == DEC_BYPASS)
+					json_object_object_add(tj, "bypass", json_object_new_string(
+					    bypass_reason_name(t->reason)));
+				json_object_object_add(tj, "cached", json_object_new_int64((int64_t)t->cached));
+				json_object_object_add(tj, "input", json_object_new_int64((int64_t)t->input));
+				if (t->miss)
+					json_object_object_add(tj, "miss", json_object_new_string(t->miss));
+				json_object_array_add(turns, tj);
+			} else {
+				evbuffer_add_printf(o->text, "%s%u:%s:%" PRIu64 "/%" PRIu64 "%s%s",
+				    n > first ? "," : "", t->n, dec, t->cached, t->input,
+				    t->miss ? ":" : "", t->miss ? t->miss : "");
+			}
+		}
+		if (rows) {
+			struct json_object *r = json_object_new_object();
+			json_object_object_add(r, "conv", json_object_new_string(conv));
+			json_object_object_add(r, "account", json_object_new_string(c->entry));
+			json_object_object_add(r, "worker", json_object_new_int(c->slot));
+			json_object_object_add(r, "turns", json_object_new_int((int)c->turns));
+			json_object_object_add(r, "idle", json_object_new_int64((int64_t)idle));
+			json_object_object_add(r, "recent", turns);
+			json_object_array_add(rows, r);
+		} else {
+			evbuffer_add_printf(o->text, "\n");
+		}
+	}
+	if (rows)
+		json_object_object_add(o->json, "conversations", rows);
+}
+
 static void cmd_help(struct ctl_out *, int, char **);
 
 static const struct ctl_cmd commands[] = {
 	{ { "status" },			0, "status: counters, pool reuse rate, prompt-cache hit rate", cmd_status },
 	{ { "show", "workers" },	0, "show workers: one row per worker process", cmd_show_workers },
 	{ { "show", "pools" },		0, "show pools: one row per pooled upstream connection", cmd_show_pools },
+	{ { "show", "conversations" },	0, "show conversations: recent conversations, each turn's decision and cache use, and why a turn missed", cmd_show_conversations },
+	{ { "drain" },			1, "drain <worker>: no new conversations for a worker; restart it when its turns are done", cmd_drain },
+	{ { "stats", "reset" },		0, "stats reset: zero the counters", cmd_stats_reset },
 	{ { "evict" },			1, "evict <entry>: close an account's pooled connections (busy ones after their turn)", cmd_evict },
 	{ { "pool", "enable" },		0, "pool enable: pool upstream connections again", cmd_pool_enable },
 	{ { "pool", "disable" },	0, "pool disable: one-shot connections only; pooled ones close", cmd_pool_disable },

@@ -333,6 +333,8 @@ main(int argc, char **argv)
 	sv->started_at = now_mono_usec();
 	pm_init(&sv->pool, sv->cfg.ws_pool_max_per_account);
 	u64map_init(&sv->reqs);
+	usage_window_reset(&sv->recent);
+	convlog_init(&sv->convs);
 	sv->next_rid = 1;
 
 	sv->base = event_base_new();
@@ -376,6 +378,7 @@ out:
 	accounts_free();
 	pm_free(&sv->pool);
 	u64map_free(&sv->reqs);
+	convlog_free(&sv->convs);
 	if (wrote_pidfile)
 		unlink(sv->cfg.pidfile);
 	cfgset_free(&sv->cfgset);

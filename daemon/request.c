@@ -86,6 +86,8 @@ request_free(struct client_req *rq)
 	TAILQ_REMOVE(&sv->slots[rq->slot].reqs, rq, entry);
 	u64map_del(&sv->reqs, rq->rid);
 	sv->inflight--;
+	if (sv->slots[rq->slot].draining)
+		workers_check_drained(rq->slot);
 	free(rq->frame);
 	free(rq->session_id);
 	free(rq->fwd_headers);
@@ -195,6 +197,42 @@ request_dispatch(struct client_req *rq)
 	msgbuf_free(&b);
 }
 
+/*
+ * The worker of a pool key.  A draining worker gets no new conversations:
+ * a key without a connection there is hashed again over the others.
+ */
+static int
+slot_for_key(uint64_t key_hash)
+{
+	struct pm_conn *c;
+	uint64_t k = key_hash;
+	int slot = jump_hash(key_hash, sv->nslots), tries;
+
+	if (!sv->slots[slot].draining)
+		return slot;
+	c = u64map_get(&sv->pool.by_key, key_hash);
+	if (c != NULL && c->slot == slot)
+		return slot;
+	for (tries = 0; tries < 64 && sv->slots[slot].draining; tries++) {
+		k = k * 0x9e3779b97f4a7c15ULL + 1;
+		slot = jump_hash(k, sv->nslots);
+	}
+	return slot;
+}
+
+static int
+slot_round_robin(void)
+{
+	int i, slot = 0;
+
+	for (i = 0; i < sv->nslots; i++) {
+		slot = (int)(sv->rr++ % (unsigned)sv->nslots);
+		if (!sv->slots[slot].draining)
+			break;
+	}
+	return slot;
+}
+
 void
 request_handle_responses(struct evhttp_request *http, struct account *acct)
 {
@@ -284,16 +322,20 @@ request_handle_responses(struct evhttp_request *http, struct account *acct)
 		rq->key_hash = hash64_str(keybuf);
 		if (rq->key_hash == 0)
 			rq->key_hash = 1;
-		rq->slot = jump_hash(rq->key_hash, sv->nslots);
+		rq->slot = slot_for_key(rq->key_hash);
 		rq->flags = REQ_F_POOLED;
 		rq->conv_source = source;
 		if (sv->pool_enabled &&
 		    pm_reserve(&sv->pool, acct->entry, rq->key_hash, &evict) == 1)
 			rq->reserved = true;
 	} else {
-		rq->slot = (int)(sv->rr++ % (unsigned)sv->nslots);
+		rq->slot = slot_round_robin();
 		rq->conv_source = "none";
 	}
+	if (conv != NULL)
+		rq->conv_hash = hash64_str(conv);
+	else if (owner != NULL)
+		rq->conv_hash = owner->key_hash;
 	if (rq->key_hash != 0)
 		snprintf(rq->conv_tag, sizeof(rq->conv_tag), "%04x",
 		    (unsigned)(rq->key_hash >> 48));
@@ -641,6 +683,7 @@ on_decision(struct client_req *rq, struct msgreader *r)
 	}
 	if (decision == DEC_BYPASS && reason >= 0 && reason < 16)
 		sv->stats.bypass[reason]++;
+	rq->reason = decision == DEC_BYPASS ? reason : 0;
 }
 
 static void
@@ -660,6 +703,10 @@ on_done(struct client_req *rq, struct msgreader *r)
 	sv->stats.input_tokens += in;
 	sv->stats.cached_tokens += cached;
 	sv->stats.output_tokens += outt;
+	usage_window_add(&sv->recent, now_mono_usec(), in, cached);
+	if (outcome == DONE_COMPLETED)
+		convlog_turn(&sv->convs, rq->conv_hash, rq->acct->entry, rq->slot,
+		    rq->decision, rq->reason, in, cached, now_mono_usec());
 	if (outcome != DONE_COMPLETED)
 		sv->stats.requests_failed++;
 	if (rq->stream) {

@@ -19,8 +19,10 @@
 #include <json-c/json.h>
 
 #include "cfgkeys.h"
+#include "convlog.h"
 #include "msg.h"
 #include "poolmap.h"
+#include "stats.h"
 #include "u64map.h"
 #include "util.h"
 
@@ -57,6 +59,7 @@ struct client_req {
 	int			 slot;
 	int			 attempts;	/* REQ_STARTs sent (worker deaths retry) */
 	uint64_t		 key_hash;	/* 0: no conversation */
+	uint64_t		 conv_hash;	/* the conversation alone, for show conversations */
 	char			 conv_tag[9];	/* first hex of the conversation hash, for logs */
 	const char		*conv_source;	/* where the conversation came from */
 	struct account		*acct;
@@ -70,6 +73,7 @@ struct client_req {
 	int			 nfwd;
 	uint64_t		 conn_id;	/* pooled connection serving it */
 	int			 decision;
+	int			 reason;	/* BYP_* of a bypass */
 	usec_t			 started_at;
 	usec_t			 last_write;	/* to the client, for SSE keepalives */
 	/* stream:false aggregation */
@@ -99,6 +103,7 @@ struct worker_slot {
 	unsigned		 restarts;
 	usec_t			 backoff;
 	struct client_req_list	 reqs;		/* every request bound to this slot */
+	bool			 draining;	/* no new conversations; restart when idle */
 	uint64_t		 requests;
 	uint64_t		 decisions[8];	/* by DEC_* */
 };
@@ -149,6 +154,8 @@ struct supervisor {
 	struct account		*account;	/* the one account (auth_file) */
 	struct upstream_target	 up;
 	struct sv_stats		 stats;
+	struct usage_window	 recent;	/* usage of the last five minutes */
+	struct convlog		 convs;		/* recent conversations */
 	usec_t			 started_at;
 	bool			 shutting_down;
 	struct event		*ev_shutdown_deadline;
@@ -171,6 +178,9 @@ void	workers_shutdown(usec_t grace);
 void	workers_reap(void);
 int	workers_running(void);
 void	workers_free(void);
+int	workers_drain(int slot);
+int	workers_slot_inflight(int slot);
+void	workers_check_drained(int slot);
 
 /* request.c */
 void	request_handle_responses(struct evhttp_request *http, struct account *acct);

@@ -330,8 +330,16 @@ workers_reap(void)
 			w->state = SLOT_DOWN;
 			continue;
 		}
-		log_warnx("worker %d (pid %d) terminated: %s", i, (int)pid, cause);
 		w->state = SLOT_DOWN;
+		if (w->draining) {
+			struct timeval now_tv = { 0, 0 };
+			log_info("worker %d (pid %d) drained and stopped; restarting it", i, (int)pid);
+			w->draining = false;
+			w->backoff = BACKOFF_MIN;
+			evtimer_add(w->ev_respawn, &now_tv);
+			continue;
+		}
+		log_warnx("worker %d (pid %d) terminated: %s", i, (int)pid, cause);
 		if (now_mono_usec() - w->started_at > STABLE_AFTER)
 			w->backoff = BACKOFF_MIN;
 		struct timeval tv = { (time_t)(w->backoff / USEC_PER_SEC),
@@ -394,6 +402,51 @@ workers_shutdown(usec_t grace)
 	evtimer_add(sv->ev_shutdown_deadline, &tv);
 	if (workers_running() == 0)
 		event_base_loopexit(sv->base, NULL);
+}
+
+/* Stop giving a worker new conversations; restart it once its turns are done. */
+int
+workers_drain(int slot)
+{
+	struct worker_slot *w;
+
+	if (slot < 0 || slot >= sv->nslots)
+		return -1;
+	w = &sv->slots[slot];
+	if (w->pid == 0)
+		return -1;
+	if (!w->draining)
+		log_info("worker %d: draining (%d turns running)", slot, workers_slot_inflight(slot));
+	w->draining = true;
+	workers_check_drained(slot);
+	return 0;
+}
+
+int
+workers_slot_inflight(int slot)
+{
+	struct client_req *rq;
+	int n = 0;
+
+	TAILQ_FOREACH(rq, &sv->slots[slot].reqs, entry)
+		n++;
+	return n;
+}
+
+void
+workers_check_drained(int slot)
+{
+	struct worker_slot *w = &sv->slots[slot];
+	struct msgbuf b;
+
+	if (!w->draining || w->pid == 0 || w->state == SLOT_STOPPING ||
+	    !TAILQ_EMPTY(&w->reqs))
+		return;
+	w->state = SLOT_STOPPING;
+	msgbuf_init(&b);
+	msg_add_u64(&b, (uint64_t)sv->cfg.shutdown_timeout);
+	workers_send(slot, MSG_SHUTDOWN, 0, &b);
+	msgbuf_free(&b);
 }
 
 void
