@@ -54,6 +54,26 @@ rq_prefix(const struct client_req *rq, char *buf, size_t len)
 }
 
 static void
+on_reply_flushed(struct evhttp_request *http, void *arg)
+{
+	if (sv->replies_flushing > 0)
+		sv->replies_flushing--;
+	if (sv->shutting_down)
+		shutdown_maybe_done();
+}
+
+/* Count a final reply until libevent has written it, so a stopping
+ * daemon does not cut off the end of a response. */
+static void
+track_final_reply(struct evhttp_request *http)
+{
+	if (http == NULL)
+		return;
+	evhttp_request_set_on_complete_cb(http, on_reply_flushed, NULL);
+	sv->replies_flushing++;
+}
+
+static void
 on_client_close(struct evhttp_connection *evcon, void *arg)
 {
 	struct client_req *rq = arg;
@@ -713,9 +733,11 @@ on_done(struct client_req *rq, struct msgreader *r)
 		if (outcome == DONE_STREAM_ERROR && !rq->client_gone)
 			end_stream_with_error(rq, "stream_disconnected",
 			    message && *message ? message : "upstream stream ended early");
+		track_final_reply(rq->http);
 		if (rq->http != NULL)
 			evhttp_send_reply_end(rq->http);
 	} else {
+		track_final_reply(rq->http);
 		finish_nonstream(rq, outcome, message);
 	}
 	log_turn_end(rq, 200, in, cached, outt, done_outcome_name(outcome));
@@ -743,6 +765,7 @@ on_error(struct client_req *rq, struct msgreader *r)
 	sv->stats.requests_failed++;
 	if (status < 400 || status > 599)
 		status = 502;
+	track_final_reply(rq->http);
 	if (body != NULL && len > 0)
 		reply_upstream_error(rq, (int)status, code, body, len);
 	else

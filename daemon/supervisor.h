@@ -158,6 +158,7 @@ struct supervisor {
 	struct convlog		 convs;		/* recent conversations */
 	usec_t			 started_at;
 	bool			 shutting_down;
+	int			 replies_flushing;	/* final replies not yet written out */
 	struct event		*ev_shutdown_deadline;
 	struct event		*ev_sig[6];
 	struct event		*ev_dns_refresh;
@@ -178,6 +179,7 @@ void	workers_shutdown(usec_t grace);
 void	workers_reap(void);
 int	workers_running(void);
 void	workers_free(void);
+void	shutdown_maybe_done(void);
 int	workers_drain(int slot);
 int	workers_slot_inflight(int slot);
 void	workers_check_drained(int slot);

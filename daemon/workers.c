@@ -348,8 +348,31 @@ workers_reap(void)
 		log_info("worker %d: respawning in %lld ms", i, (long long)(w->backoff / USEC_PER_MSEC));
 		w->backoff = w->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : w->backoff * 2;
 	}
-	if (sv->shutting_down && workers_running() == 0)
+	if (sv->shutting_down)
+		shutdown_maybe_done();
+}
+
+/*
+ * A stop is complete when every worker has exited and every final reply
+ * has been written to its client; a reply whose client stalls gets one
+ * second at most.
+ */
+void
+shutdown_maybe_done(void)
+{
+	static bool flushing;
+	struct timeval tv = { 1, 0 };
+
+	if (workers_running() != 0)
+		return;
+	if (sv->replies_flushing == 0) {
 		event_base_loopexit(sv->base, NULL);
+		return;
+	}
+	if (!flushing) {
+		flushing = true;
+		event_base_loopexit(sv->base, &tv);
+	}
 }
 
 int
@@ -374,6 +397,9 @@ on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
 			    i, (int)sv->slots[i].pid);
 			kill(sv->slots[i].pid, SIGKILL);
 		}
+	/* Reaping follows; whatever is still stuck after that is given up. */
+	struct timeval tv = { 2, 0 };
+	event_base_loopexit(sv->base, &tv);
 }
 
 void
@@ -400,8 +426,7 @@ workers_shutdown(usec_t grace)
 	if (sv->ev_shutdown_deadline == NULL)
 		sv->ev_shutdown_deadline = evtimer_new(sv->base, on_shutdown_deadline, NULL);
 	evtimer_add(sv->ev_shutdown_deadline, &tv);
-	if (workers_running() == 0)
-		event_base_loopexit(sv->base, NULL);
+	shutdown_maybe_done();
 }
 
 /* Stop giving a worker new conversations; restart it once its turns are done. */
