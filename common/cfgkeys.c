@@ -1,2 +1,81 @@
+/*
+ * codexpoold's key table.  Everything about a key lives in its row: the
+ * parser, `codexpoolctl config`, reload and codexpool.conf(5) read it.
+ */
 #include "config.h"
 #include "cfgkeys.h"
+
+#include <stddef.h>
+
+#define US_S	1000000LL
+#define US_M	(60 * US_S)
+#define US_H	(60 * US_M)
+#define KIB	1024LL
+#define MIB	(1024 * KIB)
+#define GIB	(1024 * MIB)
+
+#define OFF(f)	offsetof(struct codexpool_config, f)
+#define R	CFG_RELOADABLE
+
+static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
+
+const struct cfg_key codexpool_cfg_keys[] = {
+	{ "listen", CFG_ADDRESS, OFF(listen), "127.0.0.1:8080", 0, 0, 0,
+	  "address of the client HTTP API (host:port or [v6]:port; port 0 = any free port)", NULL },
+	{ "workers", CFG_INT, OFF(workers), "0", 0, 0, 256,
+	  "number of worker processes; 0 = one per CPU", NULL },
+	{ "upstream_url", CFG_STRING, OFF(upstream_url),
+	  "wss://chatgpt.com/backend-api/codex/responses", 0, 0, 0,
+	  "WebSocket URL of the Codex responses endpoint", NULL },
+	{ "upstream_ca_file", CFG_STRING, OFF(upstream_ca_file), NULL, 0, 0, 0,
+	  "PEM file of CAs trusted for the upstream; unset = system CAs", NULL },
+	{ "upstream_proxy", CFG_STRING, OFF(upstream_proxy), NULL, 0, 0, 0,
+	  "host:port of an HTTP CONNECT proxy for upstream connections; unset = direct", NULL },
+	{ "auth_file", CFG_STRING, OFF(auth_file), NULL, 0, 0, 0,
+	  "Codex CLI auth.json of the account to serve (mode 600); unset = no account", NULL },
+	{ "ws_pool_enabled", CFG_BOOL, OFF(ws_pool_enabled), "yes", R, 0, 0,
+	  "keep one persistent upstream WebSocket per conversation", NULL },
+	{ "ws_pool_max_age", CFG_DURATION, OFF(ws_pool_max_age), "55m", R,
+	  1 * US_S, 59 * US_M,
+	  "close a pooled connection after this age (the upstream ends them at 60m)", NULL },
+	{ "ws_pool_max_per_account", CFG_INT, OFF(ws_pool_max_per_account), "8", R,
+	  1, 10000,
+	  "most pooled connections one account may hold", NULL },
+	{ "ws_ping_interval", CFG_DURATION, OFF(ws_ping_interval), "25s", R,
+	  1 * US_S, 10 * US_M,
+	  "interval of WebSocket pings on pooled connections, idle or busy; 2.5 intervals of silence = dead", NULL },
+	{ "handshake_timeout", CFG_DURATION, OFF(handshake_timeout), "15s", R,
+	  1 * US_S, 10 * US_M,
+	  "limit for connecting and the upstream WebSocket handshake", NULL },
+	{ "response_start_timeout", CFG_DURATION, OFF(response_start_timeout), "180s", R,
+	  1 * US_S, 1 * US_H,
+	  "limit for the first upstream frame of a turn", NULL },
+	{ "shutdown_timeout", CFG_DURATION, OFF(shutdown_timeout), "30s", R,
+	  0, 1 * US_H,
+	  "how long running turns may continue after a stop request", NULL },
+	{ "data_dir", CFG_STRING, OFF(data_dir), CODEXPOOL_DEFAULT_DATADIR, 0, 0, 0,
+	  "directory of the account database and its tokens", NULL },
+	{ "control_socket", CFG_STRING, OFF(control_socket), CODEXPOOL_DEFAULT_SOCKET, 0, 0, 0,
+	  "unix socket for codexpoolctl", NULL },
+	{ "max_body_size", CFG_SIZE, OFF(max_body_size), "32M", R,
+	  1 * KIB, 1 * GIB,
+	  "largest client request body accepted", NULL },
+	{ "max_client_buffer", CFG_SIZE, OFF(max_client_buffer), "16M", R,
+	  64 * KIB, 1 * GIB,
+	  "output buffered for one client before a slow client is dropped", NULL },
+	{ "max_clients", CFG_INT, OFF(max_clients), "1024", R, 1, 1000000,
+	  "most client turns in flight at once; more get 503", NULL },
+	{ "log_level", CFG_STRING, OFF(log_level), "info", R, 0, 0,
+	  "error, warn, info or debug", log_levels },
+	{ "log_file", CFG_STRING, OFF(log_file), NULL, R, 0, 0,
+	  "append log lines to this file (reopened on SIGUSR1); unset = syslog or stderr", NULL },
+	{ "pidfile", CFG_STRING, OFF(pidfile), NULL, 0, 0, 0,
+	  "write the supervisor's pid to this file", NULL },
+	{ "user", CFG_STRING, OFF(user), NULL, 0, 0, 0,
+	  "drop root privileges to this user after binding", NULL },
+	{ "originator", CFG_STRING, OFF(originator), "codex_cli_rs", R, 0, 0,
+	  "originator header sent upstream", NULL },
+	{ "client_version", CFG_STRING, OFF(client_version), "0.169.0", R, 0, 0,
+	  "client version sent upstream", NULL },
+	{ NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL },
+};

@@ -7,7 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include "config.h"
+#include "cfg.h"
 
 struct codexpool_config {
 	char		*listen;

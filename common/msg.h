@@ -9,9 +9,14 @@
  *
  * in host byte order (both ends are the same binary on the same machine).
  * A message may carry one file descriptor (SCM_RIGHTS), sent with its first
- * byte.  The channel works on a non-blocking stream socket and does no
- * polling itself, so the libevent supervisor and the libwebsockets worker
- * drive it from their own loops:
+ * byte: the sender starts a sendmsg() at that byte and sends nothing past
+ * the message's end in it; the receiver attaches an fd to the last message
+ * that starts in the chunk of bytes the fd arrived with (msg.c explains
+ * why that is exact on Linux).
+ *
+ * The channel works on a non-blocking stream socket and does no polling
+ * itself, so the libevent supervisor and the libwebsockets worker drive it
+ * from their own loops:
  *
  *	readable:  msgchan_read(); while (msgchan_next(ch, &m) == 1) handle(&m);
  *	writable:  msgchan_flush(); keep polling for POLLOUT while msgchan_pending()
@@ -94,10 +99,13 @@ void	msgchan_free(struct msgchan *ch);	/* closes fd and any unread received fds 
 int	msgchan_fd(const struct msgchan *ch);
 void	msgchan_set_wq_limit(struct msgchan *ch, size_t bytes);
 
-/* Read what the socket has (until EAGAIN).  Returns msgchan_status. */
+/* Read what the socket has (until EAGAIN), or until the buffer holds a
+ * complete message it may not grow past (take it with msgchan_next(); a
+ * level-triggered loop calls read again).  Returns msgchan_status;
+ * messages buffered before MSGCHAN_EOF can still be taken with next. */
 int	msgchan_read(struct msgchan *ch);
 /* 1 and fills *m when a complete message is buffered, 0 if none, <0 on a
- * protocol error (oversize frame). */
+ * protocol error (oversize frame, or a received fd no message owns). */
 int	msgchan_next(struct msgchan *ch, struct msg *m);
 
 /* Queue a message and try to write it at once.  fd >= 0 is passed along

@@ -18,8 +18,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cfg.h"
 #include "cfgkeys.h"
-#include "config.h"
 
 #define CTL_PROTO_VERSION	1
 #define REPLY_TIMEOUT_MS	30000

@@ -289,7 +289,7 @@ cmd_evict(struct ctl_out *o, int argc, char **argv)
 		return;
 	}
 	n = pm_evict_account(&sv->pool, a->entry);
-	pool_evict_entry(a->entry);
+	sv_evict_account(a->entry);
 	log_info("control: evicted %d pooled connection(s) of account %s", n, a->entry);
 	kv_str(o, "evicted", a->entry);
 	kv_u64(o, "connections", (uint64_t)n);
@@ -300,7 +300,7 @@ cmd_pool_enable(struct ctl_out *o, int argc, char **argv)
 {
 	if (!sv->pool_enabled)
 		log_info("control: pool enabled");
-	pool_set_enabled(true);
+	sv_set_pool_enabled(true);
 	kv_str(o, "pool", "enabled");
 }
 
@@ -309,7 +309,7 @@ cmd_pool_disable(struct ctl_out *o, int argc, char **argv)
 {
 	if (sv->pool_enabled)
 		log_info("control: pool disabled; idle connections close now, busy ones after their turn");
-	pool_set_enabled(false);
+	sv_set_pool_enabled(false);
 	kv_str(o, "pool", "disabled");
 }
 

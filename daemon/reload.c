@@ -69,7 +69,7 @@ config_reload(char *report, size_t len)
 		log_set_file(sv->cfg.log_file);
 	pm_set_cap(&sv->pool, sv->cfg.ws_pool_max_per_account);
 	if (sv->cfg.ws_pool_enabled != was_enabled)
-		pool_set_enabled(sv->cfg.ws_pool_enabled);
+		sv_set_pool_enabled(sv->cfg.ws_pool_enabled);
 	for (i = 0; i < sv->nslots; i++)
 		workers_send_config(i);
 	log_info("configuration reloaded from %s: %d change(s) applied, %d need a restart",

@@ -895,7 +895,7 @@ request_free_all(void)
 /* ---- pool actions -------------------------------------------------- */
 
 void
-pool_evict_entry(const char *entry)
+sv_evict_account(const char *entry)
 {
 	struct msgbuf b;
 
@@ -907,7 +907,7 @@ pool_evict_entry(const char *entry)
 }
 
 void
-pool_set_enabled(bool on)
+sv_set_pool_enabled(bool on)
 {
 	struct msgbuf b;
 

@@ -223,7 +223,7 @@ void	control_stop(void);
 int	config_reload(char *report, size_t len);
 
 /* pool actions shared by control and requests */
-void	pool_evict_entry(const char *entry);
-void	pool_set_enabled(bool on);
+void	sv_evict_account(const char *entry);
+void	sv_set_pool_enabled(bool on);
 
 #endif

@@ -1,10 +1,26 @@
+/* Runner for the common library's unit tests. */
 #include "config.h"
+
 #include <check.h>
 #include <stdlib.h>
-START_TEST(test_placeholder) { ck_assert_int_eq(1, 1); } END_TEST
-int main(void) {
-	Suite *s = suite_create("common"); TCase *tc = tcase_create("placeholder");
-	tcase_add_test(tc, test_placeholder); suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s); srunner_run_all(sr, CK_ENV);
-	int nf = srunner_ntests_failed(sr); srunner_free(sr); return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+
+#include "test_common_suites.h"
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	sr = srunner_create(make_suite_util());
+	srunner_add_suite(sr, make_suite_log());
+	srunner_add_suite(sr, make_suite_hash());
+	srunner_add_suite(sr, make_suite_msg());
+	srunner_add_suite(sr, make_suite_config());
+	srunner_add_suite(sr, make_suite_jsonutil());
+	srunner_add_suite(sr, make_suite_jwt());
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
