@@ -35,10 +35,11 @@ struct oauth_result {
 	int		 http_status;		/* 0 when no HTTP response came */
 	char		 error_code[64];	/* "" when none */
 	char		 message[256];		/* for logs; never holds a token */
-	/* OK only; owned by the module and wiped after the callback returns. */
-	const char	*access_token;
-	const char	*refresh_token;		/* NULL: keep the old one */
-	const char	*id_token;		/* NULL when absent */
+	/* OK only.  Owned by the module: copy what you keep, they are
+	 * wiped and freed when the callback returns. */
+	char		*access_token;
+	char		*refresh_token;		/* NULL: keep the old one */
+	char		*id_token;		/* NULL when absent */
 	int64_t		 expires_in;		/* seconds, -1 when absent */
 };
 
@@ -67,10 +68,24 @@ struct oauth_req *oauth_refresh(struct event_base *base, struct evdns_base *dns,
  * Beware: the server may already have rotated the refresh token. */
 void	oauth_cancel(struct oauth_req *req);
 
+/* Requests not yet freed, cancelled ones whose DNS lookup is still to
+ * come back included (shutdown: run the loop until this is 0, or free
+ * the evdns base with fail_requests set). */
+int	oauth_pending(void);
+
 /* Checks a token URL as oauth_refresh would (for config validation). */
 int	oauth_check_url(const char *token_url, char *err, size_t errlen);
 
 /* Name of an outcome for logs: "ok", "permanent", "transient". */
 const char *oauth_outcome_name(enum oauth_outcome o);
+
+/*
+ * The classification oauth_refresh applies to an HTTP answer, exposed
+ * for tests: fills res from status and body (len bytes, need not be
+ * NUL-terminated).  Release with oauth_result_clear().
+ */
+void	oauth_parse_response(int status, const char *body, size_t len,
+	    struct oauth_result *res);
+void	oauth_result_clear(struct oauth_result *res);
 
 #endif

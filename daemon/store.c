@@ -421,7 +421,10 @@ secure_file(const char *path, bool create, char *err, size_t errlen)
 	if ((fd = open(path, flags, 0600)) == -1) {
 		if (!create && errno == ENOENT)
 			return 0;
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		if (errno == ELOOP)
+			snprintf(err, errlen, "%s is a symbolic link; give the real path", path);
+		else
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &sb) == -1) {
