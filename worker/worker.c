@@ -1,3 +1,758 @@
+/*
+ * A worker process: one shard of the upstream WebSocket pool.
+ *
+ * Everything runs in one libwebsockets 4.1.6 loop: the supervisor
+ * channel (a socketpair end adopted as a RAW_FILE descriptor, because
+ * then we do the reads ourselves and could take passed fds), the
+ * upstream client connections, and every timer (lws_sul).  Nothing
+ * blocks: no DNS (the supervisor sends numeric addresses), no disk
+ * after start-up, no sleeping.
+ *
+ * The worker stops when the supervisor says so (MSG_SHUTDOWN: finish the
+ * running turns within the grace period) or at once when the channel
+ * reaches EOF (the supervisor is gone: nobody would read our answers).
+ */
 #include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "msgtypes.h"
+#include "relay.h"
+#include "upstream.h"
 #include "worker.h"
-int worker_main(int slot, int chan_fd) { (void)slot; (void)chan_fd; return 1; }
+#include "worker_int.h"
+
+#define WORKER_FD_LIMIT		65536
+#define WORKER_EXIT_FLUSH_MS	2000
+
+static void
+lws_log_emit(int level, const char *line)
+{
+	char buf[512];
+	size_t n;
+
+	snprintf(buf, sizeof(buf), "%s", line);
+	n = strlen(buf);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	if (level & LLL_ERR)
+		log_warnx("lws: %s", buf);
+	else
+		log_info("lws: %s", buf);
+}
+
+/* ---- sending to the supervisor ---------------------------------------- */
+
+/* Append raw bytes (msg.h has no public raw add). */
+static void
+msgbuf_append(struct msgbuf *b, const void *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 64;
+
+		while (cap < b->len + n)
+			cap *= 2;
+		b->buf = xrealloc(b->buf, cap);
+		b->cap = cap;
+	}
+	memcpy(b->buf + b->len, p, n);
+	b->len += n;
+}
+
+static void
+defer_msg(struct worker *w, uint32_t type, uint64_t rid, const struct msgbuf *b)
+{
+	struct deferred_msg *d = xcalloc(1, sizeof(*d));
+
+	d->type = type;
+	d->rid = rid;
+	msgbuf_init(&d->body);
+	if (b != NULL && b->len > 0)
+		msgbuf_append(&d->body, b->buf, b->len);
+	*w->deferred_tail = d;
+	w->deferred_tail = &d->next;
+}
+
+/* Leave the loop: lws may be about to sleep in poll(), so wake it. */
+static void
+worker_stop(struct worker *w, int code)
+{
+	if (!w->stop)
+		w->exit_code = code;
+	w->stop = true;
+	if (w->ctx != NULL)
+		lws_cancel_service(w->ctx);
+}
+
+static void
+chan_gone(struct worker *w, const char *why)
+{
+	if (w->chan_dead)
+		return;
+	log_warnx("supervisor channel: %s; stopping", why);
+	w->chan_dead = true;
+	worker_stop(w, 0);
+}
+
+/* Must-deliver messages refused by a full queue, in order. */
+static void
+flush_deferred(struct worker *w)
+{
+	struct deferred_msg *d;
+	int rc;
+
+	while ((d = w->deferred) != NULL && !w->chan_dead) {
+		rc = msgchan_send(w->chan, d->type, d->rid, d->body.buf,
+		    d->body.len, -1);
+		if (rc == MSGCHAN_FULL)
+			break;
+		if (rc != MSGCHAN_OK)
+			chan_gone(w, "write failed");
+		w->deferred = d->next;
+		if (w->deferred == NULL)
+			w->deferred_tail = &w->deferred;
+		msgbuf_free(&d->body);
+		free(d);
+	}
+}
+
+static void
+free_deferred(struct worker *w)
+{
+	struct deferred_msg *d;
+
+	while ((d = w->deferred) != NULL) {
+		w->deferred = d->next;
+		msgbuf_free(&d->body);
+		free(d);
+	}
+	w->deferred_tail = &w->deferred;
+}
+
+void
+worker_chan_kick(struct worker *w)
+{
+	size_t pending;
+
+	if (w->chan_dead)
+		return;
+	pending = msgchan_pending(w->chan);
+	if ((pending > 0 || w->deferred != NULL) && w->chan_wsi != NULL)
+		lws_callback_on_writable(w->chan_wsi);
+	if (!w->rx_paused && pending > WORKER_CHAN_HIGH) {
+		log_info("supervisor channel above %u bytes: pausing upstream "
+		    "reads", (unsigned)WORKER_CHAN_HIGH);
+		w->rx_paused = true;
+		w->rx_pauses++;
+		upconn_set_rx(w, false);
+	}
+}
+
+/*
+ * Send one message.  final: it must not be lost (decisions, finals,
+ * connection up/down); when the queue is full it waits in the deferred
+ * list.  Other messages (events) report MSGCHAN_FULL to the caller,
+ * which fails its turn instead of dropping data silently.
+ */
+int
+worker_send(struct worker *w, uint32_t type, uint64_t rid, struct msgbuf *b,
+    bool final)
+{
+	int rc;
+
+	if (w->chan_dead)
+		return MSGCHAN_ERROR;
+	if (!final && w->deferred != NULL) {
+		/* must-deliver messages are waiting: nothing may overtake them */
+		w->chan_full++;
+		return MSGCHAN_FULL;
+	}
+	if (final && w->deferred != NULL) {
+		defer_msg(w, type, rid, b);	/* keep their order */
+		worker_chan_kick(w);
+		return MSGCHAN_OK;
+	}
+	if (b != NULL)
+		rc = msgchan_send_buf(w->chan, type, rid, b);
+	else
+		rc = msgchan_send(w->chan, type, rid, NULL, 0, -1);
+	if (rc == MSGCHAN_FULL) {
+		w->chan_full++;
+		if (final) {
+			defer_msg(w, type, rid, b);
+			rc = MSGCHAN_OK;
+		}
+	} else if (rc == MSGCHAN_ERROR || rc == MSGCHAN_EOF) {
+		chan_gone(w, errno == EPIPE ? "supervisor gone" : "write failed");
+	}
+	worker_chan_kick(w);
+	return rc;
+}
+
+/* ---- supervisor messages ---------------------------------------------- */
+
+static void
+cfg_free(struct wcfg *c)
+{
+	free(c->host);
+	free(c->path);
+	free(c->ca_file);
+	free(c->proxy_host);
+	free(c->originator);
+	free(c->client_version);
+	memset(c, 0, sizeof(*c));
+}
+
+static char *
+dup_nonempty(const char *s)
+{
+	return (s != NULL && *s != '\0') ? xstrdup(s) : NULL;
+}
+
+static bool
+str_eq(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static void
+handle_config(struct worker *w, const struct msg *m)
+{
+	struct msgreader r;
+	struct wcfg c;
+	bool rebuild;
+
+	memset(&c, 0, sizeof(c));
+	msgreader_init(&r, m);
+	c.host = dup_nonempty(msg_get_str(&r));
+	c.port = (int)msg_get_u32(&r);
+	c.path = dup_nonempty(msg_get_str(&r));
+	c.tls = msg_get_u8(&r) != 0;
+	c.ca_file = dup_nonempty(msg_get_str(&r));
+	c.proxy_host = dup_nonempty(msg_get_str(&r));
+	c.proxy_port = (int)msg_get_u32(&r);
+	c.pool_enabled = msg_get_u8(&r) != 0;
+	c.max_age = (usec_t)msg_get_u64(&r);
+	c.ping_interval = (usec_t)msg_get_u64(&r);
+	c.handshake_timeout = (usec_t)msg_get_u64(&r);
+	c.start_timeout = (usec_t)msg_get_u64(&r);
+	c.originator = dup_nonempty(msg_get_str(&r));
+	c.client_version = dup_nonempty(msg_get_str(&r));
+	if (msg_end(&r) != 0) {
+		log_warnx("malformed MSG_CONFIG ignored");
+		cfg_free(&c);
+		return;
+	}
+	if (c.host == NULL || c.port <= 0 || c.port > 65535 || c.path == NULL ||
+	    c.path[0] != '/' || (c.proxy_host != NULL &&
+	    (c.proxy_port <= 0 || c.proxy_port > 65535))) {
+		log_warnx("MSG_CONFIG with a bad upstream (host %s port %d "
+		    "path %s) ignored", c.host ? c.host : "-", c.port,
+		    c.path ? c.path : "-");
+		cfg_free(&c);
+		return;
+	}
+
+	if (c.ca_file != NULL && access(c.ca_file, R_OK) != 0)
+		log_warn("ca_file %s is not readable; TLS handshakes will fail",
+		    c.ca_file);
+	rebuild = !w->configured || c.tls != w->cfg.tls ||
+	    !str_eq(c.ca_file, w->cfg.ca_file) ||
+	    !str_eq(c.proxy_host, w->cfg.proxy_host) ||
+	    c.proxy_port != w->cfg.proxy_port;
+	cfg_free(&w->cfg);
+	w->cfg = c;
+
+	wpool_set_max_age(&w->pool, c.max_age);
+	wpool_set_liveness(&w->pool,
+	    c.ping_interval * UPSTREAM_LIVENESS_X2 / 2);
+	if (!w->configured || c.pool_enabled != w->pool.enabled)
+		wpool_set_enabled(&w->pool, c.pool_enabled);
+	if (upconn_apply_config(w, rebuild) != 0)
+		log_warnx("upstream settings not applied; new connections "
+		    "keep the previous ones");
+	if (!w->configured)
+		log_info("configured: upstream %s:%d%s tls=%s proxy=%s pool=%s",
+		    c.host, c.port, c.path, c.tls ? "yes" : "no",
+		    c.proxy_host ? c.proxy_host : "none",
+		    c.pool_enabled ? "on" : "off");
+	w->configured = true;
+}
+
+static void
+handle_addrs(struct worker *w, const struct msg *m)
+{
+	struct msgreader r;
+	char **v = NULL;
+	uint32_t i, n;
+
+	msgreader_init(&r, m);
+	n = msg_get_u32(&r);
+	if (r.failed || n > 64) {
+		log_warnx("malformed MSG_UPSTREAM_ADDRS ignored");
+		return;
+	}
+	if (n > 0)
+		v = xcalloc(n, sizeof(*v));
+	for (i = 0; i < n; i++)
+		v[i] = xstrdup(msg_get_str(&r));
+	if (msg_end(&r) != 0) {
+		log_warnx("malformed MSG_UPSTREAM_ADDRS ignored");
+		for (i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return;
+	}
+	for (i = 0; i < w->naddrs; i++)
+		free(w->addrs[i]);
+	free(w->addrs);
+	w->addrs = v;
+	w->naddrs = n;
+	w->addr_rr = 0;
+}
+
+static void
+stat_add(struct msgbuf *b, uint32_t *n, const char *name, uint64_t v)
+{
+	msg_add_str(b, name);
+	msg_add_u64(b, v);
+	(*n)++;
+}
+
+static void
+send_stats(struct worker *w, uint64_t rid)
+{
+	const struct pool *p = &w->pool;
+	const struct pool_stats *st = &p->st;
+	struct msgbuf items, b;
+	uint32_t n = 0;
+
+	msgbuf_init(&items);
+	stat_add(&items, &n, "conns_open", wpool_count_pooled(p));
+	stat_add(&items, &n, "conns_busy", wpool_count_state(p, CONN_BUSY));
+	stat_add(&items, &n, "conns_idle", wpool_count_state(p, CONN_IDLE));
+	stat_add(&items, &n, "conns_connecting",
+	    wpool_count_state(p, CONN_CONNECTING));
+	stat_add(&items, &n, "conns_closing", wpool_count_state(p, CONN_CLOSING));
+	stat_add(&items, &n, "oneshot_open", wpool_count_oneshot(p));
+	stat_add(&items, &n, "sockets", w->nconns);
+	stat_add(&items, &n, "requests_inflight", w->reqs.count);
+	stat_add(&items, &n, "requests_total", w->requests_total);
+	stat_add(&items, &n, "requests_failed", w->requests_failed);
+	stat_add(&items, &n, "stream_errors", w->stream_errors);
+	stat_add(&items, &n, "dispatch_reuse", st->dispatch_reuse);
+	stat_add(&items, &n, "dispatch_new", st->dispatch_new);
+	stat_add(&items, &n, "bypass_busy", st->bypass[BYP_BUSY]);
+	stat_add(&items, &n, "bypass_cap", st->bypass[BYP_CAP]);
+	stat_add(&items, &n, "bypass_dead", st->bypass[BYP_DEAD]);
+	stat_add(&items, &n, "bypass_disabled", st->bypass[BYP_DISABLED]);
+	stat_add(&items, &n, "bypass_no_key", st->bypass[BYP_NO_KEY]);
+	stat_add(&items, &n, "bypass_factory_error",
+	    st->bypass[BYP_FACTORY_ERROR]);
+	stat_add(&items, &n, "bypass_expired", st->bypass[BYP_EXPIRED]);
+	stat_add(&items, &n, "retry_stale", st->retry_stale);
+	stat_add(&items, &n, "continue_refused", st->continue_errors);
+	stat_add(&items, &n, "conns_opened", st->conns_opened);
+	stat_add(&items, &n, "conns_closed", st->conns_closed);
+	stat_add(&items, &n, "oneshot_opened", st->oneshot_opened);
+	stat_add(&items, &n, "liveness_kills", st->liveness_kills);
+	stat_add(&items, &n, "expired", st->expired);
+	stat_add(&items, &n, "evicted", st->evicted);
+	stat_add(&items, &n, "frames_relayed", w->frames_relayed);
+	stat_add(&items, &n, "bytes_relayed", w->bytes_relayed);
+	stat_add(&items, &n, "chan_pending", msgchan_pending(w->chan));
+	stat_add(&items, &n, "chan_full", w->chan_full);
+	stat_add(&items, &n, "rx_paused", w->rx_paused);
+	stat_add(&items, &n, "rx_pauses", w->rx_pauses);
+	stat_add(&items, &n, "pool_enabled", p->enabled);
+
+	msgbuf_init(&b);
+	msg_add_u32(&b, n);
+	msgbuf_append(&b, items.buf, items.len);
+	worker_send(w, MSG_STATS, rid, &b, true);
+	msgbuf_free(&b);
+	msgbuf_free(&items);
+}
+
+static void
+grace_cb(lws_sorted_usec_list_t *sul)
+{
+	struct worker *w = lws_container_of(sul, struct worker, sul_grace);
+	struct upconn *uc, *next;
+
+	log_info("shutdown grace over: %zu turns and %zu connections left",
+	    (size_t)w->reqs.count, w->nconns);
+	relay_fail_all(w, "worker shutting down: grace period over");
+	for (uc = w->conns; uc != NULL; uc = next) {
+		next = uc->next;
+		if (uc->pc != NULL)
+			wpool_close(&w->pool, uc->pc, "shutdown");
+	}
+	worker_stop(w, 0);
+}
+
+void
+worker_check_done(struct worker *w)
+{
+	if (w->shutting_down && !w->stop && w->reqs.count == 0 &&
+	    w->conns == NULL) {
+		log_info("shutdown complete");
+		worker_stop(w, 0);
+	}
+}
+
+static void
+handle_shutdown(struct worker *w, const struct msg *m)
+{
+	struct msgreader r;
+	uint64_t grace;
+
+	msgreader_init(&r, m);
+	grace = msg_get_u64(&r);
+	if (msg_end(&r) != 0)
+		grace = 0;
+	if (w->shutting_down)
+		return;
+	w->shutting_down = true;
+	log_info("shutting down: %zu turns running, grace %llu ms",
+	    (size_t)w->reqs.count, (unsigned long long)(grace / 1000));
+	wpool_retire_all(&w->pool, "shutdown");
+	lws_sul_schedule(w->ctx, 0, &w->sul_grace, grace_cb,
+	    grace > 0 ? (lws_usec_t)grace : 1);
+	worker_check_done(w);
+}
+
+static void
+handle_msg(struct worker *w, const struct msg *m)
+{
+	struct msgreader r;
+	const char *s;
+	uint64_t id;
+	uint8_t on;
+
+	switch (m->hdr.type) {
+	case MSG_CONFIG:
+		handle_config(w, m);
+		break;
+	case MSG_UPSTREAM_ADDRS:
+		handle_addrs(w, m);
+		break;
+	case MSG_REQ_START:
+		relay_req_start(w, m);
+		break;
+	case MSG_REQ_CANCEL:
+		relay_req_cancel(w, m->hdr.rid);
+		break;
+	case MSG_EVICT:
+		msgreader_init(&r, m);
+		s = msg_get_str(&r);
+		if (msg_end(&r) == 0 && s != NULL)
+			log_info("evict acct=%.4s: %zu connections", s,
+			    wpool_evict_entry(&w->pool, s));
+		break;
+	case MSG_CONN_CLOSE:
+		msgreader_init(&r, m);
+		id = msg_get_u64(&r);
+		s = msg_get_str(&r);
+		if (msg_end(&r) == 0)
+			wpool_close_id(&w->pool, id,
+			    (s != NULL && *s) ? s : "closed by supervisor");
+		break;
+	case MSG_POOL_ENABLE:
+		msgreader_init(&r, m);
+		on = msg_get_u8(&r);
+		if (msg_end(&r) == 0) {
+			log_info("pool %s", on ? "enabled" : "disabled");
+			wpool_set_enabled(&w->pool, on != 0);
+		}
+		break;
+	case MSG_STATS_REQ:
+		send_stats(w, m->hdr.rid);
+		break;
+	case MSG_SHUTDOWN:
+		handle_shutdown(w, m);
+		break;
+	default:
+		log_warnx("unexpected message %s (%u) ignored",
+		    msg_type_name(m->hdr.type), m->hdr.type);
+		break;
+	}
+}
+
+static void
+chan_read(struct worker *w)
+{
+	struct msg m;
+	int rc, n;
+
+	rc = msgchan_read(w->chan);
+	while (!w->stop && (n = msgchan_next(w->chan, &m)) == 1) {
+		if (m.fd >= 0)
+			close(m.fd);	/* no message of ours carries one */
+		handle_msg(w, &m);
+	}
+	if (w->stop)
+		return;
+	if (n < 0) {
+		log_warnx("supervisor channel: malformed frame");
+		w->chan_dead = true;
+		worker_stop(w, 1);
+		return;
+	}
+	if (rc == MSGCHAN_EOF)
+		chan_gone(w, "EOF (supervisor gone)");
+	else if (rc == MSGCHAN_ERROR || rc == MSGCHAN_PROTO)
+		chan_gone(w, "read error");
+}
+
+static void
+chan_write(struct worker *w)
+{
+	int rc;
+
+	rc = msgchan_flush(w->chan);
+	if (rc == MSGCHAN_ERROR || rc == MSGCHAN_EOF) {
+		chan_gone(w, "write failed");
+		return;
+	}
+	if (msgchan_pending(w->chan) < WORKER_CHAN_LOW) {
+		flush_deferred(w);
+		if (w->rx_paused && msgchan_pending(w->chan) < WORKER_CHAN_LOW) {
+			log_info("supervisor channel drained: resuming "
+			    "upstream reads");
+			w->rx_paused = false;
+			upconn_set_rx(w, true);
+		}
+	}
+	worker_chan_kick(w);
+}
+
+static int
+chan_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+    void *in, size_t len)
+{
+	struct worker *w = lws_context_user(lws_get_context(wsi));
+
+	(void)user;
+	(void)in;
+	(void)len;
+	switch (reason) {
+	case LWS_CALLBACK_RAW_RX_FILE:
+		if (!w->stop)
+			chan_read(w);
+		break;
+	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
+		if (!w->stop)
+			chan_write(w);
+		break;
+	case LWS_CALLBACK_RAW_CLOSE_FILE:
+		w->chan_wsi = NULL;
+		if (!w->stop)
+			chan_gone(w, "closed");
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static const struct lws_protocols chan_protocols[] = {
+	{ .name = "codexpool-chan", .callback = chan_cb },
+	{ .name = NULL },
+};
+
+static void
+sweep_cb(lws_sorted_usec_list_t *sul)
+{
+	struct worker *w = lws_container_of(sul, struct worker, sul_sweep);
+
+	wpool_sweep(&w->pool, now_mono_usec());
+	upconn_vhost_gc(w);
+	lws_sul_schedule(w->ctx, 0, &w->sul_sweep, sweep_cb, WORKER_SWEEP_USEC);
+}
+
+/* Bounded: the loop is over, a stuck supervisor must not keep us. */
+static void
+final_flush(struct worker *w)
+{
+	usec_t deadline = now_mono_usec() + WORKER_EXIT_FLUSH_MS * USEC_PER_MSEC;
+	struct pollfd pfd;
+
+	while (!w->chan_dead && (msgchan_pending(w->chan) > 0 ||
+	    w->deferred != NULL) && now_mono_usec() < deadline) {
+		if (msgchan_flush(w->chan) < 0)
+			break;
+		flush_deferred(w);
+		if (msgchan_pending(w->chan) == 0 && w->deferred == NULL)
+			break;
+		pfd.fd = msgchan_fd(w->chan);
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, 100) < 0 && errno != EINTR)
+			break;
+	}
+}
+
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	/* lws sizes its fd tables by the soft limit: enough for thousands
+	 * of connections, not a million-entry table */
+	rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > WORKER_FD_LIMIT)
+	    ? WORKER_FD_LIMIT : rl.rlim_max;
+	(void)setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static void
+cancel_timers(struct worker *w)
+{
+	struct upconn *uc;
+
+	lws_sul_cancel(&w->sul_sweep);
+	lws_sul_cancel(&w->sul_grace);
+	lws_sul_cancel(&w->sul_gc);
+	for (uc = w->conns; uc != NULL; uc = uc->next) {
+		lws_sul_cancel(&uc->sul_hs);
+		lws_sul_cancel(&uc->sul_ping);
+		lws_sul_cancel(&uc->sul_lost);
+	}
+}
+
+int
+worker_main(int slot, int chan_fd)
+{
+	static const struct pool_hooks hooks = {
+		.left = upconn_pool_left,
+		.close = upconn_pool_close,
+	};
+	struct lws_context_creation_info info;
+	lws_sock_file_fd_type fd;
+	struct worker w;
+	struct msgbuf b;
+	char name[32];
+	size_t i;
+	int lfd;
+
+	memset(&w, 0, sizeof(w));
+	snprintf(name, sizeof(name), "worker %d", slot);
+	log_set_procname(name);
+
+	/* the supervisor stops us with MSG_SHUTDOWN; SIGTERM stays fatal */
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGTERM, SIG_DFL);
+	/* lws would pick a proxy from the environment; ours is in the config */
+	unsetenv("http_proxy");
+	raise_fd_limit();
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+
+	w.slot = slot;
+	w.pid = getpid();
+	w.exit_code = 0;
+	w.deferred_tail = &w.deferred;
+	idmap_init(&w.reqs);
+	wpool_init(&w.pool, slot, (uint32_t)w.pid, &hooks, &w);
+
+	if ((w.chan = msgchan_new(chan_fd)) == NULL) {
+		log_warnx("cannot use the supervisor channel (fd %d)", chan_fd);
+		wpool_free(&w.pool);
+		return 1;
+	}
+	msgchan_set_wq_limit(w.chan, WORKER_CHAN_LIMIT);
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+	    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.user = &w;
+	info.pt_serv_buf_size = 32 * 1024;	/* the handshake: token + headers */
+	info.max_http_header_data = 16 * 1024;	/* upgrade response headers */
+	info.timeout_secs = 60;		/* our own timers come first */
+	w.ctx = lws_create_context(&info);
+	if (w.ctx == NULL) {
+		log_warnx("cannot create the libwebsockets context");
+		msgchan_free(w.chan);
+		wpool_free(&w.pool);
+		return 1;
+	}
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = chan_protocols;
+	info.vhost_name = "supervisor";
+	w.chan_vh = lws_create_vhost(w.ctx, &info);
+	/* lws owns (and closes) its own descriptor of the channel */
+	lfd = w.chan_vh != NULL ?
+	    fcntl(msgchan_fd(w.chan), F_DUPFD_CLOEXEC, 0) : -1;
+	if (lfd >= 0) {
+		fd.filefd = lfd;
+		w.chan_wsi = lws_adopt_descriptor_vhost(w.chan_vh,
+		    LWS_ADOPT_RAW_FILE_DESC, fd, chan_protocols[0].name, NULL);
+		if (w.chan_wsi == NULL)
+			close(lfd);
+	}
+	if (w.chan_wsi == NULL) {
+		log_warnx("cannot adopt the supervisor channel");
+		w.exit_code = 1;
+		w.stop = true;
+	}
+
+	if (!w.stop) {
+		msgbuf_init(&b);
+		msg_add_u32(&b, MSG_PROTO_VERSION);
+		msg_add_u32(&b, (uint32_t)slot);
+		msg_add_u32(&b, (uint32_t)w.pid);
+		worker_send(&w, MSG_HELLO, 0, &b, true);
+		msgbuf_free(&b);
+		lws_sul_schedule(w.ctx, 0, &w.sul_sweep, sweep_cb,
+		    WORKER_SWEEP_USEC);
+		log_info("started (pid %d)", (int)w.pid);
+	}
+
+	while (!w.stop)
+		if (lws_service(w.ctx, 0) < 0)
+			break;
+
+	/* ---- teardown ---- */
+	w.stop = true;
+	if (!w.chan_dead && w.reqs.count > 0) {
+		/* a broken loop with turns running: still answer them */
+		w.stop = false;
+		relay_fail_all(&w, "worker stopping");
+		w.stop = true;
+	}
+	final_flush(&w);
+	relay_free_all(&w);
+	cancel_timers(&w);
+	lws_context_destroy(w.ctx);
+	w.ctx = NULL;
+	upconn_free_all(&w);
+	upconn_vhosts_free(&w);
+	wpool_free(&w.pool);
+	idmap_free(&w.reqs);
+	cfg_free(&w.cfg);
+	for (i = 0; i < w.naddrs; i++)
+		free(w.addrs[i]);
+	free(w.addrs);
+	free_deferred(&w);
+	msgchan_free(w.chan);
+	log_info("exiting (%d)", w.exit_code);
+	return w.exit_code;
+}

@@ -1,0 +1,157 @@
+/* worker/relay.c: how each upstream frame is treated (no network). */
+#include "config.h"
+
+#include <check.h>
+#include <string.h>
+
+#include "relay.h"
+#include "test_worker_suites.h"
+
+static void
+classify(const char *frame, struct frame_info *fi)
+{
+	relay_classify(frame, strlen(frame), fi);
+}
+
+START_TEST(test_relay__rate_limits_and_early)
+{
+	struct frame_info fi;
+
+	classify("{\"type\":\"codex.rate_limits\",\"rate_limits\":{}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_RATE_LIMITS);
+	ck_assert(!fi.terminal);
+	classify("{\"type\":\"response.created\",\"response\":{\"id\":\"r1\"}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_EARLY);
+	ck_assert_str_eq(fi.response_id, "r1");
+	classify("{\"type\":\"response.in_progress\"}", &fi);
+	ck_assert_int_eq(fi.cls, FC_EARLY);
+	classify("{\"type\":\"response.metadata\"}", &fi);
+	ck_assert_int_eq(fi.cls, FC_EARLY);
+	classify("{\"type\":\"codex.response.metadata\"}", &fi);
+	ck_assert_int_eq(fi.cls, FC_EARLY);
+	classify("{\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}", &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+	ck_assert(!fi.terminal);
+}
+END_TEST
+
+START_TEST(test_relay__error_table)
+{
+	static const struct {
+		const char *code;
+		int status;
+	} rows[] = {
+		{ "usage_limit_reached", 429 }, { "rate_limit_exceeded", 429 },
+		{ "rate_limit_reached", 429 }, { "quota_exhausted", 402 },
+		{ "payment_required", 402 }, { "unauthorized", 401 },
+		{ "token_invalid", 401 }, { "token_expired", 401 },
+		{ "account_deactivated", 401 }, { "forbidden", 403 },
+		{ "account_banned", 403 }, { "banned", 403 },
+		{ "previous_response_not_found", 400 },
+		{ "server_is_overloaded", 503 }, { "server_error", 500 },
+		{ "soft_rate_limit_warning", 0 }, { "model_not_supported_in_plan", 0 },
+		{ "usage_limit", 0 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ck_assert_int_eq(relay_error_status(rows[i].code), rows[i].status);
+	ck_assert_int_eq(relay_error_status(NULL), 0);
+}
+END_TEST
+
+START_TEST(test_relay__error_frames)
+{
+	struct frame_info fi;
+
+	classify("{\"type\":\"error\",\"status\":429,\"error\":{\"type\":"
+	    "\"usage_limit_reached\",\"message\":\"x\",\"resets_in_seconds\":60}}",
+	    &fi);
+	ck_assert_int_eq(fi.cls, FC_ERROR);
+	ck_assert_int_eq(fi.http_status, 429);
+	ck_assert_str_eq(fi.code, "usage_limit_reached");
+	ck_assert(fi.terminal);
+
+	/* code wins over type; matching is on the lower-cased code */
+	classify("{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
+	    "\"code\":\"Token_Expired\"}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_ERROR);
+	ck_assert_int_eq(fi.http_status, 401);
+	ck_assert_str_eq(fi.code, "token_expired");
+
+	/* an error nested only in response.error of response.failed */
+	classify("{\"type\":\"response.failed\",\"response\":{\"id\":\"r9\","
+	    "\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_ERROR);
+	ck_assert_int_eq(fi.http_status, 500);
+	ck_assert(fi.terminal && !fi.completed);
+
+	/* unknown codes pass through (and are terminal) */
+	classify("{\"type\":\"error\",\"error\":{\"code\":"
+	    "\"soft_rate_limit_warning\"}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+	ck_assert(fi.terminal);
+
+	classify("{\"type\":\"error\",\"error\":{\"code\":"
+	    "\"websocket_connection_limit_reached\"}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_CONN_LIMIT);
+	ck_assert_int_eq(fi.http_status, 503);
+
+	/* an "error" member on another frame type is not an error frame */
+	classify("{\"type\":\"response.output_item.done\",\"error\":"
+	    "{\"code\":\"server_error\"}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+}
+END_TEST
+
+START_TEST(test_relay__completed_usage)
+{
+	struct frame_info fi;
+
+	classify("{\"type\":\"response.completed\",\"response\":{\"id\":"
+	    "\"resp_abc\",\"usage\":{\"input_tokens\":5000,"
+	    "\"input_tokens_details\":{\"cached_tokens\":4096},"
+	    "\"output_tokens\":42}}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+	ck_assert(fi.terminal && fi.completed);
+	ck_assert_str_eq(fi.response_id, "resp_abc");
+	ck_assert_uint_eq(fi.input_tokens, 5000);
+	ck_assert_uint_eq(fi.cached_tokens, 4096);
+	ck_assert_uint_eq(fi.output_tokens, 42);
+
+	classify("{\"type\":\"response.incomplete\",\"response\":{\"id\":\"r2\"}}",
+	    &fi);
+	ck_assert(fi.terminal && !fi.completed);
+}
+END_TEST
+
+START_TEST(test_relay__not_json)
+{
+	struct frame_info fi;
+
+	classify("not json at all", &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+	ck_assert(!fi.terminal);
+	classify("[1,2,3]", &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+	classify("{\"no_type\":1}", &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+	relay_classify("", 0, &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+}
+END_TEST
+
+Suite *
+make_suite_relay(void)
+{
+	Suite *s = suite_create("relay");
+	TCase *tc = tcase_create("classify");
+
+	tcase_add_test(tc, test_relay__rate_limits_and_early);
+	tcase_add_test(tc, test_relay__error_table);
+	tcase_add_test(tc, test_relay__error_frames);
+	tcase_add_test(tc, test_relay__completed_usage);
+	tcase_add_test(tc, test_relay__not_json);
+	suite_add_tcase(s, tc);
+	return s;
+}

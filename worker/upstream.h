@@ -1,0 +1,125 @@
+/*
+ * The libwebsockets client side: one struct upconn per upstream
+ * WebSocket, pooled or one-shot.  It connects, adds the handshake
+ * headers, writes one response.create per turn, pings, enforces the
+ * handshake and liveness timers, assembles messages and hands them to
+ * relay.c, and turns every way a socket can end into one "lost" event.
+ */
+#ifndef CODEXPOOL_UPSTREAM_H
+#define CODEXPOOL_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "worker_int.h"
+
+/* Largest upstream message we assemble (leaves room for the header). */
+#define UPSTREAM_MAX_MESSAGE	(MSG_MAX_PAYLOAD - 64 * 1024)
+/* How long a close may take before the socket is dropped. */
+#define UPSTREAM_CLOSE_GRACE_SECS	5
+/* No frame and no pong for LIVENESS_FACTOR/2 ping intervals: dead. */
+#define UPSTREAM_LIVENESS_X2	5
+
+enum up_fail {
+	UF_NONE = 0,
+	UF_CONNECT,	/* refused, unreachable, TLS failure, closed before open */
+	UF_HS_TIMEOUT,	/* handshake did not finish in time */
+	UF_HTTP_STATUS,	/* the upgrade was answered with an HTTP status */
+	UF_CLOSED,	/* closed by the peer (or the network) after open */
+	UF_LIVENESS,	/* silent for too long */
+	UF_PROTOCOL,	/* oversized message */
+	UF_START_TIMEOUT, /* no output frame within response_start_timeout */
+	UF_CONN_LIMIT,	/* first frame: websocket_connection_limit_reached */
+	UF_KILLED,	/* we closed it (cancel, eviction, shutdown) */
+};
+
+/* Who the handshake speaks for; copied at connect. */
+struct hs_ident {
+	const char	*access_token;
+	const char	*account_id;
+	const char	*session_id;
+	size_t		 nheaders;
+	char *const	*names;
+	char *const	*values;
+};
+
+struct upconn {
+	struct worker	*w;
+	struct pool_conn *pc;
+	struct lws	*wsi;
+	struct upvhost	*uv;
+	struct request	*req;		/* the turn being served, or NULL */
+
+	char		*access_token;
+	char		*account_id;
+	char		*session_id;
+	char		**hdr_names;
+	char		**hdr_values;
+	size_t		 nhdrs;
+
+	bool		 established;
+	bool		 send_pending;	/* req's frame waits for WRITEABLE */
+	bool		 ping_pending;
+	bool		 close_pending;
+	bool		 rx_off;	/* lws_rx_flow_control(0) in force */
+	bool		 lost;		/* the socket is over */
+	bool		 lost_handled;
+	bool		 freed_wsi;	/* WSI_DESTROY seen */
+
+	enum up_fail	 fail;
+	int		 hs_status;	/* HTTP status of a refused upgrade */
+	int		 peer_close_code;
+	char		 why[200];	/* how it ended, for messages and logs */
+	char		 close_reason[64];
+
+	lws_sorted_usec_list_t sul_hs;
+	lws_sorted_usec_list_t sul_ping;
+	lws_sorted_usec_list_t sul_lost;
+
+	uint8_t		*rx;
+	size_t		 rxlen;
+	size_t		 rxcap;
+
+	struct upconn	*prev, *next;
+};
+
+/* The pool's hooks (arg is the worker). */
+void	upconn_pool_left(void *arg, struct pool_conn *c, const char *reason);
+void	upconn_pool_close(void *arg, struct pool_conn *c, const char *reason);
+
+/*
+ * Open a connection for pc (whose io becomes the upconn) serving req.
+ * Never fails synchronously: a failure arrives later as a loss, through
+ * relay_attempt_failed().
+ */
+struct upconn *upconn_open(struct worker *w, struct pool_conn *pc,
+	    struct request *req, const struct hs_ident *id);
+/* Give an established idle connection the turn req (a reuse). */
+void	upconn_attach(struct upconn *uc, struct request *req);
+/*
+ * The turn failed on uc for a reason the relay found (start timeout,
+ * connection limit, output queue full): record it, detach the request
+ * and close the socket.  The caller deals with the request.
+ */
+void	upconn_fail(struct upconn *uc, enum up_fail kind, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+
+/* (Re)build the current vhost from w->cfg; 0 or -1. */
+int	upconn_apply_config(struct worker *w, bool tls_or_proxy_changed);
+/* Destroy old vhosts that no connection uses (timer context only). */
+void	upconn_vhost_gc(struct worker *w);
+/* Exit: free vhost records after lws_context_destroy. */
+void	upconn_vhosts_free(struct worker *w);
+/* Backpressure: stop or resume reading every upstream socket. */
+void	upconn_set_rx(struct worker *w, bool on);
+/* Exit: drop every connection object (after lws_context_destroy). */
+void	upconn_free_all(struct worker *w);
+
+const char *up_fail_name(enum up_fail f);
+/* "<kind>: <detail>", for messages and logs. */
+void	upconn_describe(const struct upconn *uc, char *buf, size_t len);
+
+extern const struct lws_protocols upconn_protocols[];
+
+#endif
