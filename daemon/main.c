@@ -332,6 +332,7 @@ main(int argc, char **argv)
 	sv->pool_enabled = sv->cfg.ws_pool_enabled;
 	sv->started_at = now_mono_usec();
 	pm_init(&sv->pool, sv->cfg.ws_pool_max_per_account);
+	pm_set_max_age(&sv->pool, sv->cfg.ws_pool_max_age);
 	u64map_init(&sv->reqs);
 	usage_window_reset(&sv->recent);
 	convlog_init(&sv->convs);

@@ -48,6 +48,12 @@ pm_set_cap(struct poolmap *pm, int cap)
 	pm->cap = cap;
 }
 
+void
+pm_set_max_age(struct poolmap *pm, usec_t max_age)
+{
+	pm->max_age = max_age;
+}
+
 static uint64_t
 nonzero(uint64_t h)
 {
@@ -82,15 +88,18 @@ conn_mark_closing(struct poolmap *pm, struct pm_conn *c)
 }
 
 int
-pm_reserve(struct poolmap *pm, const char *entry, uint64_t key_hash,
+pm_reserve(struct poolmap *pm, const char *entry, uint64_t key_hash, usec_t now,
     struct pm_conn **evict)
 {
 	struct pm_account *a = pm_account(pm, entry);
 	struct pm_conn *c;
 
 	*evict = NULL;
-	if (key_hash != 0 && u64map_get(&pm->by_key, key_hash) != NULL)
-		return 0;	/* the worker reuses it, or bypasses if busy */
+	if (key_hash != 0 && (c = u64map_get(&pm->by_key, key_hash)) != NULL) {
+		if (c->busy || pm->max_age <= 0 || now - c->created <= pm->max_age)
+			return 0;	/* the worker reuses it, or bypasses if busy */
+		conn_mark_closing(pm, c);	/* expired: the worker replaces it */
+	}
 	if (a->live + a->reserved < pm->cap) {
 		a->reserved++;
 		return 1;

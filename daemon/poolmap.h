@@ -58,24 +58,27 @@ struct poolmap {
 	struct u64map	 by_response;	/* hash64(response id) -> pm_conn */
 	struct u64map	 accounts;	/* hash64(entry) -> pm_account */
 	int		 cap;		/* ws_pool_max_per_account */
+	usec_t		 max_age;	/* ws_pool_max_age: older connections are not reused */
 	uint64_t	 lru_evictions;
 };
 
 void	pm_init(struct poolmap *pm, int cap);
 void	pm_free(struct poolmap *pm);
 void	pm_set_cap(struct poolmap *pm, int cap);
+void	pm_set_max_age(struct poolmap *pm, usec_t max_age);
 struct pm_account *pm_account(struct poolmap *pm, const char *entry);
 
 /*
  * A new turn for key_hash of entry is about to be dispatched.  Returns 1
  * when a cap slot was reserved for it (the worker may open a pooled
- * connection), 0 when none is needed (the key already has a connection)
- * or none is free.  When making room meant closing the account's least
+ * connection), 0 when none is needed (the key already has a connection
+ * young enough to reuse) or none is free.  An idle connection past
+ * max_age is marked closing here, as the worker will close it.  When making room meant closing the account's least
  * recently used idle connection, *evict is set to it (already marked
  * closing); the caller tells its worker to close it.
  */
 int	pm_reserve(struct poolmap *pm, const char *entry, uint64_t key_hash,
-	    struct pm_conn **evict);
+	    usec_t now, struct pm_conn **evict);
 /* A reservation ended unused (the turn reused, bypassed or failed). */
 void	pm_unreserve(struct poolmap *pm, const char *entry);
 

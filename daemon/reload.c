@@ -68,6 +68,7 @@ config_reload(char *report, size_t len)
 	if (sv->cfg.log_file)
 		log_set_file(sv->cfg.log_file);
 	pm_set_cap(&sv->pool, sv->cfg.ws_pool_max_per_account);
+	pm_set_max_age(&sv->pool, sv->cfg.ws_pool_max_age);
 	if (sv->cfg.ws_pool_enabled != was_enabled)
 		sv_set_pool_enabled(sv->cfg.ws_pool_enabled);
 	for (i = 0; i < sv->nslots; i++)

@@ -78,6 +78,13 @@ on_client_close(struct evhttp_connection *evcon, void *arg)
 {
 	struct client_req *rq = arg;
 
+	/*
+	 * A client that leaves before we finished replying: libevent detaches
+	 * the unfinished request from its connection and leaves it to us to
+	 * free.  A request still attached is freed with the connection.
+	 */
+	if (rq->http != NULL && evhttp_request_get_connection(rq->http) == NULL)
+		evhttp_request_free(rq->http);
 	rq->client_gone = true;
 	rq->http = NULL;
 	rq->evcon = NULL;
@@ -346,7 +353,7 @@ request_handle_responses(struct evhttp_request *http, struct account *acct)
 		rq->flags = REQ_F_POOLED;
 		rq->conv_source = source;
 		if (sv->pool_enabled &&
-		    pm_reserve(&sv->pool, acct->entry, rq->key_hash, &evict) == 1)
+		    pm_reserve(&sv->pool, acct->entry, rq->key_hash, now_mono_usec(), &evict) == 1)
 			rq->reserved = true;
 	} else {
 		rq->slot = slot_round_robin();

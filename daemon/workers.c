@@ -266,21 +266,23 @@ on_chan_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker_slot *w = arg;
 	struct msg m;
-	int rc;
+	int rc, next;
 
 	rc = msgchan_read(w->chan);
 	/* Handle what arrived even if the worker then closed: its final
-	 * messages (DONE/ERROR) matter. */
-	while (w->chan != NULL && (rc = msgchan_next(w->chan, &m)) == 1) {
+	 * messages (DONE/ERROR) matter.  More bytes waiting in the socket
+	 * fire this event again (level-triggered). */
+	while (w->chan != NULL && (next = msgchan_next(w->chan, &m)) == 1) {
 		handle_msg(w, &m);
 		if (m.fd >= 0)
 			close(m.fd);
 	}
 	if (w->chan == NULL)
 		return;
-	if (rc < 0 || msgchan_read(w->chan) < 0) {
-		if (!sv->shutting_down)
-			log_warnx("worker %d: channel closed", w->index);
+	if (next < 0 || rc == MSGCHAN_EOF || rc == MSGCHAN_ERROR || rc == MSGCHAN_PROTO) {
+		if (!sv->shutting_down || rc != MSGCHAN_EOF)
+			log_warnx("worker %d: channel %s", w->index,
+			    rc == MSGCHAN_EOF ? "closed" : "broken");
 		slot_lost(w);
 	}
 }

@@ -60,7 +60,7 @@ static void
 open_conn(struct poolmap *pm, const char *entry, uint64_t key, uint64_t id, int slot)
 {
 	struct pm_conn *evict;
-	int granted = pm_reserve(pm, entry, key, &evict);
+	int granted = pm_reserve(pm, entry, key, 300, &evict);
 
 	ck_assert_int_eq(granted, 1);
 	pm_decision(pm, entry, true, DEC_NEW, id, key, slot, 100);
@@ -74,15 +74,15 @@ START_TEST(test_poolmap__reserve_under_cap)
 	struct pm_conn *evict;
 
 	pm_init(&pm, 2);
-	ck_assert_int_eq(pm_reserve(&pm, A, 11, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, A, 11, 300, &evict), 1);
 	ck_assert_ptr_null(evict);
-	ck_assert_int_eq(pm_reserve(&pm, A, 12, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, A, 12, 300, &evict), 1);
 	/* two handshakes in progress already fill the cap */
-	ck_assert_int_eq(pm_reserve(&pm, A, 13, &evict), 0);
+	ck_assert_int_eq(pm_reserve(&pm, A, 13, 300, &evict), 0);
 	/* another account is not affected */
-	ck_assert_int_eq(pm_reserve(&pm, B, 14, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, B, 14, 300, &evict), 1);
 	pm_unreserve(&pm, A);
-	ck_assert_int_eq(pm_reserve(&pm, A, 13, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, A, 13, 300, &evict), 1);
 	pm_free(&pm);
 }
 END_TEST
@@ -94,7 +94,7 @@ START_TEST(test_poolmap__existing_key_needs_no_grant)
 
 	pm_init(&pm, 8);
 	open_conn(&pm, A, 42, 1001, 0);
-	ck_assert_int_eq(pm_reserve(&pm, A, 42, &evict), 0);
+	ck_assert_int_eq(pm_reserve(&pm, A, 42, 300, &evict), 0);
 	ck_assert_ptr_null(evict);
 	pm_free(&pm);
 }
@@ -112,14 +112,14 @@ START_TEST(test_poolmap__lru_idle_evicted_at_cap)
 	/* conn 101 is used again, so 102 is the least recently used */
 	pm_decision(&pm, A, false, DEC_REUSE, 101, 1, 0, 300);
 	pm_turn_end(&pm, 101, "resp_2", 2100, 2000, 400);
-	ck_assert_int_eq(pm_reserve(&pm, A, 3, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, A, 3, 300, &evict), 1);
 	ck_assert_ptr_nonnull(evict);
 	ck_assert_uint_eq(evict->id, 102);
 	ck_assert(evict->closing);
 	ck_assert_uint_eq(pm.lru_evictions, 1);
 	/* the closing connection no longer owns its key: a new turn for key 2
 	 * needs a slot again, and the only idle one left is 101 */
-	ck_assert_int_eq(pm_reserve(&pm, A, 2, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, A, 2, 300, &evict), 1);
 	ck_assert_ptr_nonnull(evict);
 	ck_assert_uint_eq(evict->id, 101);
 	ck_assert_int_eq(pm_count(&pm, &busy), 2);
@@ -139,7 +139,7 @@ START_TEST(test_poolmap__all_busy_at_cap_means_no_grant)
 	open_conn(&pm, A, 2, 102, 0);
 	pm_decision(&pm, A, false, DEC_REUSE, 101, 1, 0, 300);
 	pm_decision(&pm, A, false, DEC_REUSE, 102, 2, 0, 300);
-	ck_assert_int_eq(pm_reserve(&pm, A, 3, &evict), 0);
+	ck_assert_int_eq(pm_reserve(&pm, A, 3, 300, &evict), 0);
 	ck_assert_ptr_null(evict);
 	ck_assert_uint_eq(pm.lru_evictions, 0);
 	pm_free(&pm);
@@ -152,12 +152,12 @@ START_TEST(test_poolmap__failed_handshake_releases_slot)
 	struct pm_conn *evict;
 
 	pm_init(&pm, 1);
-	ck_assert_int_eq(pm_reserve(&pm, A, 5, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, A, 5, 300, &evict), 1);
 	pm_decision(&pm, A, true, DEC_NEW, 500, 5, 0, 100);
 	/* the pooled handshake failed: the worker reports it down, then bypasses */
 	pm_conn_down(&pm, 500);
 	pm_decision(&pm, A, false, DEC_BYPASS, 0, 5, 0, 100);
-	ck_assert_int_eq(pm_reserve(&pm, A, 6, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, A, 6, 300, &evict), 1);
 	pm_free(&pm);
 }
 END_TEST
@@ -195,13 +195,29 @@ START_TEST(test_poolmap__evict_account_and_slot_gone)
 	open_conn(&pm, B, 3, 103, 1);
 	ck_assert_int_eq(pm_evict_account(&pm, A), 2);
 	/* evicted connections stop counting at once */
-	ck_assert_int_eq(pm_reserve(&pm, A, 4, &evict), 1);
+	ck_assert_int_eq(pm_reserve(&pm, A, 4, 300, &evict), 1);
 	ck_assert_ptr_null(evict);
 	pm_slot_gone(&pm, 1);
 	ck_assert_ptr_null(pm_find(&pm, 102));
 	ck_assert_ptr_null(pm_find(&pm, 103));
 	ck_assert_ptr_nonnull(pm_find(&pm, 101));
 	ck_assert_int_eq(pm_count(&pm, &busy), 1);
+	pm_free(&pm);
+}
+END_TEST
+
+START_TEST(test_poolmap__expired_connection_is_replaced)
+{
+	struct poolmap pm;
+	struct pm_conn *evict;
+
+	pm_init(&pm, 8);
+	pm_set_max_age(&pm, 1000);
+	open_conn(&pm, A, 9, 900, 0);		/* created at 100 */
+	ck_assert_int_eq(pm_reserve(&pm, A, 9, 1000, &evict), 0);	/* young: reuse */
+	ck_assert_int_eq(pm_reserve(&pm, A, 9, 1200, &evict), 1);	/* old: a new one */
+	ck_assert(pm_find(&pm, 900)->closing);
+	ck_assert_ptr_null(evict);
 	pm_free(&pm);
 }
 END_TEST
@@ -231,6 +247,7 @@ make_suite_poolmap(void)
 	tcase_add_test(tc, test_poolmap__failed_handshake_releases_slot);
 	tcase_add_test(tc, test_poolmap__response_owner_newest_only);
 	tcase_add_test(tc, test_poolmap__evict_account_and_slot_gone);
+	tcase_add_test(tc, test_poolmap__expired_connection_is_replaced);
 	suite_add_tcase(s, tc);
 	return s;
 }

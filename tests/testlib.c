@@ -2083,12 +2083,14 @@ get_i64(json_object *o, const char *key)
 int
 tl_usage_of(json_object *completed, struct tl_usage *u)
 {
-	json_object *resp = completed, *usage, *d;
+	json_object *resp = completed, *inner, *usage, *d;
 
 	memset(u, 0, sizeof(*u));
 	if (completed == NULL)
 		return -1;
-	json_object_object_get_ex(completed, "response", &resp);
+	/* an event carries the response inside; a response object is itself */
+	if (json_object_object_get_ex(completed, "response", &inner))
+		resp = inner;
 	if (resp == NULL || !json_object_object_get_ex(resp, "usage", &usage) ||
 	    !json_object_is_type(usage, json_type_object))
 		return -1;
@@ -2103,11 +2105,12 @@ tl_usage_of(json_object *completed, struct tl_usage *u)
 const char *
 tl_response_id(json_object *completed)
 {
-	json_object *resp = completed, *id;
+	json_object *resp = completed, *inner, *id;
 
 	if (completed == NULL)
 		return NULL;
-	json_object_object_get_ex(completed, "response", &resp);
+	if (json_object_object_get_ex(completed, "response", &inner))
+		resp = inner;
 	if (resp != NULL && json_object_object_get_ex(resp, "id", &id) &&
 	    json_object_is_type(id, json_type_string))
 		return json_object_get_string(id);

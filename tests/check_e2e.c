@@ -1,0 +1,906 @@
+/*
+ * End-to-end tests: the real codexpoold (supervisor and workers) against a
+ * real codexpool-sim on loopback, driven over HTTP and the control socket.
+ * Each test starts its own simulator and daemon in a private directory on
+ * free ports, and stops them; a daemon that does not exit cleanly, or
+ * whose log shows a sanitizer report, fails the test.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "testlib.h"
+
+#define INSTR_KIB	16	/* ~4096 tokens of instructions: past the cache floor */
+#define WAIT_MS		30000
+
+struct e2e {
+	char		*dir;
+	struct tl_sim	 sim;
+	pid_t		 daemon;
+	char		 conf[700];
+	char		 ctl[700];
+	char		 log[700];
+	int		 port;
+	char		*instructions;
+};
+
+/* ---- fixture -------------------------------------------------------- */
+
+static int
+ctl_run(struct e2e *e, char **out, const char *fmt, ...)
+{
+	char line[512], outpath[800], *argv[24], *tok, *save = NULL;
+	char *ctlbin = tl_program("ctl/codexpoolctl");
+	int argc = 0, rc;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	argv[argc++] = ctlbin;
+	argv[argc++] = "-s";
+	argv[argc++] = e->ctl;
+	for (tok = strtok_r(line, " ", &save); tok && argc < 23; tok = strtok_r(NULL, " ", &save))
+		argv[argc++] = tok;
+	argv[argc] = NULL;
+	snprintf(outpath, sizeof(outpath), "%s/ctl.out", e->dir);
+	unlink(outpath);
+	rc = tl_run(outpath, argv, WAIT_MS);
+	if (out != NULL)
+		*out = tl_read_file(outpath, NULL);
+	free(ctlbin);
+	return rc;
+}
+
+/* A numeric field of `codexpoolctl status`; -1 if absent. */
+static long long
+status_num(struct e2e *e, const char *key)
+{
+	char *out = NULL, *p, needle[128];
+	long long v = -1;
+
+	if (ctl_run(e, &out, "status") != 0 || out == NULL) {
+		free(out);
+		return -1;
+	}
+	snprintf(needle, sizeof(needle), "\n%s: ", key);
+	if (strncmp(out, needle + 1, strlen(needle) - 1) == 0)
+		v = strtoll(out + strlen(needle) - 1, NULL, 10);
+	else if ((p = strstr(out, needle)) != NULL)
+		v = strtoll(p + strlen(needle), NULL, 10);
+	free(out);
+	return v;
+}
+
+/* Polls a status counter until it equals want. */
+static int
+wait_status(struct e2e *e, const char *key, long long want)
+{
+	int64_t end = tl_now_ms() + WAIT_MS;
+
+	while (tl_now_ms() < end) {
+		if (status_num(e, key) == want)
+			return 0;
+		tl_msleep(50);
+	}
+	fprintf(stderr, "status %s never became %lld (now %lld)\n", key, want, status_num(e, key));
+	return -1;
+}
+
+static long long
+sim_num(struct e2e *e, const char *key)
+{
+	json_object *st = tl_sim_state(&e->sim), *v;
+	long long n = -1;
+
+	if (st != NULL && json_object_object_get_ex(st, key, &v))
+		n = json_object_get_int64(v);
+	json_object_put(st);
+	return n;
+}
+
+static void
+e2e_start(struct e2e *e, const char *sim_args, const char *conf_extra)
+{
+	char conf[4096], auth[700], *daemonbin, *listen = NULL, *out = NULL, *p;
+	char *argv[8];
+	int64_t end;
+
+	memset(e, 0, sizeof(*e));
+	e->dir = tl_tmpdir();
+	ck_assert_ptr_nonnull(e->dir);
+	ck_assert_int_eq(tl_sim_start(&e->sim, e->dir, sim_args), 0);
+	tl_sim_auth_path(&e->sim, 1, auth, sizeof(auth));
+	snprintf(e->conf, sizeof(e->conf), "%s/codexpool.conf", e->dir);
+	snprintf(e->ctl, sizeof(e->ctl), "%s/ctl.sock", e->dir);
+	snprintf(e->log, sizeof(e->log), "%s/daemon.log", e->dir);
+	snprintf(conf, sizeof(conf),
+	    "listen = 127.0.0.1:0\n"
+	    "workers = 2\n"
+	    "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses\n"
+	    "auth_file = %s\n"
+	    "control_socket = %s\n"
+	    "data_dir = %s\n"
+	    "shutdown_timeout = 10s\n"
+	    "log_level = debug\n"
+	    "%s\n", e->sim.port, auth, e->ctl, e->dir, conf_extra ? conf_extra : "");
+	ck_assert_int_eq(tl_write_file(e->conf, conf, strlen(conf), 0600), 0);
+	daemonbin = tl_program("daemon/codexpoold");
+	argv[0] = daemonbin;
+	argv[1] = "-f";
+	argv[2] = "-c";
+	argv[3] = e->conf;
+	argv[4] = NULL;
+	e->daemon = tl_spawn(e->log, argv);
+	free(daemonbin);
+	ck_assert_int_gt(e->daemon, 0);
+	/* Ready when the control socket answers with the bound address. */
+	end = tl_now_ms() + WAIT_MS;
+	while (tl_now_ms() < end && e->port == 0) {
+		if (access(e->ctl, F_OK) == 0 && ctl_run(e, &out, "status") == 0 && out &&
+		    (p = strstr(out, "listen: ")) != NULL) {
+			listen = strchr(p, ':');
+			if (listen && (listen = strchr(listen + 1, ':')) != NULL)
+				e->port = atoi(listen + 1);
+		}
+		free(out);
+		out = NULL;
+		if (e->port == 0) {
+			ck_assert_msg(tl_alive(e->daemon), "codexpoold exited during start-up; see %s", e->log);
+			tl_msleep(50);
+		}
+	}
+	ck_assert_int_gt(e->port, 0);
+	/* Every worker up, so worker-death tests see a known pid. */
+	end = tl_now_ms() + WAIT_MS;
+	for (;;) {
+		int up = 0;
+		if (ctl_run(e, &out, "show workers") == 0 && out) {
+			for (p = out; (p = strstr(p, " up ")) != NULL; p++)
+				up++;
+		}
+		free(out);
+		out = NULL;
+		if (up == 2 || tl_now_ms() > end)
+			break;
+		tl_msleep(50);
+	}
+	e->instructions = tl_text(INSTR_KIB, 7);
+}
+
+static void
+e2e_stop(struct e2e *e)
+{
+	char *log;
+	int rc;
+
+	rc = tl_stop(e->daemon, SIGTERM, WAIT_MS);
+	log = tl_read_file(e->log, NULL);
+	ck_assert_msg(rc == 0, "codexpoold exited with %d; log %s", rc, e->log);
+	ck_assert_msg(log == NULL || (strstr(log, "Sanitizer") == NULL &&
+	    strstr(log, "runtime error") == NULL), "sanitizer report in %s", e->log);
+	free(log);
+	tl_sim_stop(&e->sim);
+	if (getenv("E2E_KEEP") == NULL)
+		tl_rmrf(e->dir);
+	free(e->dir);
+	free(e->instructions);
+}
+
+/* ---- a stateless client: the full history every turn ---------------- */
+
+struct conv {
+	json_object	*history;
+	const char	*key;		/* prompt_cache_key, or NULL */
+	const char	*headers;	/* extra request headers, or NULL */
+	int		 turns;
+};
+
+static void
+conv_init(struct conv *c, const char *key)
+{
+	memset(c, 0, sizeof(*c));
+	c->history = json_object_new_array();
+	c->key = key;
+}
+
+static void
+conv_free(struct conv *c)
+{
+	json_object_put(c->history);
+}
+
+/* Output items of a non-streamed response, as a client resends them. */
+static void
+history_add_json(json_object *history, json_object *resp)
+{
+	json_object *out;
+	size_t i;
+
+	if (!json_object_object_get_ex(resp, "output", &out))
+		return;
+	for (i = 0; i < json_object_array_length(out); i++) {
+		json_object *item = NULL;
+		json_object_deep_copy(json_object_array_get_idx(out, i), &item, NULL);
+		json_object_object_del(item, "id");
+		json_object_object_del(item, "status");
+		json_object_array_add(history, item);
+	}
+}
+
+/*
+ * One turn: append text as a user message, POST the whole history,
+ * append the reply.  Returns the HTTP status; *u gets the usage.
+ */
+static int
+conv_turn(struct e2e *e, struct conv *c, const char *text, int stream,
+    struct tl_usage *u, struct tl_response *keep)
+{
+	struct tl_req r = { .instructions = e->instructions, .prompt_cache_key = c->key,
+	    .input = c->history, .stream = stream };
+	struct tl_response resp;
+	char *body;
+	int status;
+
+	json_object_array_add(c->history, tl_msg("user", text));
+	body = tl_req_http(&r);
+	ck_assert_int_eq(tl_http("127.0.0.1", e->port, "POST", "/v1/responses", c->headers,
+	    body, strlen(body), &resp), 0);
+	free(body);
+	status = resp.status;
+	if (u != NULL)
+		memset(u, 0, sizeof(*u));
+	if (status == 200) {
+		if (stream) {
+			json_object *done = tl_sse_completed(resp.body);
+			ck_assert_msg(done != NULL, "no response.completed in: %.300s", resp.body);
+			if (u)
+				tl_usage_of(done, u);
+			json_object_put(done);
+			tl_history_add_sse(c->history, resp.body);
+		} else {
+			json_object *o = tl_response_json(&resp);
+			ck_assert_ptr_nonnull(o);
+			if (u)
+				tl_usage_of(o, u);
+			history_add_json(c->history, o);
+			json_object_put(o);
+		}
+		c->turns++;
+	}
+	if (keep != NULL)
+		*keep = resp;
+	else
+		tl_response_free(&resp);
+	return status;
+}
+
+static double
+ratio(const struct tl_usage *u)
+{
+	return u->input_tokens ? (double)u->cached_tokens / (double)u->input_tokens : 0.0;
+}
+
+/* ---- the seed's cases ------------------------------------------------- */
+
+START_TEST(test_e2e__five_turns_one_connection)
+{
+	struct e2e e;
+	struct conv c;
+	struct tl_usage u;
+	char text[64];
+	int i;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-five");
+	for (i = 1; i <= 5; i++) {
+		snprintf(text, sizeof(text), "question %d", i);
+		ck_assert_int_eq(conv_turn(&e, &c, text, i % 2, &u, NULL), 200);
+		if (i >= 2)
+			ck_assert_msg(ratio(&u) >= 0.9, "turn %d cached %lld of %lld", i,
+			    (long long)u.cached_tokens, (long long)u.input_tokens);
+	}
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
+	ck_assert_int_eq(status_num(&e, "decisions_new"), 1);
+	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 4);
+	ck_assert_int_eq(status_num(&e, "pooled_open"), 1);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__two_conversations_two_connections)
+{
+	struct e2e e;
+	struct conv a, b;
+	int i;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&a, "conv-a");
+	conv_init(&b, "conv-b");
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(conv_turn(&e, &a, "hello from a", 0, NULL, NULL), 200);
+		ck_assert_int_eq(conv_turn(&e, &b, "hello from b", 0, NULL, NULL), 200);
+	}
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
+	ck_assert_int_eq(status_num(&e, "decisions_new"), 2);
+	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 4);
+	conv_free(&a);
+	conv_free(&b);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__server_close_evicts)
+{
+	struct e2e e;
+	struct conv c;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-close");
+	/* The simulator closes this connection right after the turn. */
+	ck_assert_int_eq(conv_turn(&e, &c, "bye [[sim:close_idle]]", 0, NULL, NULL), 200);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 0), 0);
+	ck_assert_int_eq(conv_turn(&e, &c, "again", 0, NULL, NULL), 200);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
+	ck_assert_int_eq(status_num(&e, "decisions_new"), 2);
+	ck_assert_int_eq(status_num(&e, "decisions_retry_stale"), 0);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__pool_disabled_in_config)
+{
+	struct e2e e;
+	struct conv c;
+	int i;
+
+	e2e_start(&e, NULL, "ws_pool_enabled = no");
+	conv_init(&c, "conv-off");
+	for (i = 0; i < 5; i++)
+		ck_assert_int_eq(conv_turn(&e, &c, "turn", 0, NULL, NULL), 200);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 5);
+	ck_assert_int_eq(status_num(&e, "bypass_disabled"), 5);
+	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 0);
+	ck_assert_int_eq(status_num(&e, "pooled_open"), 0);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__evict_reconnects)
+{
+	struct e2e e;
+	struct conv c;
+	char *out = NULL;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-evict");
+	ck_assert_int_eq(conv_turn(&e, &c, "one", 0, NULL, NULL), 200);
+	ck_assert_int_eq(status_num(&e, "pooled_open"), 1);
+	ck_assert_int_eq(ctl_run(&e, &out, "evict auth_file"), 0);
+	ck_assert_ptr_nonnull(strstr(out, "connections: 1"));
+	free(out);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 0), 0);
+	ck_assert_int_eq(conv_turn(&e, &c, "two", 0, NULL, NULL), 200);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
+	/* an unknown account is an error with a reason and exit status 1 */
+	ck_assert_int_eq(ctl_run(&e, NULL, "evict nosuchaccount"), 1);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__no_conversation_is_one_shot)
+{
+	struct e2e e;
+	struct conv c;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, NULL);
+	ck_assert_int_eq(conv_turn(&e, &c, "anonymous", 0, NULL, NULL), 200);
+	ck_assert_int_eq(conv_turn(&e, &c, "anonymous again", 1, NULL, NULL), 200);
+	ck_assert_int_eq(status_num(&e, "bypass_no_key"), 2);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
+	ck_assert_int_eq(status_num(&e, "pooled_open"), 0);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__session_header_is_the_conversation)
+{
+	struct e2e e;
+	struct conv c;
+	int i;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, NULL);
+	c.headers = "session-id: 019a2b3c-0000-7000-8000-00000000beef\r\n";
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(conv_turn(&e, &c, "turn", 0, NULL, NULL), 200);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
+	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 2);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* ---- concurrency, caps, failures ------------------------------------- */
+
+/* Opens a streamed turn and reads its first event, so it holds its connection. */
+static struct tl_stream *
+open_held_stream(struct e2e *e, struct conv *c, const char *text)
+{
+	struct tl_req r = { .instructions = e->instructions, .prompt_cache_key = c->key,
+	    .input = c->history, .stream = 1 };
+	struct tl_stream *s;
+	char *body, *ev = NULL, *data = NULL;
+
+	json_object_array_add(c->history, tl_msg("user", text));
+	body = tl_req_http(&r);
+	s = tl_stream_open(NULL, "127.0.0.1", e->port, "POST", "/v1/responses", NULL,
+	    body, strlen(body));
+	free(body);
+	ck_assert_ptr_nonnull(s);
+	ck_assert_int_eq(tl_stream_status(s), 200);
+	ck_assert_int_eq(tl_stream_read_event(s, &ev, &data, WAIT_MS), 1);
+	free(ev);
+	free(data);
+	return s;
+}
+
+static int
+drain_stream(struct tl_stream *s, int *completed)
+{
+	char *ev = NULL, *data = NULL;
+	int rc;
+
+	*completed = 0;
+	while ((rc = tl_stream_read_event(s, &ev, &data, WAIT_MS)) == 1) {
+		if (ev && strcmp(ev, "response.completed") == 0)
+			*completed = 1;
+		free(ev);
+		free(data);
+		ev = data = NULL;
+	}
+	return rc;
+}
+
+START_TEST(test_e2e__concurrent_turns_bypass_busy)
+{
+	struct e2e e;
+	struct conv c, c2;
+	struct tl_stream *s;
+	int completed;
+
+	e2e_start(&e, "--delta-delay-ms 100", NULL);
+	conv_init(&c, "conv-busy");
+	conv_init(&c2, "conv-busy");
+	s = open_held_stream(&e, &c, "long answer please");
+	/* the same conversation while its connection streams: one-shot, no queue */
+	ck_assert_int_eq(conv_turn(&e, &c2, "meanwhile", 0, NULL, NULL), 200);
+	ck_assert_int_eq(drain_stream(s, &completed), 0);
+	ck_assert_int_eq(completed, 1);
+	tl_stream_close(s, 0);
+	ck_assert_int_eq(status_num(&e, "bypass_busy"), 1);
+	ck_assert_int_eq(status_num(&e, "decisions_new"), 1);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
+	conv_free(&c);
+	conv_free(&c2);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__account_cap_across_workers)
+{
+	struct e2e e;
+	static const char *keys[4] = { "conv-cap-0", "conv-cap-1", "conv-cap-2", "conv-cap-3" };
+	struct conv c[4];
+	struct tl_stream *s[2];
+	int i, completed;
+
+	/* cap 2: conversations on both workers count against one account */
+	e2e_start(&e, "--delta-delay-ms 100", "ws_pool_max_per_account = 2");
+	for (i = 0; i < 4; i++)
+		conv_init(&c[i], keys[i]);
+	ck_assert_int_eq(conv_turn(&e, &c[0], "zero", 0, NULL, NULL), 200);
+	ck_assert_int_eq(conv_turn(&e, &c[1], "one", 0, NULL, NULL), 200);
+	/* a third conversation closes the least recently used idle one (conv 0) */
+	ck_assert_int_eq(conv_turn(&e, &c[2], "two", 0, NULL, NULL), 200);
+	ck_assert_int_eq(status_num(&e, "lru_evictions"), 1);
+	ck_assert_int_eq(status_num(&e, "decisions_new"), 3);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 2), 0);
+	/* both pooled connections busy: a new conversation goes one-shot */
+	s[0] = open_held_stream(&e, &c[1], "hold one");
+	s[1] = open_held_stream(&e, &c[2], "hold two");
+	ck_assert_int_eq(conv_turn(&e, &c[3], "three", 0, NULL, NULL), 200);
+	ck_assert_int_eq(status_num(&e, "bypass_cap"), 1);
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(drain_stream(s[i], &completed), 0);
+		ck_assert_int_eq(completed, 1);
+		tl_stream_close(s[i], 0);
+	}
+	ck_assert_int_le(status_num(&e, "pooled_open"), 2);
+	for (i = 0; i < 4; i++)
+		conv_free(&c[i]);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__stale_reuse_retried_once)
+{
+	struct e2e e;
+	struct conv c;
+	struct tl_usage u;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-stale");
+	ck_assert_int_eq(conv_turn(&e, &c, "first", 0, NULL, NULL), 200);
+	/* the pooled connection dies before its next first frame */
+	ck_assert_int_eq(tl_sim_fault(&e.sim, "{\"kind\":\"close_before_first\",\"count\":1}"), 0);
+	ck_assert_int_eq(conv_turn(&e, &c, "second", 1, &u, NULL), 200);
+	ck_assert_int_gt(u.input_tokens, 0);
+	ck_assert_int_eq(status_num(&e, "decisions_retry_stale"), 1);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__mid_stream_close_is_an_error_event)
+{
+	struct e2e e;
+	struct conv c;
+	struct tl_response resp;
+	struct tl_req r;
+	json_object *failed, *err;
+	char *body;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-mid");
+	json_object_array_add(c.history, tl_msg("user", "break [[sim:close_mid_stream]]"));
+	r = (struct tl_req){ .instructions = e.instructions, .prompt_cache_key = c.key,
+	    .input = c.history, .stream = 1 };
+	body = tl_req_http(&r);
+	ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/responses", NULL, body,
+	    strlen(body), &resp), 0);
+	free(body);
+	ck_assert_int_eq(resp.status, 200);
+	failed = tl_sse_find(resp.body, "response.failed");
+	ck_assert_msg(failed != NULL, "no response.failed in: %.400s", resp.body);
+	ck_assert_int_eq(tl_sse_count(resp.body, "response.completed"), 0);
+	err = json_object_object_get(json_object_object_get(failed, "response"), "error");
+	ck_assert_str_eq(json_object_get_string(json_object_object_get(err, "code")),
+	    "stream_disconnected");
+	json_object_put(failed);
+	tl_response_free(&resp);
+	/* nothing was retried after output began */
+	ck_assert_int_eq(status_num(&e, "decisions_retry_stale"), 0);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__client_disconnect_evicts)
+{
+	struct e2e e;
+	struct conv c;
+	struct tl_stream *s;
+
+	e2e_start(&e, "--delta-delay-ms 200 --deltas 50", NULL);
+	conv_init(&c, "conv-abort");
+	s = open_held_stream(&e, &c, "long");
+	tl_stream_close(s, 1);
+	ck_assert_int_eq(wait_status(&e, "client_aborts", 1), 0);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 0), 0);
+	ck_assert_int_eq(wait_status(&e, "requests_inflight", 0), 0);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__silent_connection_dies_by_liveness)
+{
+	struct e2e e;
+	struct conv c;
+
+	e2e_start(&e, NULL, "ws_ping_interval = 1s");
+	conv_init(&c, "conv-stall");
+	ck_assert_int_eq(conv_turn(&e, &c, "first", 0, NULL, NULL), 200);
+	/* the pooled connection goes silent: no frames, no pongs */
+	ck_assert_int_eq(tl_sim_fault(&e.sim, "{\"kind\":\"stall\",\"count\":1}"), 0);
+	ck_assert_int_eq(conv_turn(&e, &c, "second", 0, NULL, NULL), 200);
+	ck_assert_int_eq(status_num(&e, "decisions_retry_stale"), 1);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 0), 0);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__max_age_replaces_connection)
+{
+	struct e2e e;
+	struct conv c;
+
+	e2e_start(&e, NULL, "ws_pool_max_age = 1s");
+	conv_init(&c, "conv-age");
+	ck_assert_int_eq(conv_turn(&e, &c, "first", 0, NULL, NULL), 200);
+	tl_msleep(1500);	/* let the connection pass its maximum age */
+	ck_assert_int_eq(conv_turn(&e, &c, "second", 0, NULL, NULL), 200);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
+	ck_assert_int_eq(status_num(&e, "decisions_new"), 2);
+	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 0);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__connection_limit_error_replaces_connection)
+{
+	struct e2e e;
+	struct conv c;
+
+	e2e_start(&e, "--max-conn-age 1", NULL);
+	conv_init(&c, "conv-limit");
+	ck_assert_int_eq(conv_turn(&e, &c, "first", 0, NULL, NULL), 200);
+	tl_msleep(1500);	/* past the simulator's connection age cap */
+	ck_assert_int_eq(conv_turn(&e, &c, "second", 0, NULL, NULL), 200);
+	ck_assert_int_eq(status_num(&e, "decisions_retry_stale"), 1);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__previous_response_id_routed_to_owner)
+{
+	struct e2e e;
+	struct conv c;
+	struct tl_response resp;
+	json_object *o, *body, *input, *last;
+	const char *id;
+	char *text, *out = NULL;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-prev");
+	ck_assert_int_eq(conv_turn(&e, &c, "first", 0, NULL, &resp), 200);
+	o = tl_response_json(&resp);
+	id = json_object_get_string(json_object_object_get(o, "id"));
+	ck_assert_ptr_nonnull(id);
+
+	/* only the new item, continuing the response */
+	input = json_object_new_array();
+	json_object_array_add(input, tl_msg("user", "and then?"));
+	body = json_object_new_object();
+	json_object_object_add(body, "model", json_object_new_string("gpt-5.4"));
+	json_object_object_add(body, "instructions", json_object_new_string(e.instructions));
+	json_object_object_add(body, "previous_response_id", json_object_new_string(id));
+	json_object_object_add(body, "input", input);
+	text = strdup(json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN));
+	tl_response_free(&resp);
+	ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/responses", NULL, text,
+	    strlen(text), &resp), 0);
+	ck_assert_msg(resp.status == 200, "status %d: %s", resp.status, resp.body);
+	tl_response_free(&resp);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
+	{
+		json_object *st = tl_sim_state(&e.sim);
+		json_object *rs = json_object_object_get(st, "requests");
+		last = json_object_array_get_idx(rs, json_object_array_length(rs) - 1);
+		ck_assert_str_eq(json_object_get_string(json_object_object_get(last,
+		    "previous_response_id")), id);
+		json_object_put(st);
+	}
+
+	/* once the owning connection is gone the id cannot be continued */
+	ck_assert_int_eq(ctl_run(&e, &out, "evict auth_file"), 0);
+	free(out);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 0), 0);
+	ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/responses", NULL, text,
+	    strlen(text), &resp), 0);
+	ck_assert_int_eq(resp.status, 400);
+	ck_assert_ptr_nonnull(strstr(resp.body, "previous_response_not_found"));
+	tl_response_free(&resp);
+	free(text);
+	json_object_put(body);
+	json_object_put(o);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* The pid of a worker from `show workers`. */
+static int
+worker_pid(struct e2e *e, int slot)
+{
+	char *out = NULL, *line, *save = NULL;
+	int pid = -1, s, p;
+
+	if (ctl_run(e, &out, "show workers") != 0 || out == NULL)
+		return -1;
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (sscanf(line, "%d %d", &s, &p) == 2 && s == slot)
+			pid = p;
+	free(out);
+	return pid;
+}
+
+START_TEST(test_e2e__killed_worker_is_respawned)
+{
+	struct e2e e;
+	struct conv c;
+	int pid, newpid = -1;
+	int64_t end;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-kill");
+	pid = worker_pid(&e, 0);
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	end = tl_now_ms() + WAIT_MS;
+	while (tl_now_ms() < end) {
+		newpid = worker_pid(&e, 0);
+		if (newpid > 0 && newpid != pid)
+			break;
+		tl_msleep(50);
+	}
+	ck_assert_int_gt(newpid, 0);
+	ck_assert_int_ne(newpid, pid);
+	ck_assert_int_eq(wait_status(&e, "worker_restarts", 1), 0);
+	ck_assert_int_eq(tl_file_contains(e.log, "terminated: signal 9"), 1);
+	/* and it serves: a few conversations land on both workers */
+	ck_assert_int_eq(conv_turn(&e, &c, "still there?", 0, NULL, NULL), 200);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* Requests served per worker, from `show workers`. */
+static void
+worker_requests(struct e2e *e, long long req[2])
+{
+	char *out = NULL, *line, *save = NULL, state[16];
+	int s, p, up, restarts;
+	long long n;
+
+	req[0] = req[1] = -1;
+	ck_assert_int_eq(ctl_run(e, &out, "show workers"), 0);
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (sscanf(line, "%d %d %15s %d %d %lld", &s, &p, state, &up, &restarts, &n) == 6 &&
+		    s >= 0 && s < 2)
+			req[s] = n;
+	free(out);
+}
+
+START_TEST(test_e2e__conversation_stays_on_its_worker)
+{
+	struct e2e e;
+	struct conv c;
+	long long before[2], after[2];
+	char key[32];
+	int i, k;
+
+	e2e_start(&e, NULL, NULL);
+	for (k = 0; k < 6; k++) {
+		snprintf(key, sizeof(key), "conv-shard-%d", k);
+		conv_init(&c, key);
+		worker_requests(&e, before);
+		for (i = 0; i < 3; i++)
+			ck_assert_int_eq(conv_turn(&e, &c, "turn", 0, NULL, NULL), 200);
+		worker_requests(&e, after);
+		/* all three turns on one worker */
+		ck_assert((after[0] - before[0] == 3 && after[1] == before[1]) ||
+		    (after[1] - before[1] == 3 && after[0] == before[0]));
+		conv_free(&c);
+	}
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 6);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_e2e__bad_requests_get_openai_errors)
+{
+	struct e2e e;
+	struct tl_response r;
+	json_object *o, *err;
+	static const struct { const char *method, *path, *body; int status; const char *code; } cases[] = {
+		{ "POST", "/v1/responses", "{not json", 400, "invalid_json" },
+		{ "POST", "/v1/responses", "[]", 400, "invalid_body" },
+		{ "POST", "/v1/responses", "{\"input\":\"hi\"}", 400, "missing_model" },
+		{ "POST", "/v1/responses", "{\"model\":\"m\"}", 400, "invalid_input" },
+		{ "POST", "/v1/responses", "{\"model\":\"m\",\"input\":\"hi\",\"previous_response_id\":\"resp_nope\"}",
+		  400, "previous_response_not_found" },
+		{ "GET", "/v1/responses", NULL, 405, "method_not_allowed" },
+		{ "GET", "/nowhere", NULL, 404, "not_found" },
+	};
+	size_t i;
+
+	e2e_start(&e, NULL, NULL);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ck_assert_int_eq(tl_http("127.0.0.1", e.port, cases[i].method, cases[i].path, NULL,
+		    cases[i].body, cases[i].body ? strlen(cases[i].body) : 0, &r), 0);
+		ck_assert_msg(r.status == cases[i].status, "case %zu: status %d", i, r.status);
+		o = tl_response_json(&r);
+		ck_assert_msg(o != NULL, "case %zu: body is not JSON: %s", i, r.body);
+		err = json_object_object_get(o, "error");
+		ck_assert_ptr_nonnull(err);
+		ck_assert_str_eq(json_object_get_string(json_object_object_get(err, "code")), cases[i].code);
+		ck_assert_ptr_nonnull(json_object_get_string(json_object_object_get(err, "message")));
+		json_object_put(o);
+		tl_response_free(&r);
+	}
+	/* a first-frame usage limit is a real 429, and the connection stays pooled */
+	{
+		struct conv c;
+		conv_init(&c, "conv-429");
+		ck_assert_int_eq(conv_turn(&e, &c, "ok", 0, NULL, NULL), 200);
+		ck_assert_int_eq(conv_turn(&e, &c, "limit [[sim:usage_limit]]", 1, NULL, NULL), 429);
+		json_object_array_del_idx(c.history, json_object_array_length(c.history) - 1, 1);
+		ck_assert_int_eq(conv_turn(&e, &c, "ok again", 0, NULL, NULL), 200);
+		ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
+		conv_free(&c);
+	}
+	e2e_stop(&e);
+}
+END_TEST
+
+static Suite *
+make_suite_e2e(void)
+{
+	Suite *s = suite_create("e2e");
+	TCase *seed = tcase_create("seed");
+	TCase *pool = tcase_create("pool");
+	TCase *proc = tcase_create("processes");
+
+	tcase_set_timeout(seed, 120);
+	tcase_set_timeout(pool, 120);
+	tcase_set_timeout(proc, 120);
+	tcase_add_test(seed, test_e2e__five_turns_one_connection);
+	tcase_add_test(seed, test_e2e__two_conversations_two_connections);
+	tcase_add_test(seed, test_e2e__server_close_evicts);
+	tcase_add_test(seed, test_e2e__pool_disabled_in_config);
+	tcase_add_test(seed, test_e2e__evict_reconnects);
+	tcase_add_test(seed, test_e2e__no_conversation_is_one_shot);
+	tcase_add_test(seed, test_e2e__session_header_is_the_conversation);
+	tcase_add_test(pool, test_e2e__concurrent_turns_bypass_busy);
+	tcase_add_test(pool, test_e2e__account_cap_across_workers);
+	tcase_add_test(pool, test_e2e__stale_reuse_retried_once);
+	tcase_add_test(pool, test_e2e__mid_stream_close_is_an_error_event);
+	tcase_add_test(pool, test_e2e__client_disconnect_evicts);
+	tcase_add_test(pool, test_e2e__silent_connection_dies_by_liveness);
+	tcase_add_test(pool, test_e2e__max_age_replaces_connection);
+	tcase_add_test(pool, test_e2e__connection_limit_error_replaces_connection);
+	tcase_add_test(pool, test_e2e__previous_response_id_routed_to_owner);
+	tcase_add_test(pool, test_e2e__bad_requests_get_openai_errors);
+	tcase_add_test(proc, test_e2e__killed_worker_is_respawned);
+	tcase_add_test(proc, test_e2e__conversation_stays_on_its_worker);
+	suite_add_tcase(s, seed);
+	suite_add_tcase(s, pool);
+	suite_add_tcase(s, proc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(make_suite_e2e());
+	int failed;
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	tl_kill_all();
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
