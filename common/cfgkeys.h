@@ -34,6 +34,12 @@ struct codexpool_config {
 	char		*user;
 	char		*originator;
 	char		*client_version;
+	char		*token_url;
+	char		*token_ca_file;
+	int64_t		 token_refresh_margin;
+	int64_t		 affinity_ttl;
+	int64_t		 rate_limit_lock;
+	char		*models;
 };
 
 extern const struct cfg_key codexpool_cfg_keys[];

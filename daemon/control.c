@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -33,11 +34,12 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "msgtypes.h"
+#include "store.h"
 #include "supervisor.h"
 
 #define CTL_PROTO_VERSION	1
 #define CTL_MAX_CLIENTS		64
-#define CTL_MAX_LINE		4096
+#define CTL_MAX_LINE		(256 * 1024)	/* account add carries an auth.json */
 #define CTL_MAX_ARGS		16
 
 struct ctl_client {
@@ -57,6 +59,7 @@ typedef void ctl_fn(struct ctl_out *, int argc, char **argv);
 struct ctl_cmd {
 	const char	*words[3];	/* keywords, NULL-terminated */
 	int		 nargs;		/* arguments after the keywords */
+	int		 maxargs;	/* 0: exactly nargs */
 	const char	*usage;		/* also the help text */
 	ctl_fn		*fn;
 };
@@ -266,28 +269,25 @@ cmd_show_pools(struct ctl_out *o, int argc, char **argv)
 		json_object_object_add(o->json, "pools", rows);
 }
 
-/* An account by entry id, label or ChatGPT account id. */
+/* An account by entry id, label or ChatGPT account id; an error if none. */
 static struct account *
-find_account(const char *what)
+find_account(struct ctl_out *o, const char *what)
 {
-	struct account *a = sv->account;
+	struct account *a = accounts_find(what);
 
-	if (a && (strcmp(a->entry, what) == 0 || strcmp(a->label, what) == 0 ||
-	    strcmp(a->account_id, what) == 0))
-		return a;
-	return NULL;
+	if (a == NULL)
+		out_error(o, "no account '%s' (give an entry id, a label or a ChatGPT account id)", what);
+	return a;
 }
 
 static void
 cmd_evict(struct ctl_out *o, int argc, char **argv)
 {
-	struct account *a = find_account(argv[0]);
+	struct account *a = find_account(o, argv[0]);
 	int n;
 
-	if (a == NULL) {
-		out_error(o, "no account '%s' (give an entry id, a label or a ChatGPT account id)", argv[0]);
+	if (a == NULL)
 		return;
-	}
 	n = pm_evict_account(&sv->pool, a->entry);
 	sv_evict_account(a->entry);
 	log_info("control: evicted %d pooled connection(s) of account %s", n, a->entry);
@@ -458,21 +458,224 @@ cmd_show_conversations(struct ctl_out *o, int argc, char **argv)
 		json_object_object_add(o->json, "conversations", rows);
 }
 
+/* Seconds from now to a unix time, 0 if past or unset. */
+static int64_t
+secs_until(int64_t t)
+{
+	int64_t d = t - (int64_t)time(NULL);
+
+	return t > 0 && d > 0 ? d : 0;
+}
+
+/* "primary%/secondary%" from the last codex.rate_limits windows. */
+static void
+quota_summary(const struct account *a, char *buf, size_t len)
+{
+	struct json_object *q = NULL, *p, *sdw;
+	char err[64];
+
+	snprintf(buf, len, "-");
+	if (a->quota_json == NULL ||
+	    (q = json_parse_buf(a->quota_json, strlen(a->quota_json), err, sizeof(err))) == NULL)
+		return;
+	p = json_get_path(q, "primary.used_percent");
+	sdw = json_get_path(q, "secondary.used_percent");
+	snprintf(buf, len, "%.0f%%/%.0f%%", p ? json_object_get_double(p) : 0.0,
+	    sdw ? json_object_get_double(sdw) : 0.0);
+	json_object_put(q);
+}
+
+static void
+cmd_account_list(struct ctl_out *o, int argc, char **argv)
+{
+	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct account *a;
+	char quota[64];
+
+	if (!rows)
+		evbuffer_add_printf(o->text, "# entry label account_id status locked_for token_expires_in "
+		    "plan quota inflight pooled requests input_tokens cached_tokens reason\n");
+	TAILQ_FOREACH(a, &sv->accounts, link) {
+		struct pm_account *pa = pm_account(&sv->pool, a->entry);
+		uint64_t req = a->requests + (uint64_t)a->d_requests;
+		uint64_t in = a->input_tokens + (uint64_t)a->d_input;
+		uint64_t cached = a->cached_tokens + (uint64_t)a->d_cached;
+		quota_summary(a, quota, sizeof(quota));
+		account_usable(a);	/* ends an expired lock */
+		if (rows) {
+			struct json_object *r = json_object_new_object();
+			json_object_object_add(r, "entry", json_object_new_string(a->entry));
+			json_object_object_add(r, "label", a->label ? json_object_new_string(a->label) : NULL);
+			json_object_object_add(r, "account_id", json_object_new_string(a->account_id));
+			json_object_object_add(r, "status", json_object_new_string(account_status_name(a)));
+			json_object_object_add(r, "reason", a->reason ? json_object_new_string(a->reason) : NULL);
+			json_object_object_add(r, "locked_for", json_object_new_int64(secs_until(a->locked_until)));
+			json_object_object_add(r, "token_expires_in", json_object_new_int64(secs_until(a->access_expires)));
+			json_object_object_add(r, "plan", a->plan ? json_object_new_string(a->plan) : NULL);
+			json_object_object_add(r, "quota", a->quota_json ?
+			    json_tokener_parse(a->quota_json) : NULL);
+			json_object_object_add(r, "inflight", json_object_new_int(a->inflight));
+			json_object_object_add(r, "pooled", json_object_new_int(pa->live));
+			json_object_object_add(r, "requests", json_object_new_int64((int64_t)req));
+			json_object_object_add(r, "input_tokens", json_object_new_int64((int64_t)in));
+			json_object_object_add(r, "cached_tokens", json_object_new_int64((int64_t)cached));
+			json_object_array_add(rows, r);
+		} else {
+			evbuffer_add_printf(o->text, "%s %s %s %s %" PRId64 " %" PRId64 " %s %s %d %d %"
+			    PRIu64 " %" PRIu64 " %" PRIu64 " %s\n", a->entry, a->label ? a->label : "-",
+			    a->account_id, account_status_name(a), secs_until(a->locked_until),
+			    secs_until(a->access_expires), a->plan ? a->plan : "-", quota,
+			    a->inflight, pa->live, req, in, cached, a->reason ? a->reason : "-");
+		}
+	}
+	if (rows)
+		json_object_object_add(o->json, "accounts", rows);
+}
+
+static void
+report_added(struct ctl_out *o, int rc, struct account *a, const char *err)
+{
+	if (rc < 0) {
+		out_error(o, "%s", err);
+		return;
+	}
+	if (rc == 1) {
+		out_error(o, "%s", err);
+		return;
+	}
+	kv_str(o, "added", a->entry);
+	kv_str(o, "account_id", a->account_id);
+}
+
+/* account add auth-json <base64url of the file> [label] */
+static void
+cmd_account_add_json(struct ctl_out *o, int argc, char **argv)
+{
+	size_t len = strlen(argv[0]);
+	uint8_t *json = xmalloc(len + 1);
+	struct account *a = NULL;
+	char err[512];
+	int n, rc;
+
+	n = b64url_decode(argv[0], len, json, len + 1);
+	if (n < 0) {
+		free(json);
+		out_error(o, "the auth.json must be sent base64url-encoded (codexpoolctl does that)");
+		return;
+	}
+	rc = account_add_auth_json((const char *)json, (size_t)n, argc > 1 ? argv[1] : NULL,
+	    &a, err, sizeof(err));
+	explicit_bzero(json, len + 1);
+	free(json);
+	report_added(o, rc, a, err);
+}
+
+/* account add tokens <access> <refresh> [label] */
+static void
+cmd_account_add_tokens(struct ctl_out *o, int argc, char **argv)
+{
+	struct account *a = NULL;
+	char err[512];
+	int rc;
+
+	rc = account_add(argv[0], argv[1], NULL, NULL, argc > 2 ? argv[2] : NULL, &a,
+	    err, sizeof(err));
+	report_added(o, rc, a, err);
+}
+
+static void
+cmd_account_disable(struct ctl_out *o, int argc, char **argv)
+{
+	struct account *a = find_account(o, argv[0]);
+
+	if (a == NULL)
+		return;
+	account_set_status(a, ST_DISABLED, "disabled by the operator");
+	kv_str(o, "disabled", a->entry);
+}
+
+static void
+cmd_account_enable(struct ctl_out *o, int argc, char **argv)
+{
+	struct account *a = find_account(o, argv[0]);
+
+	if (a == NULL)
+		return;
+	if (a->status != ST_DISABLED) {
+		out_error(o, "account %s is %s, not disabled (use 'account reset' to clear a lock)",
+		    a->entry, account_status_name(a));
+		return;
+	}
+	account_reset(a);
+	kv_str(o, "enabled", a->entry);
+}
+
+static void
+cmd_account_reset(struct ctl_out *o, int argc, char **argv)
+{
+	struct account *a = find_account(o, argv[0]);
+
+	if (a == NULL)
+		return;
+	account_reset(a);
+	kv_str(o, "reset", a->entry);
+	kv_str(o, "status", account_status_name(a));
+}
+
+static void
+cmd_account_refresh(struct ctl_out *o, int argc, char **argv)
+{
+	struct account *a = find_account(o, argv[0]);
+
+	if (a == NULL)
+		return;
+	if (account_refresh(a, "requested by the operator") == -1) {
+		out_error(o, "cannot refresh account %s (no refresh token, or a bad token_url)", a->entry);
+		return;
+	}
+	kv_str(o, "refreshing", a->entry);
+}
+
+static void
+cmd_account_remove(struct ctl_out *o, int argc, char **argv)
+{
+	struct account *a = find_account(o, argv[0]);
+	char entry[ENTRY_LEN];
+
+	if (a == NULL)
+		return;
+	strlcpy_safe(entry, a->entry, sizeof(entry));
+	if (account_remove(a) == -1) {
+		out_error(o, "cannot remove account %s: %s", entry, store_errmsg(sv->store));
+		return;
+	}
+	kv_str(o, "removed", entry);
+}
+
 static void cmd_help(struct ctl_out *, int, char **);
 
 static const struct ctl_cmd commands[] = {
-	{ { "status" },			0, "status: counters, pool reuse rate, prompt-cache hit rate", cmd_status },
-	{ { "show", "workers" },	0, "show workers: one row per worker process", cmd_show_workers },
-	{ { "show", "pools" },		0, "show pools: one row per pooled upstream connection", cmd_show_pools },
-	{ { "show", "conversations" },	0, "show conversations: recent conversations, each turn's decision and cache use, and why a turn missed", cmd_show_conversations },
-	{ { "drain" },			1, "drain <worker>: no new conversations for a worker; restart it when its turns are done", cmd_drain },
-	{ { "stats", "reset" },		0, "stats reset: zero the counters", cmd_stats_reset },
-	{ { "evict" },			1, "evict <entry>: close an account's pooled connections (busy ones after their turn)", cmd_evict },
-	{ { "pool", "enable" },		0, "pool enable: pool upstream connections again", cmd_pool_enable },
-	{ { "pool", "disable" },	0, "pool disable: one-shot connections only; pooled ones close", cmd_pool_disable },
-	{ { "reload" },			0, "reload: re-read the configuration; reloadable keys apply at once", cmd_reload },
-	{ { "config" },			0, "config: the effective configuration, each key with its origin", cmd_config },
-	{ { "help" },			0, "help: list the commands", cmd_help },
+	{ { "status" },			0, 0, "status: counters, pool reuse rate, prompt-cache hit rate", cmd_status },
+	{ { "show", "workers" },	0, 0, "show workers: one row per worker process", cmd_show_workers },
+	{ { "show", "pools" },		0, 0, "show pools: one row per pooled upstream connection", cmd_show_pools },
+	{ { "show", "conversations" },	0, 0, "show conversations: recent conversations, each turn's decision and cache use, and why a turn missed", cmd_show_conversations },
+	{ { "drain" },			1, 0, "drain <worker>: no new conversations for a worker; restart it when its turns are done", cmd_drain },
+	{ { "stats", "reset" },		0, 0, "stats reset: zero the counters", cmd_stats_reset },
+	{ { "evict" },			1, 0, "evict <entry>: close an account's pooled connections (busy ones after their turn)", cmd_evict },
+	{ { "pool", "enable" },		0, 0, "pool enable: pool upstream connections again", cmd_pool_enable },
+	{ { "pool", "disable" },	0, 0, "pool disable: one-shot connections only; pooled ones close", cmd_pool_disable },
+	{ { "reload" },			0, 0, "reload: re-read the configuration; reloadable keys apply at once", cmd_reload },
+	{ { "config" },			0, 0, "config: the effective configuration, each key with its origin", cmd_config },
+	{ { "account", "list" },	0, 0, "account list: accounts with status, locks, token expiry, quota, load (never a token)", cmd_account_list },
+	{ { "show", "accounts" },	0, 0, "show accounts: the same as account list", cmd_account_list },
+	{ { "account", "add", "auth-json" }, 1, 2, "account add auth-json <base64url> [label]: add the account of a Codex auth.json (codexpoolctl account add --auth-json FILE)", cmd_account_add_json },
+	{ { "account", "add", "tokens" }, 2, 3, "account add tokens <access> <refresh> [label]: add an account by its tokens", cmd_account_add_tokens },
+	{ { "account", "disable" },	1, 0, "account disable <entry>: stop using an account; its pooled connections close", cmd_account_disable },
+	{ { "account", "enable" },	1, 0, "account enable <entry>: use a disabled account again", cmd_account_enable },
+	{ { "account", "remove" },	1, 0, "account remove <entry>: forget an account and its tokens", cmd_account_remove },
+	{ { "account", "reset" },	1, 0, "account reset <entry>: clear a rate-limit lock or an error state", cmd_account_reset },
+	{ { "account", "refresh" },	1, 0, "account refresh <entry>: refresh the access token now", cmd_account_refresh },
+	{ { "help" },			0, 0, "help: list the commands", cmd_help },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -597,7 +800,8 @@ run_command(struct ctl_out *o, int argc, char **argv)
 		}
 		cands[0] = exact_match;
 	}
-	if (argc - nwords(cands[0]) != cands[0]->nargs) {
+	if (argc - nwords(cands[0]) < cands[0]->nargs ||
+	    argc - nwords(cands[0]) > (cands[0]->maxargs ? cands[0]->maxargs : cands[0]->nargs)) {
 		out_error(o, "usage: %s", cands[0]->usage);
 		return;
 	}

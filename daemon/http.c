@@ -62,18 +62,18 @@ send_json(struct evhttp_request *http, int status, const char *json)
 static void
 handle_models(struct evhttp_request *http)
 {
-	static const char *models[] = { "gpt-5.4", "gpt-5.4-mini", "gpt-5.3-codex", "gpt-5.2", NULL };
 	struct json_object *root = json_object_new_object();
 	struct json_object *data = json_object_new_array();
-	int i;
+	char *list = xstrdup(sv->cfg.models ? sv->cfg.models : ""), *id, *save = NULL;
 
-	for (i = 0; models[i]; i++) {
+	for (id = strtok_r(list, ", ", &save); id; id = strtok_r(NULL, ", ", &save)) {
 		struct json_object *m = json_object_new_object();
-		json_object_object_add(m, "id", json_object_new_string(models[i]));
+		json_object_object_add(m, "id", json_object_new_string(id));
 		json_object_object_add(m, "object", json_object_new_string("model"));
 		json_object_object_add(m, "owned_by", json_object_new_string("openai"));
 		json_object_array_add(data, m);
 	}
+	free(list);
 	json_object_object_add(root, "object", json_object_new_string("list"));
 	json_object_object_add(root, "data", data);
 	send_json(http, 200, json_plain(root, NULL));
@@ -104,7 +104,7 @@ on_request(struct evhttp_request *http, void *arg)
 			    "codexpool is shutting down");
 			return;
 		}
-		request_handle_responses(http, accounts_pick());
+		request_handle_responses(http);
 		return;
 	}
 	if (strcmp(path, "/v1/models") == 0 || strcmp(path, "/models") == 0) {

@@ -368,6 +368,7 @@ out:
 		workers_free();
 		request_free_all();
 		http_free();
+		accounts_free();	/* before the DNS base: a refresh may use it */
 		upstream_free();
 		for (i = 0; i < (int)(sizeof(sv->ev_sig) / sizeof(sv->ev_sig[0])); i++)
 			if (sv->ev_sig[i])
@@ -376,7 +377,6 @@ out:
 			event_free(sv->ev_shutdown_deadline);
 		event_base_free(sv->base);
 	}
-	accounts_free();
 	pm_free(&sv->pool);
 	u64map_free(&sv->reqs);
 	convlog_free(&sv->convs);

@@ -27,6 +27,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "msgtypes.h"
+#include "store.h"
 #include "supervisor.h"
 
 #define MAX_ATTEMPTS	3	/* REQ_STARTs per turn when workers keep dying */
@@ -89,7 +90,7 @@ on_client_close(struct evhttp_connection *evcon, void *arg)
 	rq->http = NULL;
 	rq->evcon = NULL;
 	sv->stats.client_aborts++;
-	if (rq->state == RQ_QUEUED) {
+	if (rq->state == RQ_QUEUED || rq->state == RQ_WAIT_TOKEN) {
 		request_free(rq);
 		return;
 	}
@@ -118,23 +119,31 @@ request_free(struct client_req *rq)
 	free(rq->frame);
 	free(rq->session_id);
 	free(rq->fwd_headers);
+	free(rq->conv);
+	json_object_put(rq->body);
 	json_object_put(rq->output);
 	json_object_put(rq->final);
 	free(rq);
 }
 
-/* Build the upstream frame: {"type":"response.create", ...the client's body}. */
+/*
+ * The upstream frame for the turn's account: {"type":"response.create",
+ * ...the client's body}, with the account's own ids: prompt_cache_key is
+ * the (account, conversation) hash and client_metadata carries the
+ * account's installation id, so two accounts never share an id.
+ */
 static char *
-build_frame(struct json_object *body, const char *conv, size_t *len)
+build_frame(struct json_object *body, const char *upstream_conv,
+    const char *installation_id, size_t *len)
 {
-	struct json_object *frame = json_object_new_object();
+	struct json_object *frame = json_object_new_object(), *meta;
 	const char *text;
 	char *out;
 
 	json_object_object_add(frame, "type", json_object_new_string("response.create"));
 	json_object_object_foreach(body, key, val) {
 		if (strcmp(key, "type") == 0 || strcmp(key, "stream") == 0 ||
-		    strcmp(key, "background") == 0)
+		    strcmp(key, "background") == 0 || strcmp(key, "prompt_cache_key") == 0)
 			continue;
 		if (strcmp(key, "input") == 0 && json_object_is_type(val, json_type_string)) {
 			/* The backend wants items; a bare string is one user message. */
@@ -152,13 +161,28 @@ build_frame(struct json_object *body, const char *conv, size_t *len)
 			json_object_object_add(frame, "input", items);
 			continue;
 		}
+		if (strcmp(key, "client_metadata") == 0) {
+			struct json_object *copy = NULL;
+			if (json_object_is_type(val, json_type_object) &&
+			    json_object_deep_copy(val, &copy, NULL) == 0)
+				json_object_object_add(frame, key, copy);
+			continue;
+		}
 		json_object_object_add(frame, key, json_object_get(val));
 	}
 	if (!json_object_object_get_ex(frame, "store", NULL))
 		json_object_object_add(frame, "store", json_object_new_boolean(0));
 	json_object_object_add(frame, "stream", json_object_new_boolean(1));
-	if (conv != NULL && !json_object_object_get_ex(frame, "prompt_cache_key", NULL))
-		json_object_object_add(frame, "prompt_cache_key", json_object_new_string(conv));
+	if (upstream_conv != NULL)
+		json_object_object_add(frame, "prompt_cache_key", json_object_new_string(upstream_conv));
+	if (installation_id != NULL && *installation_id) {
+		if (!json_object_object_get_ex(frame, "client_metadata", &meta)) {
+			meta = json_object_new_object();
+			json_object_object_add(frame, "client_metadata", meta);
+		}
+		json_object_object_add(meta, "x-codex-installation-id",
+		    json_object_new_string(installation_id));
+	}
 	text = json_object_to_json_string_length(frame,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
 	out = xmalloc(*len + 1);
@@ -186,6 +210,27 @@ collect_forwarded_headers(struct client_req *rq, struct evhttp_request *http)
 		memcpy(rq->fwd_headers + rq->fwd_len + nl, v, vl);
 		rq->fwd_len += nl + vl;
 		rq->nfwd++;
+	}
+}
+
+/* Remove a forwarded header (name\0value\0 pairs) by name. */
+static void
+drop_forwarded_header(struct client_req *rq, const char *name)
+{
+	size_t off = 0, nl, vl;
+	int i;
+
+	for (i = 0; i < rq->nfwd; i++) {
+		nl = strlen(rq->fwd_headers + off) + 1;
+		vl = strlen(rq->fwd_headers + off + nl) + 1;
+		if (strcmp(rq->fwd_headers + off, name) == 0) {
+			memmove(rq->fwd_headers + off, rq->fwd_headers + off + nl + vl,
+			    rq->fwd_len - off - nl - vl);
+			rq->fwd_len -= nl + vl;
+			rq->nfwd--;
+			return;
+		}
+		off += nl + vl;
 	}
 }
 
@@ -260,16 +305,113 @@ slot_round_robin(void)
 	return slot;
 }
 
+/*
+ * Bind a turn to its account: the pool key entry:conversation, its worker
+ * slot, a cap reservation, and the upstream frame with the account's ids.
+ * Called again when the turn moves to another account.
+ */
+static void
+route(struct client_req *rq, struct pm_conn *owner)
+{
+	struct pm_conn *evict = NULL;
+	char keybuf[600], upconv[40], pfx[96];
+	int slot;
+
+	if (rq->reserved) {
+		pm_unreserve(&sv->pool, rq->acct->entry);
+		rq->reserved = false;
+	}
+	if (owner != NULL) {
+		slot = owner->slot;
+		rq->key_hash = owner->key_hash;
+		rq->flags = REQ_F_POOLED | REQ_F_CONTINUE;
+		rq->owner_conn = owner->id;
+	} else if (rq->conv != NULL) {
+		snprintf(keybuf, sizeof(keybuf), "%s:%s", rq->acct->entry, rq->conv);
+		rq->key_hash = hash64_str(keybuf);
+		if (rq->key_hash == 0)
+			rq->key_hash = 1;
+		slot = slot_for_key(rq->key_hash);
+		rq->flags = REQ_F_POOLED;
+		if (sv->pool_enabled &&
+		    pm_reserve(&sv->pool, rq->acct->entry, rq->key_hash, now_mono_usec(), &evict) == 1)
+			rq->reserved = true;
+	} else {
+		rq->key_hash = 0;
+		rq->flags = 0;
+		slot = slot_round_robin();
+	}
+	if (rq->key_hash != 0)
+		snprintf(rq->conv_tag, sizeof(rq->conv_tag), "%04x", (unsigned)(rq->key_hash >> 48));
+	if (slot != rq->slot) {
+		TAILQ_REMOVE(&sv->slots[rq->slot].reqs, rq, entry);
+		rq->slot = slot;
+		TAILQ_INSERT_TAIL(&sv->slots[rq->slot].reqs, rq, entry);
+	}
+	if (evict != NULL) {
+		struct msgbuf b;
+		msgbuf_init(&b);
+		msg_add_u64(&b, evict->id);
+		msg_add_str(&b, "making room under ws_pool_max_per_account");
+		workers_send(evict->slot, MSG_CONN_CLOSE, 0, &b);
+		msgbuf_free(&b);
+		olog(LOG_LVL_INFO, rq_prefix(rq, pfx, sizeof(pfx)),
+		    "account at ws_pool_max_per_account=%d: closing its least recently used "
+		    "idle connection %016" PRIx64, sv->pool.cap, evict->id);
+	}
+	free(rq->session_id);
+	free(rq->frame);
+	if (rq->conv != NULL) {
+		upstream_conversation_id(rq->acct->entry, rq->conv, upconv);
+		rq->session_id = xstrdup(upconv);
+	} else {
+		rq->session_id = xstrdup("");
+	}
+	rq->frame = build_frame(rq->body, rq->conv ? upconv : NULL, rq->acct->installation_id,
+	    &rq->framelen);
+}
+
+/* Give the turn to another account, before anything reached the client. */
+static bool
+move_to_another_account(struct client_req *rq, const char *why)
+{
+	struct account *next;
+	char pfx[96];
+	bool moved;
+
+	if ((rq->flags & REQ_F_CONTINUE) || rq->state == RQ_STREAMING || rq->body == NULL)
+		return false;	/* continuation state never crosses accounts */
+	if (rq->ntried < (int)(sizeof(rq->tried) / sizeof(rq->tried[0])))
+		rq->tried[rq->ntried++] = rq->acct;
+	next = accounts_pick(rq->conv, rq->tried, rq->ntried, &moved);
+	if (next == NULL)
+		return false;
+	olog(LOG_LVL_INFO, rq_prefix(rq, pfx, sizeof(pfx)), "%s: moving the turn to account %s",
+	    why, next->entry);
+	rq->acct->inflight--;
+	rq->acct = next;
+	next->inflight++;
+	rq->moved = true;
+	rq->conn_id = 0;
+	/* turn state is bound to the account that issued it */
+	drop_forwarded_header(rq, "x-codex-turn-state");
+	route(rq, NULL);
+	request_dispatch(rq);
+	return true;
+}
+
 void
-request_handle_responses(struct evhttp_request *http, struct account *acct)
+request_handle_responses(struct evhttp_request *http)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(http);
 	size_t len = evbuffer_get_length(in);
 	struct json_object *body = NULL, *input;
 	const char *prev, *source;
 	struct client_req *rq;
-	struct pm_conn *owner = NULL, *evict = NULL;
-	char err[256], *conv = NULL, keybuf[600];
+	struct pm_conn *owner = NULL;
+	struct account *acct = NULL;
+	char err[256], *conv = NULL;
+	bool moved = false;
 
 	if (len == 0) {
 		send_error(http, 400, "invalid_request_error", "empty_body",
@@ -299,11 +441,6 @@ request_handle_responses(struct evhttp_request *http, struct account *acct)
 		    "'input' is required and must be a string or an array of items");
 		goto out;
 	}
-	if (acct == NULL) {
-		send_error(http, 503, "server_error", "no_account",
-		    "no account is configured; set auth_file in codexpool.conf");
-		goto out;
-	}
 	if (sv->inflight >= sv->cfg.max_clients) {
 		send_error(http, 503, "server_error", "too_many_requests",
 		    "codexpool is serving %d turns already (max_clients)", sv->inflight);
@@ -313,7 +450,8 @@ request_handle_responses(struct evhttp_request *http, struct account *acct)
 	prev = json_get_str(body, "previous_response_id");
 	if (prev != NULL && *prev != '\0') {
 		/* A continuation may only run on the connection that completed
-		 * that response: anything else would lose the server-side state. */
+		 * that response, on its account: anything else would lose (or
+		 * leak) the server-side state. */
 		owner = sv->pool_enabled ? pm_owner(&sv->pool, prev) : NULL;
 		if (owner == NULL) {
 			send_error(http, 400, "invalid_request_error", "previous_response_not_found",
@@ -323,6 +461,27 @@ request_handle_responses(struct evhttp_request *http, struct account *acct)
 			    "the upstream connection that produced it is gone or has a newer response");
 			goto out;
 		}
+		acct = accounts_by_entry(owner->acct->entry);
+		if (acct == NULL || !account_usable(acct)) {
+			send_error(http, 409, "invalid_request_error", "previous_response_unavailable",
+			    "previous_response_id '%.100s' belongs to account %s, which is %s; "
+			    "resend the full input without previous_response_id", prev,
+			    owner->acct->entry, acct ? account_status_name(acct) : "gone");
+			goto out;
+		}
+	}
+	source = owner ? "previous_response_id" : conversation_of(http, body, &conv);
+	if (acct == NULL && (acct = accounts_pick(conv, NULL, 0, &moved)) == NULL) {
+		int64_t unlock;
+		accounts_why_none(err, sizeof(err), &unlock);
+		if (unlock > 0) {
+			char ra[32];
+			snprintf(ra, sizeof(ra), "%lld", (long long)(unlock - now_wall_usec() / USEC_PER_SEC));
+			evhttp_add_header(evhttp_request_get_output_headers(http), "Retry-After", ra);
+		}
+		send_error(http, 503, "server_error", "no_account", "%s", err);
+		free(conv);
+		goto out;
 	}
 
 	rq = xcalloc(1, sizeof(*rq));
@@ -331,59 +490,25 @@ request_handle_responses(struct evhttp_request *http, struct account *acct)
 	rq->evcon = evhttp_request_get_connection(http);
 	rq->stream = json_get_bool(body, "stream", false);
 	rq->acct = acct;
+	rq->moved = moved;
 	rq->started_at = now_mono_usec();
+	rq->conv = conv;
+	rq->conv_source = source ? source : "none";
+	rq->body = body;
+	body = NULL;
 	acct->inflight++;
 	sv->inflight++;
 	sv->stats.requests++;
-
-	source = conversation_of(http, body, &conv);
-	if (owner != NULL) {
-		rq->slot = owner->slot;
-		rq->key_hash = owner->key_hash;
-		rq->flags = REQ_F_POOLED | REQ_F_CONTINUE;
-		rq->owner_conn = owner->id;
-		rq->conv_source = "previous_response_id";
-	} else if (conv != NULL) {
-		/* Pool key entry:conversation -> hash -> worker slot. */
-		snprintf(keybuf, sizeof(keybuf), "%s:%s", acct->entry, conv);
-		rq->key_hash = hash64_str(keybuf);
-		if (rq->key_hash == 0)
-			rq->key_hash = 1;
-		rq->slot = slot_for_key(rq->key_hash);
-		rq->flags = REQ_F_POOLED;
-		rq->conv_source = source;
-		if (sv->pool_enabled &&
-		    pm_reserve(&sv->pool, acct->entry, rq->key_hash, now_mono_usec(), &evict) == 1)
-			rq->reserved = true;
-	} else {
-		rq->slot = slot_round_robin();
-		rq->conv_source = "none";
-	}
 	if (conv != NULL)
 		rq->conv_hash = hash64_str(conv);
 	else if (owner != NULL)
 		rq->conv_hash = owner->key_hash;
-	if (rq->key_hash != 0)
-		snprintf(rq->conv_tag, sizeof(rq->conv_tag), "%04x",
-		    (unsigned)(rq->key_hash >> 48));
-	if (evict != NULL) {
-		struct msgbuf b;
-		char pfx[96];
-		msgbuf_init(&b);
-		msg_add_u64(&b, evict->id);
-		msg_add_str(&b, "making room under ws_pool_max_per_account");
-		workers_send(evict->slot, MSG_CONN_CLOSE, 0, &b);
-		msgbuf_free(&b);
-		olog(LOG_LVL_INFO, rq_prefix(rq, pfx, sizeof(pfx)),
-		    "account at ws_pool_max_per_account=%d: closing its least recently used "
-		    "idle connection %" PRIx64, sv->pool.cap, evict->id);
-	}
-	rq->session_id = conv != NULL ? conv : xstrdup("");
-	rq->frame = build_frame(body, conv, &rq->framelen);
-	collect_forwarded_headers(rq, http);
 
+	collect_forwarded_headers(rq, http);
 	u64map_put(&sv->reqs, rq->rid, rq);
-	TAILQ_INSERT_TAIL(&sv->slots[rq->slot].reqs, rq, entry);
+	rq->slot = 0;
+	TAILQ_INSERT_TAIL(&sv->slots[0].reqs, rq, entry);
+	route(rq, owner);
 	evhttp_connection_set_closecb(rq->evcon, on_client_close, rq);
 	request_dispatch(rq);
 out:
@@ -731,6 +856,7 @@ on_done(struct client_req *rq, struct msgreader *r)
 	sv->stats.cached_tokens += cached;
 	sv->stats.output_tokens += outt;
 	usage_window_add(&sv->recent, now_mono_usec(), in, cached);
+	account_usage(rq->acct, in, cached, outt);
 	if (outcome == DONE_COMPLETED)
 		convlog_turn(&sv->convs, rq->conv_hash, rq->acct->entry, rq->slot,
 		    rq->decision, rq->reason, in, cached, now_mono_usec());
@@ -752,6 +878,62 @@ on_done(struct client_req *rq, struct msgreader *r)
 	request_free(rq);
 }
 
+/* When an upstream error body says the account's limit resets (unix s). */
+static int64_t
+error_resets_at(const char *body, size_t len)
+{
+	struct json_object *o, *e;
+	int64_t at = 0, in;
+	char err[64];
+
+	if (body == NULL || (o = json_parse_buf(body, len, err, sizeof(err))) == NULL)
+		return 0;
+	e = json_get_obj(o, "error");
+	if (e != NULL) {
+		at = json_get_int(e, "resets_at", 0);
+		if (at == 0 && (in = json_get_int(e, "resets_in_seconds", 0)) > 0)
+			at = now_wall_usec() / USEC_PER_SEC + in;
+	}
+	json_object_put(o);
+	return at;
+}
+
+/*
+ * An error that says the account is at fault changes the account, and the
+ * turn, which has not reached the client, goes to another account (429,
+ * 402, 403) or waits for a fresh token (401, once).  True when the turn
+ * continues.
+ */
+static bool
+handle_account_error(struct client_req *rq, uint32_t status, const char *code,
+    const char *body, size_t len)
+{
+	struct account *a = rq->acct;
+	char why[128];
+
+	snprintf(why, sizeof(why), "upstream %u %s", status, code && *code ? code : "");
+	switch (status) {
+	case 401:
+		if (rq->refreshed || (rq->flags & REQ_F_CONTINUE) || a->refresh_token == NULL)
+			return false;
+		rq->refreshed = true;
+		if (a->status == ST_ACTIVE)
+			account_set_status(a, ST_REFRESHING, why);
+		if (account_refresh(a, why) == -1)
+			return false;
+		rq->state = RQ_WAIT_TOKEN;	/* request_account_refreshed() resumes it */
+		return true;
+	case 402:
+	case 429:
+		account_lock(a, error_resets_at(body, len), why);
+		return move_to_another_account(rq, why);
+	case 403:
+		account_set_status(a, ST_BANNED, why);
+		return move_to_another_account(rq, why);
+	}
+	return false;
+}
+
 static void
 on_error(struct client_req *rq, struct msgreader *r)
 {
@@ -761,17 +943,23 @@ on_error(struct client_req *rq, struct msgreader *r)
 	size_t len = 0;
 	const char *body = msg_get_blob(r, &len);
 
-	(void)flags;
 	if (msg_end(r) == -1) {
 		status = 502;
+		flags = 0;
 		code = "internal_error";
 		body = NULL;
 	}
 	if (rq->conn_id != 0)
 		pm_turn_end(&sv->pool, rq->conn_id, NULL, 0, 0, now_mono_usec());
-	sv->stats.requests_failed++;
+	rq->conn_id = 0;
 	if (status < 400 || status > 599)
 		status = 502;
+	if (!rq->client_gone && (flags & ERR_F_ACCOUNT) &&
+	    handle_account_error(rq, status, code, body, len))
+		return;
+	if (status == 400 && code && strcmp(code, "previous_response_not_found") == 0 && rq->body)
+		pm_forget_response(&sv->pool, json_get_str(rq->body, "previous_response_id"));
+	sv->stats.requests_failed++;
 	track_final_reply(rq->http);
 	if (body != NULL && len > 0)
 		reply_upstream_error(rq, (int)status, code, body, len);
@@ -782,6 +970,36 @@ on_error(struct client_req *rq, struct msgreader *r)
 	log_turn_end(rq, (int)status, 0, 0, 0, code && *code ? code : "error");
 	rq->state = RQ_FINISHED;
 	request_free(rq);
+}
+
+/* A token refresh that turns were waiting for has ended. */
+void
+request_account_refreshed(struct account *a, bool ok)
+{
+	struct client_req *rq, *next;
+	int i;
+
+	for (i = 0; i < sv->nslots; i++) {
+		for (rq = TAILQ_FIRST(&sv->slots[i].reqs); rq != NULL; rq = next) {
+			next = TAILQ_NEXT(rq, entry);
+			if (rq->state != RQ_WAIT_TOKEN || rq->acct != a)
+				continue;
+			if (ok) {
+				route(rq, NULL);
+				request_dispatch(rq);
+				continue;
+			}
+			if (move_to_another_account(rq, "token refresh failed"))
+				continue;
+			sv->stats.requests_failed++;
+			track_final_reply(rq->http);
+			send_error(rq->http, 401, "invalid_request_error", "token_expired",
+			    "the account's access token was rejected and could not be refreshed");
+			log_turn_end(rq, 401, 0, 0, 0, "token_expired");
+			rq->state = RQ_FINISHED;
+			request_free(rq);
+		}
+	}
 }
 
 void
@@ -802,6 +1020,8 @@ request_on_worker_msg(int slot, const struct msg *m)
 		rq->state = RQ_STREAMING;
 		free(rq->frame);	/* never replayed after output began */
 		rq->frame = NULL;
+		json_object_put(rq->body);
+		rq->body = NULL;
 		start_stream(rq);
 		break;
 	case MSG_REQ_EVENT: {

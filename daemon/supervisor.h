@@ -26,22 +26,49 @@
 #include "u64map.h"
 #include "util.h"
 
+struct oauth_req;
+struct store;
+
 #define SV_MAX_WORKERS		256
 #define SV_MAX_UPSTREAM_ADDRS	16
 #define ENTRY_LEN		17	/* 16 hex + NUL */
 
-/* One ChatGPT account.  (The accounts issue moves these into SQLite.) */
+/*
+ * One ChatGPT account: the in-memory copy of its row in the store.  The
+ * store is written first (tokens durably) and this copy follows, so a
+ * crash never loses a rotated refresh token.
+ */
 struct account {
 	char		 entry[ENTRY_LEN];	/* our id: 16 hex */
 	char		*label;
 	char		*account_id;		/* chatgpt-account-id */
 	char		*access_token;		/* secret */
 	char		*refresh_token;		/* secret */
+	char		*id_token;		/* secret */
+	int64_t		 access_expires;	/* unix s, 0 unknown */
+	int		 status;		/* enum store_status */
+	char		*reason;		/* why it is not active */
+	int64_t		 locked_until;		/* unix s: rate-limit lock */
+	char		*plan;
+	char		*quota_json;		/* last codex.rate_limits windows */
+	char		 installation_id[40];
 	int		 inflight;
+	uint64_t	 requests, input_tokens, cached_tokens, output_tokens;
+	int64_t		 last_used;		/* unix s */
+	/* usage not yet written to the store */
+	int64_t		 d_requests, d_input, d_cached, d_output;
+	/* token refresh */
+	struct oauth_req *refresh;		/* in flight */
+	struct event	*ev_refresh;		/* next scheduled refresh */
+	int		 refresh_failures;
+	int64_t		 refreshed_at;		/* unix s */
+	TAILQ_ENTRY(account) link;
 };
+TAILQ_HEAD(account_list, account);
 
 enum rq_state {
 	RQ_QUEUED,		/* waiting for its worker to come (back) up */
+	RQ_WAIT_TOKEN,		/* waiting for its account's token refresh after a 401 */
 	RQ_DISPATCHED,		/* REQ_START sent, nothing relayed yet */
 	RQ_STREAMING,		/* response started: headers committed */
 	RQ_FINISHED,		/* final message received */
@@ -63,6 +90,12 @@ struct client_req {
 	char			 conv_tag[9];	/* first hex of the conversation hash, for logs */
 	const char		*conv_source;	/* where the conversation came from */
 	struct account		*acct;
+	struct account		*tried[8];	/* accounts that failed this turn */
+	int			 ntried;
+	bool			 refreshed;	/* already retried after a token refresh */
+	bool			 moved;		/* served by another account than its affinity */
+	char			*conv;		/* the client's conversation, NULL if none */
+	struct json_object	*body;		/* the client's request, kept until started */
 	uint32_t		 flags;		/* REQ_F_* */
 	uint64_t		 owner_conn;
 	char			*session_id;
@@ -151,7 +184,10 @@ struct supervisor {
 	uint64_t		 next_rid;
 	int			 inflight;
 	unsigned		 rr;		/* round robin for requests without a key */
-	struct account		*account;	/* the one account (auth_file) */
+	struct account_list	 accounts;
+	int			 naccounts;
+	struct store		*store;
+	struct event		*ev_flush;	/* writes usage and affinity */
 	struct upstream_target	 up;
 	struct sv_stats		 stats;
 	struct usage_window	 recent;	/* usage of the last five minutes */
@@ -185,7 +221,8 @@ int	workers_slot_inflight(int slot);
 void	workers_check_drained(int slot);
 
 /* request.c */
-void	request_handle_responses(struct evhttp_request *http, struct account *acct);
+void	request_account_refreshed(struct account *a, bool ok);
+void	request_handle_responses(struct evhttp_request *http);
 void	request_dispatch(struct client_req *rq);
 void	request_on_worker_msg(int slot, const struct msg *m);
 void	request_worker_died(int slot);
@@ -205,11 +242,34 @@ void	http_free(void);
 /* identity.c */
 const char *conversation_of(struct evhttp_request *http, struct json_object *body,
 	    char **conv);
+/* The id sent upstream for (account, conversation): "cp_" + 32 hex. */
+void	upstream_conversation_id(const char *entry, const char *conv, char out[40]);
 
 /* accounts.c */
 int	accounts_load(void);
-struct account *accounts_pick(void);
 void	accounts_free(void);
+struct account *accounts_find(const char *text);	/* entry, label or account id */
+struct account *accounts_by_entry(const char *entry);
+/* The account for a conversation (conv NULL: none): its affinity if that
+ * account is usable and not excluded, else the least loaded usable one. */
+struct account *accounts_pick(const char *conv, struct account *const *exclude, int nexclude,
+	    bool *moved);
+bool	account_usable(struct account *a);
+/* Why no account is usable, for a 503 body. */
+void	accounts_why_none(char *buf, size_t len, int64_t *first_unlock);
+void	account_usage(struct account *a, uint64_t in, uint64_t cached, uint64_t out);
+void	account_lock(struct account *a, int64_t until, const char *reason);
+void	account_set_status(struct account *a, int status, const char *reason);
+void	account_reset(struct account *a);
+int	account_refresh(struct account *a, const char *why);
+int	account_add(const char *access, const char *refresh, const char *id_token,
+	    const char *account_id, const char *label, struct account **out,
+	    char *err, size_t errlen);
+int	account_add_auth_json(const char *json, size_t len, const char *label,
+	    struct account **out, char *err, size_t errlen);
+int	account_remove(struct account *a);
+void	accounts_on_rate_limits(const char *entry, const char *frame, size_t len);
+const char *account_status_name(const struct account *a);
 
 /* upstream.c */
 int	upstream_init(void);

@@ -251,8 +251,14 @@ handle_msg(struct worker_slot *w, const struct msg *m)
 			pm_conn_down(&sv->pool, id);
 		break;
 	}
-	case MSG_RATE_LIMITS:
-		break;		/* the accounts issue turns these into quota state */
+	case MSG_RATE_LIMITS: {
+		const char *entry = msg_get_str(&r);
+		size_t len = 0;
+		const void *frame = msg_get_blob(&r, &len);
+		if (msg_end(&r) == 0)
+			accounts_on_rate_limits(entry, frame, len);
+		break;
+	}
 	case MSG_STATS:
 		break;		/* answered by the supervisor's own counters */
 	default:

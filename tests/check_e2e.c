@@ -128,18 +128,47 @@ START_TEST(test_e2e__evict_reconnects)
 }
 END_TEST
 
+/* Without a key, a header or a user message there is no conversation. */
 START_TEST(test_e2e__no_conversation_is_one_shot)
 {
 	struct e2e e;
-	struct conv c;
+	struct tl_response r;
+	static const char body[] = "{\"model\":\"gpt-5.4\",\"input\":[{\"type\":\"message\","
+	    "\"role\":\"developer\",\"content\":[{\"type\":\"input_text\",\"text\":\"ping\"}]}]}";
+	int i;
 
 	e2e_start(&e, NULL, NULL);
-	conv_init(&c, NULL);
-	ck_assert_int_eq(conv_turn(&e, &c, "anonymous", 0, NULL, NULL), 200);
-	ck_assert_int_eq(conv_turn(&e, &c, "anonymous again", 1, NULL, NULL), 200);
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/responses", NULL,
+		    body, strlen(body), &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		tl_response_free(&r);
+	}
 	ck_assert_int_eq(status_num(&e, "bypass_no_key"), 2);
 	ck_assert_int_eq(sim_num(&e, "connections_total"), 2);
 	ck_assert_int_eq(status_num(&e, "pooled_open"), 0);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* A stateless client without any key stays one conversation. */
+START_TEST(test_e2e__stateless_client_is_one_conversation)
+{
+	struct e2e e;
+	struct conv c;
+	struct tl_usage u;
+	int i;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, NULL);
+	for (i = 0; i < 4; i++) {
+		ck_assert_int_eq(conv_turn(&e, &c, i == 0 ? "the first question" : "more", i % 2, &u, NULL), 200);
+		if (i > 0)
+			ck_assert_msg(ratio(&u) >= 0.9, "turn %d cached %lld of %lld", i + 1,
+			    (long long)u.cached_tokens, (long long)u.input_tokens);
+	}
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
+	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 3);
 	conv_free(&c);
 	e2e_stop(&e);
 }
@@ -536,8 +565,13 @@ START_TEST(test_e2e__bad_requests_get_openai_errors)
 		ck_assert_int_eq(conv_turn(&e, &c, "ok", 0, NULL, NULL), 200);
 		ck_assert_int_eq(conv_turn(&e, &c, "limit [[sim:usage_limit]]", 1, NULL, NULL), 429);
 		json_object_array_del_idx(c.history, json_object_array_length(c.history) - 1, 1);
+		/* the only account is locked now: 503 says why, until an operator reset */
+		ck_assert_int_eq(conv_turn(&e, &c, "locked", 0, NULL, &r), 503);
+		ck_assert_ptr_nonnull(strstr(r.body, "rate_limited"));
+		tl_response_free(&r);
+		json_object_array_del_idx(c.history, json_object_array_length(c.history) - 1, 1);
+		ck_assert_int_eq(ctl_run(&e, NULL, "account reset auth_file"), 0);
 		ck_assert_int_eq(conv_turn(&e, &c, "ok again", 0, NULL, NULL), 200);
-		ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
 		conv_free(&c);
 	}
 	e2e_stop(&e);
@@ -561,6 +595,7 @@ make_suite_e2e(void)
 	tcase_add_test(seed, test_e2e__pool_disabled_in_config);
 	tcase_add_test(seed, test_e2e__evict_reconnects);
 	tcase_add_test(seed, test_e2e__no_conversation_is_one_shot);
+	tcase_add_test(seed, test_e2e__stateless_client_is_one_conversation);
 	tcase_add_test(seed, test_e2e__session_header_is_the_conversation);
 	tcase_add_test(pool, test_e2e__concurrent_turns_bypass_busy);
 	tcase_add_test(pool, test_e2e__account_cap_across_workers);
