@@ -20,6 +20,7 @@
 
 #include "cfg.h"
 #include "cfgkeys.h"
+#include "util.h"
 
 #define CTL_PROTO_VERSION	1
 #define REPLY_TIMEOUT_MS	30000
@@ -30,8 +31,11 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: codexpoolctl [-s SOCKET] [-c CONFIG] [--json] COMMAND [ARG...]\n"
-	    "commands: status, show workers, show pools, evict <entry>,\n"
-	    "          pool enable, pool disable, help\n"
+	    "commands: status, show workers|pools|conversations|accounts, evict <entry>,\n"
+	    "          pool enable|disable, drain <worker>, reload, config, stats reset,\n"
+	    "          account list|disable|enable|remove|reset|refresh <entry>,\n"
+	    "          account add --auth-json FILE [--label NAME],\n"
+	    "          account add --access-token T --refresh-token R [--label NAME], help\n"
 	    "Commands may be abbreviated to an unambiguous prefix.\n");
 	exit(2);
 }
@@ -129,11 +133,86 @@ read_answer(int fd, size_t *len_out, int greeting)
 	}
 }
 
+/*
+ * "account add --auth-json FILE" reads the file here (the daemon need not
+ * read the operator's home) and sends it base64url-encoded on one line;
+ * "--access-token T --refresh-token R" sends the tokens.  Returns the
+ * protocol line, or exits with a message.
+ */
+static char *
+account_add_line(int argc, char **argv)
+{
+	const char *file = NULL, *access = NULL, *refresh = NULL, *label = NULL;
+	char *line, *b64;
+	size_t len = 0, cap;
+	FILE *f;
+	int i, n;
+
+	for (i = 0; i < argc; i++) {
+		const char **dst = strcmp(argv[i], "--auth-json") == 0 ? &file :
+		    strcmp(argv[i], "--access-token") == 0 ? &access :
+		    strcmp(argv[i], "--refresh-token") == 0 ? &refresh :
+		    strcmp(argv[i], "--label") == 0 ? &label : NULL;
+		if (dst == NULL || i + 1 >= argc) {
+			fprintf(stderr, "codexpoolctl: account add takes --auth-json FILE, or "
+			    "--access-token T --refresh-token R, and optionally --label NAME\n");
+			exit(2);
+		}
+		*dst = argv[++i];
+	}
+	if (label && strpbrk(label, " \t\n")) {
+		fprintf(stderr, "codexpoolctl: a label has no spaces\n");
+		exit(2);
+	}
+	if (file != NULL) {
+		uint8_t *data;
+		if ((f = fopen(file, "r")) == NULL) {
+			fprintf(stderr, "codexpoolctl: %s: %s\n", file, strerror(errno));
+			exit(2);
+		}
+		cap = 64 * 1024;
+		data = malloc(cap);
+		while (data && (n = (int)fread(data + len, 1, cap - len, f)) > 0) {
+			len += (size_t)n;
+			if (len == cap && (data = realloc(data, cap *= 2)) == NULL)
+				break;
+			if (cap > 4 * 1024 * 1024) {
+				fprintf(stderr, "codexpoolctl: %s is too large for an auth.json\n", file);
+				exit(2);
+			}
+		}
+		fclose(f);
+		if (data == NULL)
+			exit(2);
+		b64 = malloc(len * 4 / 3 + 8);
+		if (b64 == NULL || b64url_encode(data, len, b64, len * 4 / 3 + 8) < 0) {
+			fprintf(stderr, "codexpoolctl: cannot encode %s\n", file);
+			exit(2);
+		}
+		explicit_bzero(data, cap);
+		free(data);
+		line = malloc(strlen(b64) + (label ? strlen(label) : 0) + 64);
+		sprintf(line, "account add auth-json %s%s%s", b64, label ? " " : "", label ? label : "");
+		explicit_bzero(b64, strlen(b64));
+		free(b64);
+		return line;
+	}
+	if (access == NULL || refresh == NULL || strpbrk(access, " \t\n") || strpbrk(refresh, " \t\n")) {
+		fprintf(stderr, "codexpoolctl: account add needs --auth-json FILE, or both "
+		    "--access-token and --refresh-token\n");
+		exit(2);
+	}
+	line = malloc(strlen(access) + strlen(refresh) + (label ? strlen(label) : 0) + 64);
+	sprintf(line, "account add tokens %s %s%s%s", access, refresh, label ? " " : "",
+	    label ? label : "");
+	return line;
+}
+
 int
 main(int argc, char **argv)
 {
 	const char *config_path = CODEXPOOL_DEFAULT_CONFIG;
-	char *sock = NULL, *greeting, *ans, line[4096];
+	char *sock = NULL, *greeting, *ans, *line, *cmd;
 	int ch, fd, json = 0, explicit_config = 0, version;
 	struct sockaddr_un sun;
 	size_t len, off;
@@ -168,22 +247,36 @@ main(int argc, char **argv)
 	if (sock == NULL)
 		sock = strdup(CODEXPOOL_DEFAULT_SOCKET);
 
-	off = 0;
-	line[0] = '\0';
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			json = 1;
-			continue;
-		}
-		if (strchr(argv[i], '\n') || off + strlen(argv[i]) + 2 >= sizeof(line)) {
-			fprintf(stderr, "codexpoolctl: bad or too long command\n");
+	if (argc >= 2 && strcmp(argv[0], "account") == 0 && strcmp(argv[1], "add") == 0) {
+		line = account_add_line(argc - 2, argv + 2);
+	} else {
+		size_t cap = 16;
+		for (int i = 0; i < argc; i++)
+			cap += strlen(argv[i]) + 1;
+		line = malloc(cap + 8);
+		if (line == NULL)
 			return 2;
+		off = 0;
+		line[0] = '\0';
+		for (int i = 0; i < argc; i++) {
+			if (strcmp(argv[i], "--json") == 0) {
+				json = 1;
+				continue;
+			}
+			if (strchr(argv[i], '\n')) {
+				fprintf(stderr, "codexpoolctl: a command has no newlines\n");
+				return 2;
+			}
+			off += (size_t)snprintf(line + off, cap - off, "%s%s", off ? " " : "", argv[i]);
 		}
-		off += (size_t)snprintf(line + off, sizeof(line) - off, "%s%s", off ? " " : "", argv[i]);
 	}
-	if (json && off + 8 < sizeof(line))
-		off += (size_t)snprintf(line + off, sizeof(line) - off, " --json");
-
+	cmd = realloc(line, strlen(line) + 16);
+	if (cmd == NULL)
+		return 2;
+	line = cmd;
+	if (json)
+		strcat(line, " --json");
+	off = strlen(line);
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlen(sock) >= sizeof(sun.sun_path)) {
@@ -210,10 +303,16 @@ main(int argc, char **argv)
 	}
 	free(greeting);
 	line[off++] = '\n';
-	if (write(fd, line, off) != (ssize_t)off) {
-		fprintf(stderr, "codexpoolctl: write: %s\n", strerror(errno));
-		return 2;
+	for (size_t done = 0; done < off; ) {
+		ssize_t w = write(fd, line + done, off - done);
+		if (w <= 0) {
+			fprintf(stderr, "codexpoolctl: write: %s\n", strerror(errno));
+			return 2;
+		}
+		done += (size_t)w;
 	}
+	explicit_bzero(line, off);
+	free(line);
 	ans = read_answer(fd, &len, 0);
 	close(fd);
 	free(sock);

@@ -87,37 +87,19 @@ sim_num(struct e2e *e, const char *key)
 }
 
 void
-e2e_start(struct e2e *e, const char *sim_args, const char *conf_extra)
+e2e_daemon_start(struct e2e *e)
 {
-	char conf[4096], auth[700], *daemonbin, *listen = NULL, *out = NULL, *p;
+	char *daemonbin, *listen = NULL, *out = NULL, *p;
 	char *argv[8];
 	int64_t end;
 
-	memset(e, 0, sizeof(*e));
-	e->dir = tl_tmpdir();
-	ck_assert_ptr_nonnull(e->dir);
-	ck_assert_int_eq(tl_sim_start(&e->sim, e->dir, sim_args), 0);
-	tl_sim_auth_path(&e->sim, 1, auth, sizeof(auth));
-	snprintf(e->conf, sizeof(e->conf), "%s/codexpool.conf", e->dir);
-	snprintf(e->ctl, sizeof(e->ctl), "%s/ctl.sock", e->dir);
-	snprintf(e->log, sizeof(e->log), "%s/daemon.log", e->dir);
-	snprintf(conf, sizeof(conf),
-	    "listen = 127.0.0.1:0\n"
-	    "workers = 2\n"
-	    "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses\n"
-	    "auth_file = %s\n"
-	    "control_socket = %s\n"
-	    "data_dir = %s\n"
-	    "shutdown_timeout = 10s\n"
-	    "log_level = debug\n"
-	    "%s\n", e->sim.port, auth, e->ctl, e->dir, conf_extra ? conf_extra : "");
-	ck_assert_int_eq(tl_write_file(e->conf, conf, strlen(conf), 0600), 0);
 	daemonbin = tl_program("daemon/codexpoold");
 	argv[0] = daemonbin;
 	argv[1] = "-f";
 	argv[2] = "-c";
 	argv[3] = e->conf;
 	argv[4] = NULL;
+	e->port = 0;
 	e->daemon = tl_spawn(e->log, argv);
 	free(daemonbin);
 	ck_assert_int_gt(e->daemon, 0);
@@ -152,21 +134,57 @@ e2e_start(struct e2e *e, const char *sim_args, const char *conf_extra)
 			break;
 		tl_msleep(50);
 	}
+}
+
+void
+e2e_daemon_stop(struct e2e *e)
+{
+	char *log;
+	int rc;
+
+	rc = tl_stop(e->daemon, SIGTERM, WAIT_MS);
+	e->daemon = 0;
+	log = tl_read_file(e->log, NULL);
+	ck_assert_msg(rc == 0, "codexpoold exited with %d; log %s", rc, e->log);
+	ck_assert_msg(log == NULL || (strstr(log, "Sanitizer") == NULL &&
+	    strstr(log, "runtime error") == NULL), "sanitizer report in %s", e->log);
+	free(log);
+}
+
+void
+e2e_start(struct e2e *e, const char *sim_args, const char *conf_extra)
+{
+	char conf[4096], auth[700];
+
+	memset(e, 0, sizeof(*e));
+	e->dir = tl_tmpdir();
+	ck_assert_ptr_nonnull(e->dir);
+	ck_assert_int_eq(tl_sim_start(&e->sim, e->dir, sim_args), 0);
+	tl_sim_auth_path(&e->sim, 1, auth, sizeof(auth));
+	snprintf(e->conf, sizeof(e->conf), "%s/codexpool.conf", e->dir);
+	snprintf(e->ctl, sizeof(e->ctl), "%s/ctl.sock", e->dir);
+	snprintf(e->log, sizeof(e->log), "%s/daemon.log", e->dir);
+	snprintf(conf, sizeof(conf),
+	    "listen = 127.0.0.1:0\n"
+	    "workers = 2\n"
+	    "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses\n"
+	    "token_url = http://127.0.0.1:%d/oauth/token\n"
+	    "auth_file = %s\n"
+	    "control_socket = %s\n"
+	    "data_dir = %s/data\n"
+	    "shutdown_timeout = 10s\n"
+	    "log_level = debug\n"
+	    "%s\n", e->sim.port, e->sim.port, auth, e->ctl, e->dir, conf_extra ? conf_extra : "");
+	ck_assert_int_eq(tl_write_file(e->conf, conf, strlen(conf), 0600), 0);
+	e2e_daemon_start(e);
 	e->instructions = tl_text(INSTR_KIB, 7);
 }
 
 void
 e2e_stop(struct e2e *e)
 {
-	char *log;
-	int rc;
-
-	rc = tl_stop(e->daemon, SIGTERM, WAIT_MS);
-	log = tl_read_file(e->log, NULL);
-	ck_assert_msg(rc == 0, "codexpoold exited with %d; log %s", rc, e->log);
-	ck_assert_msg(log == NULL || (strstr(log, "Sanitizer") == NULL &&
-	    strstr(log, "runtime error") == NULL), "sanitizer report in %s", e->log);
-	free(log);
+	if (e->daemon > 0)
+		e2e_daemon_stop(e);
 	tl_sim_stop(&e->sim);
 	if (getenv("E2E_KEEP") == NULL)
 		tl_rmrf(e->dir);

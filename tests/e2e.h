@@ -30,6 +30,10 @@ void	e2e_start(struct e2e *e, const char *sim_args, const char *conf_extra);
 /* Stops both; fails the test if the daemon did not exit 0 or its log has
  * a sanitizer report. */
 void	e2e_stop(struct e2e *e);
+/* Stop (cleanly, checked like e2e_stop) and start the daemon alone, on the
+ * same directory and configuration: a restart. */
+void	e2e_daemon_stop(struct e2e *e);
+void	e2e_daemon_start(struct e2e *e);
 /* Runs codexpoolctl with the words of fmt; returns its exit status. */
 int	ctl_run(struct e2e *e, char **out, const char *fmt, ...)
 	    __attribute__((format(printf, 3, 4)));
