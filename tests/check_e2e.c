@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -578,6 +579,81 @@ START_TEST(test_e2e__bad_requests_get_openai_errors)
 }
 END_TEST
 
+/* wss:// by host name: resolved by the supervisor (evdns, /etc/hosts),
+ * chain and name verified by the worker against a CA the test made. */
+START_TEST(test_e2e__tls_upstream_by_name)
+{
+	struct e2e e;
+	struct conv c;
+	struct tl_usage u;
+	int i;
+
+	e2e_start(&e, "tls", NULL);
+	conv_init(&c, "conv-tls");
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(conv_turn(&e, &c, "over TLS", i % 2, &u, NULL), 200);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
+	ck_assert(ratio(&u) >= 0.9);
+	/* a refresh goes over verified TLS too */
+	ck_assert_int_eq(ctl_run(&e, NULL, "account refresh auth_file"), 0);
+	ck_assert_int_eq(tl_wait_file_contains(e.log, "token refreshed", WAIT_MS), 0);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* The wrong CA: no turn succeeds and nothing is sent in the clear. */
+START_TEST(test_e2e__tls_wrong_ca_fails)
+{
+	struct e2e e;
+	struct conv c;
+	char other[800], conf[4096], *text;
+
+	e2e_start(&e, "tls", NULL);
+	/* a second, unrelated CA */
+	snprintf(other, sizeof(other), "%s/other", e.dir);
+	ck_assert_int_eq(mkdir(other, 0700), 0);
+	ck_assert_int_eq(tl_make_certs(other), 0);
+	text = tl_read_file(e.conf, NULL);
+	snprintf(conf, sizeof(conf), "%supstream_ca_file = %s/ca.pem\n", text, other);
+	free(text);
+	e2e_daemon_stop(&e);
+	ck_assert_int_eq(tl_write_file(e.conf, conf, strlen(conf), 0600), 0);
+	e2e_daemon_start(&e);
+	conv_init(&c, "conv-badca");
+	ck_assert_int_eq(conv_turn(&e, &c, "hello?", 0, NULL, NULL), 502);
+	ck_assert_int_eq(sim_num(&e, "requests_total"), 0);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* SIGTERM while a stream runs: it finishes, then the daemon exits 0. */
+START_TEST(test_e2e__graceful_stop_lets_streams_finish)
+{
+	struct e2e e;
+	struct conv c, late;
+	struct tl_stream *s;
+	int completed, rc;
+
+	e2e_start(&e, "--delta-delay-ms 150", NULL);
+	conv_init(&c, "conv-stop");
+	conv_init(&late, "conv-late");
+	s = open_held_stream(&e, &c, "finish me");
+	ck_assert_int_eq(kill(e.daemon, SIGTERM), 0);
+	ck_assert_int_eq(drain_stream(s, &completed), 0);
+	ck_assert_int_eq(completed, 1);
+	tl_stream_close(s, 0);
+	rc = tl_wait_exit(e.daemon, WAIT_MS);
+	ck_assert_int_eq(rc, 0);
+	e.daemon = 0;
+	ck_assert_int_eq(tl_file_contains(e.log, "Sanitizer"), 0);
+	conv_free(&c);
+	conv_free(&late);
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_e2e(void)
 {
@@ -608,6 +684,9 @@ make_suite_e2e(void)
 	tcase_add_test(pool, test_e2e__previous_response_id_routed_to_owner);
 	tcase_add_test(pool, test_e2e__bad_requests_get_openai_errors);
 	tcase_add_test(proc, test_e2e__killed_worker_is_respawned);
+	tcase_add_test(proc, test_e2e__tls_upstream_by_name);
+	tcase_add_test(proc, test_e2e__tls_wrong_ca_fails);
+	tcase_add_test(proc, test_e2e__graceful_stop_lets_streams_finish);
 	tcase_add_test(proc, test_e2e__conversation_stays_on_its_worker);
 	suite_add_tcase(s, seed);
 	suite_add_tcase(s, pool);

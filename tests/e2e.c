@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -156,10 +157,27 @@ e2e_start(struct e2e *e, const char *sim_args, const char *conf_extra)
 {
 	char conf[4096], auth[700];
 
+	char simargs[2048], upstream[600];
+	bool tls = sim_args != NULL && strncmp(sim_args, "tls", 3) == 0;
+
 	memset(e, 0, sizeof(*e));
 	e->dir = tl_tmpdir();
 	ck_assert_ptr_nonnull(e->dir);
+	if (tls) {
+		/* "tls ...": real certificates for localhost, made here */
+		ck_assert_int_eq(tl_make_certs(e->dir), 0);
+		snprintf(simargs, sizeof(simargs), "--tls-cert %s/server.pem --tls-key %s/server.key %s",
+		    e->dir, e->dir, sim_args + 3);
+		sim_args = simargs;
+	}
 	ck_assert_int_eq(tl_sim_start(&e->sim, e->dir, sim_args), 0);
+	if (tls)
+		/* by name: the supervisor resolves it, the worker checks it */
+		snprintf(upstream, sizeof(upstream), "wss://localhost:%d/backend-api/codex/responses\n"
+		    "upstream_ca_file = %s/ca.pem", e->sim.port, e->dir);
+	else
+		snprintf(upstream, sizeof(upstream), "ws://127.0.0.1:%d/backend-api/codex/responses",
+		    e->sim.port);
 	tl_sim_auth_path(&e->sim, 1, auth, sizeof(auth));
 	snprintf(e->conf, sizeof(e->conf), "%s/codexpool.conf", e->dir);
 	snprintf(e->ctl, sizeof(e->ctl), "%s/ctl.sock", e->dir);
@@ -167,14 +185,15 @@ e2e_start(struct e2e *e, const char *sim_args, const char *conf_extra)
 	snprintf(conf, sizeof(conf),
 	    "listen = 127.0.0.1:0\n"
 	    "workers = 2\n"
-	    "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses\n"
-	    "token_url = http://127.0.0.1:%d/oauth/token\n"
+	    "upstream_url = %s\n"
+	    "token_url = %s://127.0.0.1:%d/oauth/token\n"
 	    "auth_file = %s\n"
 	    "control_socket = %s\n"
 	    "data_dir = %s/data\n"
 	    "shutdown_timeout = 10s\n"
 	    "log_level = debug\n"
-	    "%s\n", e->sim.port, e->sim.port, auth, e->ctl, e->dir, conf_extra ? conf_extra : "");
+	    "%s\n", upstream, tls ? "https" : "http", e->sim.port, auth, e->ctl, e->dir,
+	    conf_extra ? conf_extra : "");
 	ck_assert_int_eq(tl_write_file(e->conf, conf, strlen(conf), 0600), 0);
 	e2e_daemon_start(e);
 	e->instructions = tl_text(INSTR_KIB, 7);
