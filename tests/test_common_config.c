@@ -151,7 +151,9 @@ START_TEST(test_config__defaults_applied)
 		ck_assert_ptr_nonnull(k->desc);
 		ck_assert_ptr_null(strchr(k->desc, '\n'));
 	}
-	ck_assert_uint_eq(cs.nkeys, 24);
+	ck_assert_uint_eq(cs.nkeys, (size_t)(k - codexpool_cfg_keys));
+	ck_assert_str_eq(c.token_url, "https://auth.openai.com/oauth/token");
+	ck_assert_int_eq(c.affinity_ttl, 4 * 3600 * 1000000LL);
 	ck_assert(cfg_find(codexpool_cfg_keys, "ws_pool_enabled")->flags & CFG_RELOADABLE);
 	ck_assert(!(cfg_find(codexpool_cfg_keys, "listen")->flags & CFG_RELOADABLE));
 	ck_assert_ptr_null(cfg_find(codexpool_cfg_keys, "lsiten"));
