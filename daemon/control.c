@@ -184,7 +184,7 @@ cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 	size_t it = 0;
 	void *v;
 
-	while (u64map_next(&sv->pool.conns, &it, NULL, &v)) {
+	while ((v = idmap_next(&sv->pool.conns, &it)) != NULL) {
 		struct pm_conn *c = v;
 		if (c->slot >= 0 && c->slot < SV_MAX_WORKERS) {
 			conns[c->slot]++;
@@ -236,7 +236,7 @@ cmd_show_pools(struct ctl_out *o, int argc, char **argv)
 	if (!rows)
 		evbuffer_add_printf(o->text, "# conn key worker account state age turns "
 		    "last_decision cached input\n");
-	while (u64map_next(&sv->pool.conns, &it, NULL, &v)) {
+	while ((v = idmap_next(&sv->pool.conns, &it)) != NULL) {
 		const struct pm_conn *c = v;
 		const char *state = c->closing ? "closing" : !c->up ? "connecting" :
 		    c->busy ? "busy" : "idle";

@@ -12,7 +12,7 @@
 void
 convlog_init(struct convlog *cl)
 {
-	u64map_init(&cl->by_key);
+	idmap_init(&cl->by_key);
 	TAILQ_INIT(&cl->lru);
 	cl->count = 0;
 }
@@ -26,7 +26,7 @@ convlog_free(struct convlog *cl)
 		TAILQ_REMOVE(&cl->lru, c, lru);
 		free(c);
 	}
-	u64map_free(&cl->by_key);
+	idmap_free(&cl->by_key);
 	cl->count = 0;
 }
 
@@ -75,12 +75,12 @@ convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
 
 	if (key_hash == 0)
 		return;
-	c = u64map_get(&cl->by_key, key_hash);
+	c = idmap_get(&cl->by_key, key_hash);
 	if (c == NULL) {
 		if (cl->count >= CONVLOG_MAX_CONVS) {
 			struct conv_rec *old = TAILQ_FIRST(&cl->lru);
 			TAILQ_REMOVE(&cl->lru, old, lru);
-			u64map_del(&cl->by_key, old->key_hash);
+			idmap_del(&cl->by_key, old->key_hash);
 			cl->count--;
 			free(old);
 		}
@@ -89,7 +89,7 @@ convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
 			return;
 		c->key_hash = key_hash;
 		strncpy(c->entry, entry, sizeof(c->entry) - 1);
-		u64map_put(&cl->by_key, key_hash, c);
+		idmap_put(&cl->by_key, key_hash, c);
 		cl->count++;
 	} else {
 		TAILQ_REMOVE(&cl->lru, c, lru);

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "u64map.h"
+#include "idmap.h"
 #include "util.h"
 
 #define CONVLOG_MAX_CONVS	512
@@ -38,7 +38,7 @@ struct conv_rec {
 TAILQ_HEAD(conv_rec_list, conv_rec);
 
 struct convlog {
-	struct u64map		 by_key;
+	struct idmap		 by_key;
 	struct conv_rec_list	 lru;		/* most recent last */
 	size_t			 count;
 };

@@ -333,7 +333,7 @@ main(int argc, char **argv)
 	sv->started_at = now_mono_usec();
 	pm_init(&sv->pool, sv->cfg.ws_pool_max_per_account);
 	pm_set_max_age(&sv->pool, sv->cfg.ws_pool_max_age);
-	u64map_init(&sv->reqs);
+	idmap_init(&sv->reqs);
 	usage_window_reset(&sv->recent);
 	convlog_init(&sv->convs);
 	sv->next_rid = 1;
@@ -378,7 +378,7 @@ out:
 		event_base_free(sv->base);
 	}
 	pm_free(&sv->pool);
-	u64map_free(&sv->reqs);
+	idmap_free(&sv->reqs);
 	convlog_free(&sv->convs);
 	if (wrote_pidfile)
 		unlink(sv->cfg.pidfile);

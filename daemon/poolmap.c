@@ -11,10 +11,10 @@ void
 pm_init(struct poolmap *pm, int cap)
 {
 	memset(pm, 0, sizeof(*pm));
-	u64map_init(&pm->conns);
-	u64map_init(&pm->by_key);
-	u64map_init(&pm->by_response);
-	u64map_init(&pm->accounts);
+	idmap_init(&pm->conns);
+	idmap_init(&pm->by_key);
+	idmap_init(&pm->by_response);
+	idmap_init(&pm->accounts);
 	pm->cap = cap;
 }
 
@@ -31,15 +31,15 @@ pm_free(struct poolmap *pm)
 	size_t i = 0;
 	void *v;
 
-	while (u64map_next(&pm->conns, &i, NULL, &v))
+	while ((v = idmap_next(&pm->conns, &i)) != NULL)
 		conn_free(v);
 	i = 0;
-	while (u64map_next(&pm->accounts, &i, NULL, &v))
+	while ((v = idmap_next(&pm->accounts, &i)) != NULL)
 		free(v);
-	u64map_free(&pm->conns);
-	u64map_free(&pm->by_key);
-	u64map_free(&pm->by_response);
-	u64map_free(&pm->accounts);
+	idmap_free(&pm->conns);
+	idmap_free(&pm->by_key);
+	idmap_free(&pm->by_response);
+	idmap_free(&pm->accounts);
 }
 
 void
@@ -64,13 +64,13 @@ struct pm_account *
 pm_account(struct poolmap *pm, const char *entry)
 {
 	uint64_t h = nonzero(hash64_str(entry));
-	struct pm_account *a = u64map_get(&pm->accounts, h);
+	struct pm_account *a = idmap_get(&pm->accounts, h);
 
 	if (a == NULL) {
 		a = xcalloc(1, sizeof(*a));
 		strlcpy_safe(a->entry, entry, sizeof(a->entry));
 		TAILQ_INIT(&a->conns);
-		u64map_put(&pm->accounts, h, a);
+		idmap_put(&pm->accounts, h, a);
 	}
 	return a;
 }
@@ -83,8 +83,8 @@ conn_mark_closing(struct poolmap *pm, struct pm_conn *c)
 		return;
 	c->closing = true;
 	c->acct->live--;
-	if (u64map_get(&pm->by_key, c->key_hash) == c)
-		u64map_del(&pm->by_key, c->key_hash);
+	if (idmap_get(&pm->by_key, c->key_hash) == c)
+		idmap_del(&pm->by_key, c->key_hash);
 }
 
 int
@@ -95,7 +95,7 @@ pm_reserve(struct poolmap *pm, const char *entry, uint64_t key_hash, usec_t now,
 	struct pm_conn *c;
 
 	*evict = NULL;
-	if (key_hash != 0 && (c = u64map_get(&pm->by_key, key_hash)) != NULL) {
+	if (key_hash != 0 && (c = idmap_get(&pm->by_key, key_hash)) != NULL) {
 		if (c->busy || pm->max_age <= 0 || now - c->created <= pm->max_age)
 			return 0;	/* the worker reuses it, or bypasses if busy */
 		conn_mark_closing(pm, c);	/* expired: the worker replaces it */
@@ -142,9 +142,9 @@ conn_new(struct poolmap *pm, uint64_t conn_id, uint64_t key_hash,
 	c->last_used = now;
 	TAILQ_INSERT_TAIL(&a->conns, c, lru);
 	a->live++;
-	u64map_put(&pm->conns, conn_id, c);
+	idmap_put(&pm->conns, conn_id, c);
 	if (key_hash != 0)
-		u64map_put(&pm->by_key, key_hash, c);
+		idmap_put(&pm->by_key, key_hash, c);
 	return c;
 }
 
@@ -196,13 +196,13 @@ pm_conn_up(struct poolmap *pm, uint64_t conn_id, uint64_t key_hash,
 void
 pm_conn_down(struct poolmap *pm, uint64_t conn_id)
 {
-	struct pm_conn *c = u64map_del(&pm->conns, conn_id);
+	struct pm_conn *c = idmap_del(&pm->conns, conn_id);
 
 	if (c == NULL)
 		return;
 	conn_mark_closing(pm, c);
 	if (c->last_response != NULL)
-		u64map_del(&pm->by_response, nonzero(hash64_str(c->last_response)));
+		idmap_del(&pm->by_response, nonzero(hash64_str(c->last_response)));
 	TAILQ_REMOVE(&c->acct->conns, c, lru);
 	conn_free(c);
 }
@@ -224,11 +224,11 @@ pm_turn_end(struct poolmap *pm, uint64_t conn_id, const char *response_id,
 	c->last_cached = cached;
 	/* Only the newest response of a connection can be continued. */
 	if (c->last_response != NULL) {
-		u64map_del(&pm->by_response, nonzero(hash64_str(c->last_response)));
+		idmap_del(&pm->by_response, nonzero(hash64_str(c->last_response)));
 		free(c->last_response);
 	}
 	c->last_response = xstrdup(response_id);
-	u64map_put(&pm->by_response, nonzero(hash64_str(response_id)), c);
+	idmap_put(&pm->by_response, nonzero(hash64_str(response_id)), c);
 }
 
 int
@@ -254,7 +254,7 @@ pm_close_all(struct poolmap *pm)
 	void *v;
 	int n = 0;
 
-	while (u64map_next(&pm->conns, &i, NULL, &v)) {
+	while ((v = idmap_next(&pm->conns, &i)) != NULL) {
 		struct pm_conn *c = v;
 		if (!c->closing) {
 			conn_mark_closing(pm, c);
@@ -273,9 +273,10 @@ pm_slot_gone(struct poolmap *pm, int slot)
 	uint64_t *dead = NULL;
 	size_t ndead = 0, cap = 0;
 
-	while (u64map_next(&pm->conns, &i, &id, &v)) {
+	while ((v = idmap_next(&pm->conns, &i)) != NULL) {
 		if (((struct pm_conn *)v)->slot != slot)
 			continue;
+		id = ((struct pm_conn *)v)->id;
 		if (ndead == cap) {
 			cap = cap ? cap * 2 : 16;
 			dead = xrealloc(dead, cap * sizeof(*dead));
@@ -290,7 +291,7 @@ pm_slot_gone(struct poolmap *pm, int slot)
 struct pm_conn *
 pm_find(const struct poolmap *pm, uint64_t conn_id)
 {
-	return u64map_get(&pm->conns, conn_id);
+	return idmap_get(&pm->conns, conn_id);
 }
 
 struct pm_conn *
@@ -300,7 +301,7 @@ pm_owner(const struct poolmap *pm, const char *response_id)
 
 	if (response_id == NULL || *response_id == '\0')
 		return NULL;
-	c = u64map_get(&pm->by_response, nonzero(hash64_str(response_id)));
+	c = idmap_get(&pm->by_response, nonzero(hash64_str(response_id)));
 	if (c == NULL || c->last_response == NULL ||
 	    strcmp(c->last_response, response_id) != 0)
 		return NULL;
@@ -314,7 +315,7 @@ pm_forget_response(struct poolmap *pm, const char *response_id)
 
 	if (c == NULL)
 		return;
-	u64map_del(&pm->by_response, nonzero(hash64_str(response_id)));
+	idmap_del(&pm->by_response, nonzero(hash64_str(response_id)));
 	free(c->last_response);
 	c->last_response = NULL;
 }
@@ -326,7 +327,7 @@ pm_count(const struct poolmap *pm, int *busy)
 	void *v;
 	int n = 0, b = 0;
 
-	while (u64map_next(&pm->conns, &i, NULL, &v)) {
+	while ((v = idmap_next(&pm->conns, &i)) != NULL) {
 		struct pm_conn *c = v;
 		n++;
 		if (c->busy)

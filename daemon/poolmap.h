@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "u64map.h"
+#include "idmap.h"
 #include "util.h"
 
 #define PM_ENTRY_MAX	64
@@ -53,10 +53,10 @@ struct pm_conn {
 };
 
 struct poolmap {
-	struct u64map	 conns;		/* conn id -> pm_conn */
-	struct u64map	 by_key;	/* key hash -> open, not closing pm_conn */
-	struct u64map	 by_response;	/* hash64(response id) -> pm_conn */
-	struct u64map	 accounts;	/* hash64(entry) -> pm_account */
+	struct idmap	 conns;		/* conn id -> pm_conn */
+	struct idmap	 by_key;	/* key hash -> open, not closing pm_conn */
+	struct idmap	 by_response;	/* hash64(response id) -> pm_conn */
+	struct idmap	 accounts;	/* hash64(entry) -> pm_account */
 	int		 cap;		/* ws_pool_max_per_account */
 	usec_t		 max_age;	/* ws_pool_max_age: older connections are not reused */
 	uint64_t	 lru_evictions;

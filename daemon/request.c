@@ -112,7 +112,7 @@ request_free(struct client_req *rq)
 	if (rq->acct && rq->acct->inflight > 0)
 		rq->acct->inflight--;
 	TAILQ_REMOVE(&sv->slots[rq->slot].reqs, rq, entry);
-	u64map_del(&sv->reqs, rq->rid);
+	idmap_del(&sv->reqs, rq->rid);
 	sv->inflight--;
 	if (sv->slots[rq->slot].draining)
 		workers_check_drained(rq->slot);
@@ -282,7 +282,7 @@ slot_for_key(uint64_t key_hash)
 
 	if (!sv->slots[slot].draining)
 		return slot;
-	c = u64map_get(&sv->pool.by_key, key_hash);
+	c = idmap_get(&sv->pool.by_key, key_hash);
 	if (c != NULL && c->slot == slot)
 		return slot;
 	for (tries = 0; tries < 64 && sv->slots[slot].draining; tries++) {
@@ -505,7 +505,7 @@ request_handle_responses(struct evhttp_request *http)
 		rq->conv_hash = owner->key_hash;
 
 	collect_forwarded_headers(rq, http);
-	u64map_put(&sv->reqs, rq->rid, rq);
+	idmap_put(&sv->reqs, rq->rid, rq);
 	rq->slot = 0;
 	TAILQ_INSERT_TAIL(&sv->slots[0].reqs, rq, entry);
 	route(rq, owner);
@@ -1005,7 +1005,7 @@ request_account_refreshed(struct account *a, bool ok)
 void
 request_on_worker_msg(int slot, const struct msg *m)
 {
-	struct client_req *rq = u64map_get(&sv->reqs, m->hdr.rid);
+	struct client_req *rq = idmap_get(&sv->reqs, m->hdr.rid);
 	struct msgreader r;
 	char type[128];
 

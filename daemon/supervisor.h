@@ -23,7 +23,7 @@
 #include "msg.h"
 #include "poolmap.h"
 #include "stats.h"
-#include "u64map.h"
+#include "idmap.h"
 #include "util.h"
 
 struct oauth_req;
@@ -180,7 +180,7 @@ struct supervisor {
 	struct poolmap		 pool;
 	struct worker_slot	 slots[SV_MAX_WORKERS];
 	int			 nslots;
-	struct u64map		 reqs;		/* rid -> client_req */
+	struct idmap		 reqs;		/* rid -> client_req */
 	uint64_t		 next_rid;
 	int			 inflight;
 	unsigned		 rr;		/* round robin for requests without a key */

@@ -1,4 +1,4 @@
-/* Unit tests for the supervisor's bookkeeping: u64map and the pool map. */
+/* Unit tests for the supervisor's bookkeeping: the pool map. */
 #include "config.h"
 
 #include <check.h>
@@ -7,50 +7,6 @@
 
 #include "msgtypes.h"
 #include "poolmap.h"
-#include "u64map.h"
-
-START_TEST(test_u64map__put_get_del)
-{
-	struct u64map m;
-	uintptr_t i;
-
-	u64map_init(&m);
-	for (i = 1; i <= 5000; i++)
-		u64map_put(&m, i * 7919, (void *)i);
-	ck_assert_uint_eq(m.count, 5000);
-	for (i = 1; i <= 5000; i++)
-		ck_assert_ptr_eq(u64map_get(&m, i * 7919), (void *)i);
-	/* delete every other key; the rest must stay reachable */
-	for (i = 1; i <= 5000; i += 2)
-		ck_assert_ptr_eq(u64map_del(&m, i * 7919), (void *)i);
-	for (i = 1; i <= 5000; i++)
-		ck_assert_ptr_eq(u64map_get(&m, i * 7919), (i % 2) ? NULL : (void *)i);
-	ck_assert_ptr_null(u64map_del(&m, 12345678));
-	ck_assert_uint_eq(m.count, 2500);
-	u64map_free(&m);
-}
-END_TEST
-
-START_TEST(test_u64map__iterate)
-{
-	struct u64map m;
-	size_t pos = 0, n = 0;
-	uint64_t k, sum = 0;
-	void *v;
-
-	u64map_init(&m);
-	for (k = 1; k <= 100; k++)
-		u64map_put(&m, k, (void *)(uintptr_t)k);
-	while (u64map_next(&m, &pos, &k, &v)) {
-		ck_assert_uint_eq(k, (uintptr_t)v);
-		sum += k;
-		n++;
-	}
-	ck_assert_uint_eq(n, 100);
-	ck_assert_uint_eq(sum, 5050);
-	u64map_free(&m);
-}
-END_TEST
 
 #define A	"aaaaaaaaaaaaaaaa"
 #define B	"bbbbbbbbbbbbbbbb"
@@ -223,18 +179,6 @@ START_TEST(test_poolmap__expired_connection_is_replaced)
 END_TEST
 
 static Suite *
-make_suite_u64map(void)
-{
-	Suite *s = suite_create("u64map");
-	TCase *tc = tcase_create("core");
-
-	tcase_add_test(tc, test_u64map__put_get_del);
-	tcase_add_test(tc, test_u64map__iterate);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-static Suite *
 make_suite_poolmap(void)
 {
 	Suite *s = suite_create("poolmap");
@@ -255,10 +199,9 @@ make_suite_poolmap(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(make_suite_u64map());
+	SRunner *sr = srunner_create(make_suite_poolmap());
 	int failed;
 
-	srunner_add_suite(sr, make_suite_poolmap());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

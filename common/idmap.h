@@ -1,8 +1,8 @@
 /*
  * A map from 64-bit ids to pointers (open addressing, linear probing,
- * backward-shift deletion, so no tombstones pile up).  The worker keys
- * its connections and requests with it; there can be thousands, so a
- * list would not do.
+ * backward-shift deletion, so no tombstones pile up).  Connections,
+ * requests and pool keys are found through it in the supervisor and the
+ * workers; there can be thousands, so a list would not do.
  */
 #ifndef CODEXPOOL_IDMAP_H
 #define CODEXPOOL_IDMAP_H
