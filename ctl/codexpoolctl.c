@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +223,8 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 
+	/* a daemon that refuses us closes at once: say why, do not die writing */
+	signal(SIGPIPE, SIG_IGN);
 	while ((ch = getopt_long(argc, argv, "+s:c:jh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':
@@ -255,7 +258,7 @@ main(int argc, char **argv)
 			cap += strlen(argv[i]) + 1;
 		line = malloc(cap + 8);
 		if (line == NULL)
-			return 2;
+			exit(2);
 		off = 0;
 		line[0] = '\0';
 		for (int i = 0; i < argc; i++) {
@@ -265,14 +268,14 @@ main(int argc, char **argv)
 			}
 			if (strchr(argv[i], '\n')) {
 				fprintf(stderr, "codexpoolctl: a command has no newlines\n");
-				return 2;
+				exit(2);
 			}
 			off += (size_t)snprintf(line + off, cap - off, "%s%s", off ? " " : "", argv[i]);
 		}
 	}
 	cmd = realloc(line, strlen(line) + 16);
 	if (cmd == NULL)
-		return 2;
+		exit(2);
 	line = cmd;
 	if (json)
 		strcat(line, " --json");
@@ -281,33 +284,36 @@ main(int argc, char **argv)
 	sun.sun_family = AF_UNIX;
 	if (strlen(sock) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "codexpoolctl: socket path too long: %s\n", sock);
-		return 2;
+		exit(2);
 	}
 	strcpy(sun.sun_path, sock);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) == -1 ||
 	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		fprintf(stderr, "codexpoolctl: cannot connect to %s: %s (is codexpoold running?)\n",
 		    sock, strerror(errno));
-		return 2;
+		exit(2);
 	}
 	greeting = read_answer(fd, &len, 1);
 	if (sscanf(greeting, "codexpool %d", &version) != 1) {
 		fprintf(stderr, "codexpoolctl: %s does not speak the codexpool control protocol\n", sock);
-		return 2;
+		exit(2);
 	}
 	if (version != CTL_PROTO_VERSION) {
 		fprintf(stderr, "codexpoolctl: codexpoold speaks control protocol %d, this "
 		    "codexpoolctl speaks %d; use the codexpoolctl that came with the daemon\n",
 		    version, CTL_PROTO_VERSION);
-		return 2;
+		exit(2);
 	}
 	free(greeting);
 	line[off++] = '\n';
 	for (size_t done = 0; done < off; ) {
 		ssize_t w = write(fd, line + done, off - done);
 		if (w <= 0) {
+			/* refused at once: the daemon's reason may already be here */
+			if (errno == EPIPE)
+				break;
 			fprintf(stderr, "codexpoolctl: write: %s\n", strerror(errno));
-			return 2;
+			exit(2);
 		}
 		done += (size_t)w;
 	}

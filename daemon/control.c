@@ -45,6 +45,7 @@
 struct ctl_client {
 	struct bufferevent	*bev;
 	uid_t			 uid;
+	bool			 discarding;	/* the rest of an over-long line */
 };
 
 /* What a command writes: either text or a JSON object, never both. */
@@ -769,12 +770,69 @@ explain_no_match(struct ctl_out *o, int argc, char **argv)
 }
 
 /* Match typed words against the table: keywords by unambiguous prefix. */
+/*
+ * Typed words become keywords level by level: a word must be a keyword or
+ * the prefix of exactly one keyword of the commands still in the running
+ * ("st" is status or stats: ambiguous).  Replaces argv words with the
+ * full keywords; -1 (and an error) if a word is ambiguous.
+ */
+static int
+resolve_keywords(struct ctl_out *o, int argc, char **argv)
+{
+	bool alive[NCOMMANDS];
+	size_t i, j;
+	int depth;
+
+	for (i = 0; i < NCOMMANDS; i++)
+		alive[i] = true;
+	for (depth = 0; depth < argc && depth < 3; depth++) {
+		const char *kw[NCOMMANDS], *pick = NULL;
+		size_t nkw = 0;
+
+		for (i = 0; i < NCOMMANDS; i++) {
+			const char *w;
+			if (!alive[i] || depth >= nwords(&commands[i]))
+				continue;
+			w = commands[i].words[depth];
+			if (strcmp(argv[depth], w) == 0)
+				pick = w;
+			else if (!word_matches(argv[depth], w))
+				continue;
+			for (j = 0; j < nkw && strcmp(kw[j], w) != 0; j++)
+				;
+			if (j == nkw)
+				kw[nkw++] = w;
+		}
+		if (pick == NULL && nkw == 0)
+			break;
+		if (pick == NULL && nkw > 1) {
+			char choices[512] = "";
+			for (j = 0; j < nkw; j++)
+				snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices),
+				    "%s%s", j ? ", " : "", kw[j]);
+			out_error(o, "ambiguous word '%s'; possibilities are: %s", argv[depth], choices);
+			return -1;
+		}
+		if (pick == NULL)
+			pick = kw[0];
+		argv[depth] = (char *)pick;
+		for (i = 0; i < NCOMMANDS; i++)
+			if (alive[i] && depth < nwords(&commands[i]) &&
+			    strcmp(commands[i].words[depth], pick) != 0)
+				alive[i] = false;
+	}
+	return 0;
+}
+
 static void
 run_command(struct ctl_out *o, int argc, char **argv)
 {
 	const struct ctl_cmd *cands[NCOMMANDS], *exact_match = NULL;
 	size_t i;
 	int n = 0, nexact = 0, exact;
+
+	if (resolve_keywords(o, argc, argv) == -1)
+		return;
 
 	for (i = 0; i < NCOMMANDS; i++) {
 		if (!typed_matches(&commands[i], argc, argv, nwords(&commands[i]), &exact))
@@ -864,16 +922,32 @@ on_read(struct bufferevent *bev, void *arg)
 {
 	struct ctl_client *cl = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_ptr nl;
 	char *line;
 	size_t n;
 
-	while ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) != NULL) {
-		handle_line(cl, line);
+	for (;;) {
+		if (cl->discarding) {
+			nl = evbuffer_search(in, "\n", 1, NULL);
+			if (nl.pos < 0) {
+				evbuffer_drain(in, evbuffer_get_length(in));
+				return;
+			}
+			evbuffer_drain(in, (size_t)nl.pos + 1);
+			cl->discarding = false;
+		}
+		if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) == NULL)
+			break;
+		if (n > CTL_MAX_LINE)
+			evbuffer_add_printf(bufferevent_get_output(bev), "error: line too long\n\n");
+		else
+			handle_line(cl, line);
 		free(line);
 	}
 	if (evbuffer_get_length(in) > CTL_MAX_LINE) {
 		evbuffer_add_printf(bufferevent_get_output(bev), "error: line too long\n\n");
 		evbuffer_drain(in, evbuffer_get_length(in));
+		cl->discarding = true;
 	}
 }
 

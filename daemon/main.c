@@ -156,18 +156,31 @@ pidfile_write(const char *path)
 	return 0;
 }
 
+static int ready_fd = -1;
+
 static int
 daemonize(void)
 {
-	int fd;
+	int fd, p[2];
+	ssize_t n;
+	char c;
 
+	/* The caller's exit status says whether the daemon came up. */
+	if (pipe2(p, O_CLOEXEC) == -1)
+		return -1;
 	switch (fork()) {
 	case -1:
 		return -1;
 	case 0:
+		close(p[0]);
+		ready_fd = p[1];
 		break;
 	default:
-		_exit(0);
+		close(p[1]);
+		c = 0;
+		while ((n = read(p[0], &c, 1)) == -1 && errno == EINTR)
+			;
+		_exit(n == 1 && c == '1' ? 0 : 1);
 	}
 	if (setsid() == -1)
 		return -1;
@@ -358,6 +371,12 @@ main(int argc, char **argv)
 	    PACKAGE_VERSION, sv->listen_addr, sv->nslots,
 	    sv->pool_enabled ? "enabled" : "disabled");
 
+	if (ready_fd != -1) {
+		if (write(ready_fd, "1", 1) != 1)
+			log_warn("cannot tell the starter we are ready");
+		close(ready_fd);
+		ready_fd = -1;
+	}
 	event_base_dispatch(sv->base);
 	rc = 0;
 	log_info("stopped");
