@@ -202,7 +202,8 @@ cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 			struct json_object *r = json_object_new_object();
 			json_object_object_add(r, "slot", json_object_new_int(i));
 			json_object_object_add(r, "pid", json_object_new_int((int)w->pid));
-			json_object_object_add(r, "state", json_object_new_string(slot_state_name(w->state)));
+			json_object_object_add(r, "state", json_object_new_string(
+			    w->draining && w->state == SLOT_UP ? "draining" : slot_state_name(w->state)));
 			json_object_object_add(r, "uptime", json_object_new_int64((int64_t)up));
 			json_object_object_add(r, "restarts", json_object_new_int((int)w->restarts));
 			json_object_object_add(r, "requests", json_object_new_int64((int64_t)w->requests));
@@ -216,7 +217,8 @@ cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 		} else {
 			evbuffer_add_printf(o->text, "%d %d %s %" PRIu64 " %u %" PRIu64 " %" PRIu64
 			    " %" PRIu64 " %" PRIu64 " %" PRIu64 " %d %d\n", i, (int)w->pid,
-			    slot_state_name(w->state), up, w->restarts, w->requests,
+			    w->draining && w->state == SLOT_UP ? "draining" : slot_state_name(w->state),
+			    up, w->restarts, w->requests,
 			    w->decisions[DEC_REUSE], w->decisions[DEC_NEW],
 			    w->decisions[DEC_BYPASS], w->decisions[DEC_RETRY_STALE],
 			    conns[i], busy[i]);
