@@ -57,6 +57,8 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "directory of the account database and its tokens", NULL },
 	{ "control_socket", CFG_STRING, OFF(control_socket), CODEXPOOL_DEFAULT_SOCKET, 0, 0, 0,
 	  "unix socket for codexpoolctl", NULL },
+	{ "control_group", CFG_STRING, OFF(control_group), NULL, 0, 0, 0,
+	  "group whose members may also use the control socket (mode 0660); unset = root and the daemon's user only", NULL },
 	{ "max_body_size", CFG_SIZE, OFF(max_body_size), "32M", R,
 	  1 * KIB, 1 * GIB,
 	  "largest client request body accepted", NULL },

@@ -25,6 +25,7 @@ struct codexpool_config {
 	int64_t		 shutdown_timeout;
 	char		*data_dir;
 	char		*control_socket;
+	char		*control_group;
 	uint64_t	 max_body_size;
 	uint64_t	 max_client_buffer;
 	int		 max_clients;

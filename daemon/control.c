@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -67,6 +68,7 @@ struct ctl_cmd {
 
 static struct evconnlistener *listener;
 static int nclients;
+static gid_t control_gid = (gid_t)-1;	/* control_group, if set */
 
 static void
 out_error(struct ctl_out *o, const char *fmt, ...)
@@ -969,7 +971,8 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	struct ctl_client *cl;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl_len) == -1 ||
-	    (cred.uid != 0 && cred.uid != geteuid())) {
+	    (cred.uid != 0 && cred.uid != geteuid() &&
+	    (control_gid == (gid_t)-1 || cred.gid != control_gid))) {
 		static const char denied[] = "codexpool 1\nerror: permission denied\n\n";
 		if (write(fd, denied, sizeof(denied) - 1) < 0)
 			(void)0;
@@ -1033,6 +1036,17 @@ control_start(void)
 	}
 	umask(old);
 	chmod(path, 0600);
+	if (sv->cfg.control_group != NULL) {
+		struct group *gr = getgrnam(sv->cfg.control_group);
+		if (gr == NULL) {
+			log_warnx("control_group '%s' does not exist", sv->cfg.control_group);
+			close(fd);
+			return -1;
+		}
+		control_gid = gr->gr_gid;
+		if (chown(path, (uid_t)-1, gr->gr_gid) == -1 || chmod(path, 0660) == -1)
+			log_warn("cannot give the control socket to group %s", sv->cfg.control_group);
+	}
 	listener = evconnlistener_new(sv->base, on_accept, NULL,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16, fd);
 	if (listener == NULL) {

@@ -1261,23 +1261,54 @@ START_TEST(test_ctl__other_uid_refused)
 }
 END_TEST
 
+/* control_group: its members are served, the socket is 0660 and theirs. */
+START_TEST(test_ctl__control_group_members_served)
+{
+	struct e2e e;
+	struct passwd *pw;
+	struct group *gr;
+	struct stat st;
+	char extra[128];
+	int rc;
+
+	if (geteuid() != 0 || (pw = getpwnam("nobody")) == NULL ||
+	    (gr = getgrgid(pw->pw_gid)) == NULL) {
+		fprintf(stderr, "test_ctl__control_group_members_served: skipped, needs root "
+		    "and the user nobody\n");
+		return;
+	}
+	snprintf(extra, sizeof(extra), "control_group = %s", gr->gr_name);
+	e2e_start(&e, NULL, extra);
+	ck_assert_int_eq(stat(e.ctl, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0660);
+	ck_assert_int_eq(st.st_gid, gr->gr_gid);
+	ck_assert_int_eq(chmod(e.dir, 0711), 0);
+	if (traversable(e.ctl)) {
+		rc = connect_as(e.ctl, pw->pw_uid, pw->pw_gid);
+		ck_assert_msg(rc == PEER_SERVED, "a member of %s got %d", gr->gr_name, rc);
+	}
+	ck_assert_int_eq(chmod(e.dir, 0700), 0);
+	e2e_stop(&e);
+}
+END_TEST
+
 /* ---- 6. many ctl clients while traffic flows --------------------------- */
 
 START_TEST(test_ctl__concurrent_clients_during_traffic)
 {
 	enum { NSTREAMS = 3, NCTL = 8 };
 	struct e2e e;
+	static const char *keys[NSTREAMS] = { "conv-busy-0", "conv-busy-1", "conv-busy-2" };
 	struct conv c[NSTREAMS];
 	struct tl_stream *s[NSTREAMS];
-	char key[32], outpath[NCTL][800], *out;
+	char outpath[NCTL][800], *out;
 	pid_t pid[NCTL];
 	int i, completed, rc;
 
 	/* each streamed turn lasts ~15 s: a wide window for the ctl clients */
 	e2e_start(&e, "--deltas 150 --delta-delay-ms 100", NULL);
 	for (i = 0; i < NSTREAMS; i++) {
-		snprintf(key, sizeof(key), "conv-busy-%d", i);
-		conv_init(&c[i], key);
+		conv_init(&c[i], keys[i]);
 		s[i] = open_held_stream(&e, &c[i], "a long answer please");
 	}
 	for (i = 0; i < NCTL; i++) {
@@ -2152,6 +2183,7 @@ make_suite_ctl(void)
 	tcase_add_test(proto, test_ctl__raw_overlong_line);
 	tcase_add_test(proto, test_ctl__wrong_protocol_and_no_daemon);
 	tcase_add_test(proto, test_ctl__other_uid_refused);
+	tcase_add_test(proto, test_ctl__control_group_members_served);
 	tcase_add_test(proto, test_ctl__concurrent_clients_during_traffic);
 	tcase_add_test(ops, test_ctl__pool_disable_mid_stream);
 	tcase_add_test(ops, test_ctl__reload);
