@@ -526,11 +526,32 @@ account_remove(struct account *a)
 		return -1;
 	}
 	log_info("account %s removed", a->entry);
-	request_account_refreshed(a, false);	/* turns waiting on it fail */
 	TAILQ_REMOVE(&sv->accounts, a, link);
 	sv->naccounts--;
-	account_free(a);
+	request_account_refreshed(a, false);	/* turns waiting on it move or fail */
+	a->removed = true;
+	if (a->refresh != NULL) {
+		oauth_cancel(a->refresh);
+		a->refresh = NULL;
+	}
+	evtimer_del(a->ev_refresh);
+	/* Turns still running on it hold a pointer: the last one frees it. */
+	if (a->inflight > 0)
+		TAILQ_INSERT_TAIL(&sv->removed_accounts, a, link);
+	else
+		account_free(a);
 	return 0;
+}
+
+void
+account_release(struct account *a)
+{
+	if (a->inflight > 0)
+		a->inflight--;
+	if (a->removed && a->inflight == 0) {
+		TAILQ_REMOVE(&sv->removed_accounts, a, link);
+		account_free(a);
+	}
 }
 
 /* ---- rate-limit events -------------------------------------------------- */
@@ -620,6 +641,7 @@ accounts_load(void)
 	size_t n = 0, i;
 
 	TAILQ_INIT(&sv->accounts);
+	TAILQ_INIT(&sv->removed_accounts);
 	if (mkdir(sv->cfg.data_dir, 0700) == -1 && errno != EEXIST) {
 		log_warn("cannot create data_dir %s", sv->cfg.data_dir);
 		return -1;
@@ -687,6 +709,10 @@ accounts_free(void)
 	sv->ev_flush = NULL;
 	while ((a = TAILQ_FIRST(&sv->accounts)) != NULL) {
 		TAILQ_REMOVE(&sv->accounts, a, link);
+		account_free(a);
+	}
+	while ((a = TAILQ_FIRST(&sv->removed_accounts)) != NULL) {
+		TAILQ_REMOVE(&sv->removed_accounts, a, link);
 		account_free(a);
 	}
 	sv->naccounts = 0;

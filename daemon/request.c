@@ -109,8 +109,8 @@ request_free(struct client_req *rq)
 		evhttp_connection_set_closecb(rq->evcon, NULL, NULL);
 	if (rq->reserved && rq->acct)
 		pm_unreserve(&sv->pool, rq->acct->entry);
-	if (rq->acct && rq->acct->inflight > 0)
-		rq->acct->inflight--;
+	if (rq->acct != NULL)
+		account_release(rq->acct);
 	TAILQ_REMOVE(&sv->slots[rq->slot].reqs, rq, entry);
 	idmap_del(&sv->reqs, rq->rid);
 	sv->inflight--;
@@ -388,9 +388,9 @@ move_to_another_account(struct client_req *rq, const char *why)
 		return false;
 	olog(LOG_LVL_INFO, rq_prefix(rq, pfx, sizeof(pfx)), "%s: moving the turn to account %s",
 	    why, next->entry);
-	rq->acct->inflight--;
-	rq->acct = next;
 	next->inflight++;
+	account_release(rq->acct);
+	rq->acct = next;
 	rq->moved = true;
 	rq->conn_id = 0;
 	/* turn state is bound to the account that issued it */

@@ -62,6 +62,7 @@ struct account {
 	struct event	*ev_refresh;		/* next scheduled refresh */
 	int		 refresh_failures;
 	int64_t		 refreshed_at;		/* unix s */
+	bool		 removed;		/* gone from the store; freed after its last turn */
 	TAILQ_ENTRY(account) link;
 };
 TAILQ_HEAD(account_list, account);
@@ -185,6 +186,7 @@ struct supervisor {
 	int			 inflight;
 	unsigned		 rr;		/* round robin for requests without a key */
 	struct account_list	 accounts;
+	struct account_list	 removed_accounts;	/* removed, turns still running */
 	int			 naccounts;
 	struct store		*store;
 	struct event		*ev_flush;	/* writes usage and affinity */
@@ -268,6 +270,8 @@ int	account_add(const char *access, const char *refresh, const char *id_token,
 int	account_add_auth_json(const char *json, size_t len, const char *label,
 	    struct account **out, char *err, size_t errlen);
 int	account_remove(struct account *a);
+/* A turn let go of its account (frees a removed one after its last turn). */
+void	account_release(struct account *a);
 void	accounts_on_rate_limits(const char *entry, const char *frame, size_t len);
 const char *account_status_name(const struct account *a);
 

@@ -412,6 +412,35 @@ START_TEST(test_accounts__no_usable_account_is_503_with_reason)
 }
 END_TEST
 
+/* Removing an account while one of its turns streams: the turn ends,
+ * nothing is used after it is freed (ASan watches), the daemon goes on. */
+START_TEST(test_accounts__remove_while_streaming)
+{
+	struct e2e e;
+	struct conv c, d;
+	struct tl_stream *s;
+	int completed;
+
+	e2e_start(&e, "--delta-delay-ms 100", NULL);
+	conv_init(&c, "conv-removed");
+	s = open_held_stream(&e, &c, "long one");
+	ck_assert_int_eq(ctl_run(&e, NULL, "account remove auth_file"), 0);
+	ck_assert_int_eq(account_count(&e), 0);
+	drain_stream(s, &completed);
+	tl_stream_close(s, 0);
+	ck_assert_int_eq(wait_status(&e, "requests_inflight", 0), 0);
+	/* with no account left, a turn is a 503 that says so */
+	conv_init(&d, "conv-after");
+	ck_assert_int_eq(conv_turn(&e, &d, "anyone?", 0, NULL, NULL), 503);
+	add_account(&e, 2, "second");
+	json_object_array_del_idx(d.history, json_object_array_length(d.history) - 1, 1);
+	ck_assert_int_eq(conv_turn(&e, &d, "now", 0, NULL, NULL), 200);
+	conv_free(&c);
+	conv_free(&d);
+	e2e_stop(&e);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -432,6 +461,7 @@ main(void)
 	tcase_add_test(tc, test_accounts__kill_after_refresh_loses_no_token);
 	tcase_add_test(tc, test_accounts__no_token_in_answers_or_logs);
 	tcase_add_test(tc, test_accounts__no_usable_account_is_503_with_reason);
+	tcase_add_test(tc, test_accounts__remove_while_streaming);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	setvbuf(stdout, NULL, _IONBF, 0);
