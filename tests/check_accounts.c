@@ -446,8 +446,6 @@ main(void)
 {
 	Suite *s = suite_create("accounts");
 	TCase *tc = tcase_create("accounts");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_accounts__import_once_and_persist);
@@ -463,11 +461,5 @@ main(void)
 	tcase_add_test(tc, test_accounts__no_usable_account_is_503_with_reason);
 	tcase_add_test(tc, test_accounts__remove_while_streaming);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	setvbuf(stdout, NULL, _IONBF, 0);
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	tl_kill_all();
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return e2e_run(s);
 }

@@ -697,13 +697,5 @@ make_suite_e2e(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(make_suite_e2e());
-	int failed;
-
-	setvbuf(stdout, NULL, _IONBF, 0);
-	srunner_run_all(sr, CK_ENV);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	tl_kill_all();
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return e2e_run(make_suite_e2e());
 }

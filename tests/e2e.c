@@ -338,3 +338,17 @@ drain_stream(struct tl_stream *s, int *completed)
 	return rc;
 }
 
+
+int
+e2e_run(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	tl_kill_all();
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

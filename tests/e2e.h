@@ -7,6 +7,7 @@
 #define CODEXPOOL_E2E_H
 
 #include <sys/types.h>
+#include <check.h>
 #include <json-c/json.h>
 
 #include "testlib.h"
@@ -58,5 +59,8 @@ double	ratio(const struct tl_usage *u);
 struct tl_stream *open_held_stream(struct e2e *e, struct conv *c, const char *text);
 /* Reads the rest; *completed says whether response.completed came. */
 int	drain_stream(struct tl_stream *s, int *completed);
+
+/* Runs a runner's suite (CK_ENV), kills leftover processes, returns the exit status. */
+int	e2e_run(Suite *s);
 
 #endif
