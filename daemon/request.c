@@ -240,7 +240,7 @@ request_dispatch(struct client_req *rq)
 	struct worker_slot *w = &sv->slots[rq->slot];
 	struct msgbuf b;
 	const char *p;
-	int i;
+	int i, rc;
 
 	if (w->chan == NULL) {
 		rq->state = RQ_QUEUED;	/* goes out when the slot's worker is back */
@@ -265,8 +265,18 @@ request_dispatch(struct client_req *rq)
 	rq->state = RQ_DISPATCHED;
 	rq->attempts++;
 	w->requests++;
-	workers_send(rq->slot, MSG_REQ_START, rq->rid, &b);
+	rc = workers_send(rq->slot, MSG_REQ_START, rq->rid, &b);
+	explicit_bzero(b.buf, b.len);	/* it holds the access token */
 	msgbuf_free(&b);
+	if (rc == MSGCHAN_FULL) {
+		/* the worker is not keeping up: say so rather than hang */
+		sv->stats.requests_failed++;
+		track_final_reply(rq->http);
+		send_error(rq->http, 503, "server_error", "worker_overloaded",
+		    "worker %d has too much queued; try again", rq->slot);
+		rq->state = RQ_FINISHED;
+		request_free(rq);
+	}
 }
 
 /*
@@ -1057,8 +1067,8 @@ request_worker_died(int slot)
 
 	for (rq = TAILQ_FIRST(&sv->slots[slot].reqs); rq != NULL; rq = next) {
 		next = TAILQ_NEXT(rq, entry);
-		if (rq->state == RQ_QUEUED)
-			continue;
+		if (rq->state == RQ_QUEUED || rq->state == RQ_WAIT_TOKEN)
+			continue;	/* not on the worker */
 		if (rq->client_gone) {
 			request_free(rq);
 			continue;

@@ -209,7 +209,8 @@ extern struct supervisor *sv;
 
 /* workers.c */
 int	workers_start(void);
-void	workers_send(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b);
+/* msgchan status; MSGCHAN_FULL means the message was not queued. */
+int	workers_send(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b);
 void	workers_broadcast(uint32_t type, const struct msgbuf *b);
 void	workers_send_config(int slot);
 void	workers_send_addrs(int slot);

@@ -40,19 +40,20 @@ chan_want_write(struct worker_slot *w)
 		event_add(w->ev_write, NULL);
 }
 
-void
+int
 workers_send(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b)
 {
 	struct worker_slot *w = &sv->slots[slot];
 	int rc;
 
 	if (w->chan == NULL)
-		return;
+		return MSGCHAN_EOF;
 	rc = b ? msgchan_send_buf(w->chan, type, rid, b) :
 	    msgchan_send(w->chan, type, rid, NULL, 0, -1);
 	if (rc == MSGCHAN_FULL)
 		log_warnx("worker %d: channel queue full, dropped %s", slot, msg_type_name(type));
 	chan_want_write(w);
+	return rc;
 }
 
 void
