@@ -64,7 +64,7 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "largest client request body accepted", NULL },
 	{ "max_client_buffer", CFG_SIZE, OFF(max_client_buffer), "16M", R,
 	  64 * KIB, 1 * GIB,
-	  "output buffered for one client before a slow client is dropped", NULL },
+	  "unread output allowed per client: 10 s above it, or 4 times it at once, drops the client", NULL },
 	{ "max_clients", CFG_INT, OFF(max_clients), "1024", R, 1, 1000000,
 	  "most client turns in flight at once; more get 503", NULL },
 	{ "log_level", CFG_STRING, OFF(log_level), "info", R, 0, 0,

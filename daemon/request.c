@@ -32,6 +32,8 @@
 
 #define MAX_ATTEMPTS	3	/* REQ_STARTs per turn when workers keep dying */
 #define SSE_KEEPALIVE	(15 * USEC_PER_SEC)	/* comment line after this much silence */
+#define SLOW_CLIENT_GRACE (10 * USEC_PER_SEC)	/* backlog above max_client_buffer this long: drop */
+#define SLOW_CLIENT_HARD 4			/* backlog above 4 x max_client_buffer: drop at once */
 
 static struct event *ev_janitor;
 
@@ -561,16 +563,33 @@ frame_type(const char *frame, size_t len, char *out, size_t outlen)
 	return strlen(out);
 }
 
+/*
+ * A client is too slow when it leaves more than max_client_buffer unread
+ * for SLOW_CLIENT_GRACE, or more than SLOW_CLIENT_HARD times that at any
+ * moment.  The grace lets a burst of large frames through to a client that
+ * reads; the hard limit bounds memory for one that does not.
+ */
 static bool
 client_too_slow(struct client_req *rq)
 {
 	struct bufferevent *bev;
+	size_t backlog;
+	usec_t now;
 
-	if (rq->evcon == NULL)
+	if (rq->evcon == NULL ||
+	    (bev = evhttp_connection_get_bufferevent(rq->evcon)) == NULL)
 		return false;
-	bev = evhttp_connection_get_bufferevent(rq->evcon);
-	return bev != NULL &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) > sv->cfg.max_client_buffer;
+	backlog = evbuffer_get_length(bufferevent_get_output(bev));
+	if (backlog <= sv->cfg.max_client_buffer) {
+		rq->backlog_since = 0;
+		return false;
+	}
+	if (backlog > SLOW_CLIENT_HARD * sv->cfg.max_client_buffer)
+		return true;
+	now = now_mono_usec();
+	if (rq->backlog_since == 0)
+		rq->backlog_since = now;
+	return now - rq->backlog_since > SLOW_CLIENT_GRACE;
 }
 
 static void
@@ -595,6 +614,12 @@ sse_write(struct client_req *rq, const char *type, const char *data, size_t len)
 
 	if (rq->http == NULL)
 		return;
+	/* Judge the backlog before adding to it: one large frame is fine,
+	 * a client that leaves max_client_buffer unread is not. */
+	if (client_too_slow(rq)) {
+		drop_slow_client(rq);
+		return;
+	}
 	buf = evbuffer_new();
 	if (type[0])
 		evbuffer_add_printf(buf, "event: %s\n", type);
@@ -604,8 +629,6 @@ sse_write(struct client_req *rq, const char *type, const char *data, size_t len)
 	evhttp_send_reply_chunk(rq->http, buf);
 	evbuffer_free(buf);
 	rq->last_write = now_mono_usec();
-	if (client_too_slow(rq))
-		drop_slow_client(rq);
 }
 
 static void
@@ -640,8 +663,13 @@ on_janitor(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < sv->nslots; i++) {
 		for (rq = TAILQ_FIRST(&sv->slots[i].reqs); rq != NULL; rq = next) {
 			next = TAILQ_NEXT(rq, entry);
-			if (rq->state != RQ_STREAMING || !rq->stream || rq->http == NULL ||
-			    now - rq->last_write < SSE_KEEPALIVE)
+			if (rq->state != RQ_STREAMING || !rq->stream || rq->http == NULL)
+				continue;
+			if (client_too_slow(rq)) {
+				drop_slow_client(rq);
+				continue;
+			}
+			if (now - rq->last_write < SSE_KEEPALIVE)
 				continue;
 			struct evbuffer *buf = evbuffer_new();
 			evbuffer_add(buf, ": keepalive\n\n", 13);

@@ -110,6 +110,7 @@ struct client_req {
 	int			 reason;	/* BYP_* of a bypass */
 	usec_t			 started_at;
 	usec_t			 last_write;	/* to the client, for SSE keepalives */
+	usec_t			 backlog_since;	/* unread output above max_client_buffer since */
 	/* stream:false aggregation */
 	struct json_object	*output;	/* array of output items */
 	struct json_object	*final;		/* the terminal event's response object */

@@ -30,7 +30,7 @@ usage(int status)
 "                     [--accounts N] [--auth-dir DIR] [--token-ttl SECS]\n"
 "                     [--max-conn-age SECS] [--deltas K] [--delta-delay-ms MS]\n"
 "                     [--fault KIND] [--max-message BYTES] [--max-body BYTES]\n"
-"                     [--cache-entries N] [-v] [-h]\n");
+"                     [--cache-entries N] [--reply-bytes N] [-v] [-h]\n");
 	exit(status);
 }
 
@@ -57,7 +57,7 @@ parse_args(int argc, char **argv, struct sim_opts *o)
 		OPT_LISTEN = 256, OPT_PORT_FILE, OPT_TLS_CERT, OPT_TLS_KEY,
 		OPT_BACKENDS, OPT_SEED, OPT_ACCOUNTS, OPT_AUTH_DIR, OPT_TOKEN_TTL,
 		OPT_MAX_CONN_AGE, OPT_DELTAS, OPT_DELTA_DELAY, OPT_FAULT,
-		OPT_MAX_MESSAGE, OPT_MAX_BODY, OPT_CACHE_ENTRIES,
+		OPT_MAX_MESSAGE, OPT_MAX_BODY, OPT_CACHE_ENTRIES, OPT_REPLY_BYTES,
 	};
 	static const struct option longopts[] = {
 		{ "listen",		required_argument, NULL, OPT_LISTEN },
@@ -76,6 +76,7 @@ parse_args(int argc, char **argv, struct sim_opts *o)
 		{ "max-message",	required_argument, NULL, OPT_MAX_MESSAGE },
 		{ "max-body",		required_argument, NULL, OPT_MAX_BODY },
 		{ "cache-entries",	required_argument, NULL, OPT_CACHE_ENTRIES },
+		{ "reply-bytes",	required_argument, NULL, OPT_REPLY_BYTES },
 		{ "verbose",		no_argument,	   NULL, 'v' },
 		{ "help",		no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -150,6 +151,10 @@ parse_args(int argc, char **argv, struct sim_opts *o)
 		case OPT_CACHE_ENTRIES:
 			o->cache_entries = (size_t)num_arg("--cache-entries", optarg, 1,
 			    1LL << 28);
+			break;
+		case OPT_REPLY_BYTES:
+			o->reply_bytes = (size_t)num_arg("--reply-bytes", optarg, 0,
+			    64LL << 20);
 			break;
 		case 'v':
 			o->verbose++;

@@ -626,6 +626,16 @@ sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 	g.input_tokens = prompt_toks;
 	if (generate) {
 		g.text = reply_text(user_text);
+		if (sim->o.reply_bytes > strlen(g.text)) {
+			/* big replies, for the relay's buffer limits */
+			size_t have = strlen(g.text);
+			char *big = realloc(g.text, sim->o.reply_bytes + 1);
+			if (big != NULL) {
+				memset(big + have, 'z', sim->o.reply_bytes - have);
+				big[sim->o.reply_bytes] = '\0';
+				g.text = big;
+			}
+		}
 		g.output_tokens = prompt_tokens(strlen(g.text));
 		if (g.output_tokens < 1)
 			g.output_tokens = 1;

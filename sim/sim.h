@@ -52,6 +52,7 @@ struct sim_opts {
 	size_t		 max_message;
 	size_t		 max_body;
 	size_t		 cache_entries;		/* per backend */
+	size_t		 reply_bytes;		/* pad replies to this size (0: no padding) */
 };
 
 struct sim {

@@ -654,6 +654,45 @@ START_TEST(test_e2e__graceful_stop_lets_streams_finish)
 }
 END_TEST
 
+/* A client that stops reading cannot make the daemon buffer without
+ * bound: past max_client_buffer it is dropped and its connection evicted. */
+START_TEST(test_e2e__slow_client_is_dropped)
+{
+	struct e2e e;
+	struct conv c, d;
+	struct tl_stream *s;
+	char buf[4096];
+	ssize_t n;
+	int64_t end;
+
+	e2e_start(&e, "--reply-bytes 12000000 --deltas 300", "max_client_buffer = 64k");
+	conv_init(&c, "conv-slow");
+	s = open_held_stream(&e, &c, "a very long answer");
+	/* read nothing more: the daemon must give up on this client */
+	ck_assert_int_eq(wait_status(&e, "client_aborts", 1), 0);
+	ck_assert_int_eq(wait_status(&e, "requests_inflight", 0), 0);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 0), 0);
+	ck_assert_int_eq(tl_file_contains(e.log, "client reads too slowly"), 1);
+	/* the stream ends early for the client */
+	end = tl_now_ms() + WAIT_MS;
+	while ((n = tl_stream_read(s, buf, sizeof(buf), 5000)) > 0 && tl_now_ms() < end)
+		;
+	ck_assert_int_le(n, 0);
+	tl_stream_close(s, 0);
+	/* a non-streamed answer larger than the buffer limit is refused clearly */
+	conv_init(&d, "conv-after-slow");
+	{
+		struct tl_response r;
+		ck_assert_int_eq(conv_turn(&e, &d, "too big to hold", 0, NULL, &r), 502);
+		ck_assert_ptr_nonnull(strstr(r.body, "response_too_large"));
+		tl_response_free(&r);
+	}
+	conv_free(&c);
+	conv_free(&d);
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_e2e(void)
 {
@@ -687,6 +726,7 @@ make_suite_e2e(void)
 	tcase_add_test(proc, test_e2e__tls_upstream_by_name);
 	tcase_add_test(proc, test_e2e__tls_wrong_ca_fails);
 	tcase_add_test(proc, test_e2e__graceful_stop_lets_streams_finish);
+	tcase_add_test(proc, test_e2e__slow_client_is_dropped);
 	tcase_add_test(proc, test_e2e__conversation_stays_on_its_worker);
 	suite_add_tcase(s, seed);
 	suite_add_tcase(s, pool);

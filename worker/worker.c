@@ -140,6 +140,15 @@ free_deferred(struct worker *w)
 	w->deferred_tail = &w->deferred;
 }
 
+static void
+chan_rearm(lws_sorted_usec_list_t *sul)
+{
+	struct worker *w = lws_container_of(sul, struct worker, sul_chan_rearm);
+
+	if (!w->chan_dead && w->chan_wsi != NULL)
+		lws_callback_on_writable(w->chan_wsi);
+}
+
 void
 worker_chan_kick(struct worker *w)
 {
@@ -148,8 +157,12 @@ worker_chan_kick(struct worker *w)
 	if (w->chan_dead)
 		return;
 	pending = msgchan_pending(w->chan);
-	if ((pending > 0 || w->deferred != NULL) && w->chan_wsi != NULL)
-		lws_callback_on_writable(w->chan_wsi);
+	if ((pending > 0 || w->deferred != NULL) && w->chan_wsi != NULL) {
+		if (w->in_chan_writeable)
+			lws_sul_schedule(w->ctx, 0, &w->sul_chan_rearm, chan_rearm, 1);
+		else
+			lws_callback_on_writable(w->chan_wsi);
+	}
 	if (!w->rx_paused && pending > WORKER_CHAN_HIGH) {
 		log_info("supervisor channel above %u bytes: pausing upstream "
 		    "reads", (unsigned)WORKER_CHAN_HIGH);
@@ -555,8 +568,11 @@ chan_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			chan_read(w);
 		break;
 	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
-		if (!w->stop)
+		if (!w->stop) {
+			w->in_chan_writeable = true;
 			chan_write(w);
+			w->in_chan_writeable = false;
+		}
 		break;
 	case LWS_CALLBACK_RAW_CLOSE_FILE:
 		w->chan_wsi = NULL;
@@ -627,6 +643,7 @@ cancel_timers(struct worker *w)
 	lws_sul_cancel(&w->sul_sweep);
 	lws_sul_cancel(&w->sul_grace);
 	lws_sul_cancel(&w->sul_gc);
+	lws_sul_cancel(&w->sul_chan_rearm);
 	for (uc = w->conns; uc != NULL; uc = uc->next) {
 		lws_sul_cancel(&uc->sul_hs);
 		lws_sul_cancel(&uc->sul_ping);

@@ -99,6 +99,10 @@ struct worker {
 	lws_sorted_usec_list_t sul_sweep;
 	lws_sorted_usec_list_t sul_grace;
 	lws_sorted_usec_list_t sul_gc;	/* drop unused old vhosts */
+	/* lws 4.1.6 clears a raw file's POLLOUT after its WRITEABLE callback
+	 * returns, so a re-arm made inside it is lost: re-arm from a timer. */
+	lws_sorted_usec_list_t sul_chan_rearm;
+	bool		 in_chan_writeable;
 
 	/* counters that are not the pool's */
 	uint64_t	 frames_relayed;
