@@ -600,6 +600,58 @@ accounts_on_rate_limits(const char *entry, const char *frame, size_t len)
 	json_object_put(o);
 }
 
+/* One window from x-codex-<which>-used-percent / -window-minutes / -reset-at. */
+static struct json_object *
+window_from_headers(struct json_object *h, const char *which)
+{
+	char name[64];
+	const char *v;
+	struct json_object *w;
+
+	snprintf(name, sizeof(name), "x-codex-%s-used-percent", which);
+	if ((v = json_get_str(h, name)) == NULL)
+		return NULL;
+	w = json_object_new_object();
+	json_object_object_add(w, "used_percent", json_object_new_double(strtod(v, NULL)));
+	snprintf(name, sizeof(name), "x-codex-%s-window-minutes", which);
+	if ((v = json_get_str(h, name)) != NULL)
+		json_object_object_add(w, "window_minutes", json_object_new_int64(strtoll(v, NULL, 10)));
+	snprintf(name, sizeof(name), "x-codex-%s-reset-at", which);
+	if ((v = json_get_str(h, name)) != NULL)
+		json_object_object_add(w, "reset_at", json_object_new_int64(strtoll(v, NULL, 10)));
+	return w;
+}
+
+/*
+ * The x-codex-* rate-limit headers an upstream error carries (in its
+ * "headers" object) update the quota view like a codex.rate_limits event.
+ */
+void
+accounts_on_rate_limit_headers(struct account *a, struct json_object *headers)
+{
+	struct json_object *rl, *p, *sec;
+	const char *text;
+	int64_t reset = 0;
+
+	if (a == NULL || headers == NULL)
+		return;
+	p = window_from_headers(headers, "primary");
+	sec = window_from_headers(headers, "secondary");
+	if (p == NULL && sec == NULL)
+		return;
+	rl = json_object_new_object();
+	if (p)
+		json_object_object_add(rl, "primary", p);
+	if (sec)
+		json_object_object_add(rl, "secondary", sec);
+	text = json_plain(rl, NULL);
+	replace_str(&a->quota_json, text);
+	store_account_set_quota(sv->store, a->entry, text, now_unix());
+	if ((window_full(p, &reset) || window_full(sec, &reset)) && reset > now_unix())
+		account_lock(a, reset, "a usage window is at 100%");
+	json_object_put(rl);
+}
+
 /* ---- start and stop ------------------------------------------------------ */
 
 static char *

@@ -916,9 +916,10 @@ on_done(struct client_req *rq, struct msgreader *r)
 	request_free(rq);
 }
 
-/* When an upstream error body says the account's limit resets (unix s). */
+/* When an upstream error body says the account's limit resets (unix s);
+ * its x-codex-* headers, if any, update the account's quota view. */
 static int64_t
-error_resets_at(const char *body, size_t len)
+error_resets_at(struct account *a, const char *body, size_t len)
 {
 	struct json_object *o, *e;
 	int64_t at = 0, in;
@@ -926,6 +927,7 @@ error_resets_at(const char *body, size_t len)
 
 	if (body == NULL || (o = json_parse_buf(body, len, err, sizeof(err))) == NULL)
 		return 0;
+	accounts_on_rate_limit_headers(a, json_get_obj(o, "headers"));
 	e = json_get_obj(o, "error");
 	if (e != NULL) {
 		at = json_get_int(e, "resets_at", 0);
@@ -963,7 +965,7 @@ handle_account_error(struct client_req *rq, uint32_t status, const char *code,
 		return true;
 	case 402:
 	case 429:
-		account_lock(a, error_resets_at(body, len), why);
+		account_lock(a, error_resets_at(a, body, len), why);
 		return move_to_another_account(rq, why);
 	case 403:
 		account_set_status(a, ST_BANNED, why);

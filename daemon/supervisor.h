@@ -275,6 +275,7 @@ int	account_remove(struct account *a);
 /* A turn let go of its account (frees a removed one after its last turn). */
 void	account_release(struct account *a);
 void	accounts_on_rate_limits(const char *entry, const char *frame, size_t len);
+void	accounts_on_rate_limit_headers(struct account *a, struct json_object *headers);
 const char *account_status_name(const struct account *a);
 
 /* upstream.c */

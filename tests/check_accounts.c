@@ -197,6 +197,18 @@ START_TEST(test_accounts__usage_limit_fails_over)
 	    strcmp(status, "rate_limited") == 0)
 		limited++;
 	ck_assert_int_eq(limited, 1);
+	/* the error's x-codex-* headers show up as the locked account's quota */
+	{
+		char quota[512];
+		const char *who = strcmp(status, "rate_limited") == 0 ? "second" : "auth_file";
+		ck_assert_int_eq(account_field(&e, who, "quota", quota, sizeof(quota)), 0);
+		json_object *q = json_tokener_parse(quota), *used = NULL;
+		ck_assert_ptr_nonnull(q);
+		ck_assert(json_object_object_get_ex(json_object_object_get(q, "primary"),
+		    "used_percent", &used));
+		ck_assert_msg(json_object_get_double(used) >= 100.0, "quota: %s", quota);
+		json_object_put(q);
+	}
 	/* the conversation goes on with the other account */
 	ck_assert_int_eq(conv_turn(&e, &c, "third", 0, NULL, NULL), 200);
 	conv_free(&c);
