@@ -24,6 +24,8 @@
 
 #include <event2/event.h>
 
+#include "hash.h"
+#include "idmap.h"
 #include "jsonutil.h"
 #include "jwt.h"
 #include "log.h"
@@ -229,6 +231,68 @@ accounts_why_none(char *buf, size_t len, int64_t *first_unlock)
 
 /* ---- choosing an account ---------------------------------------------- */
 
+/*
+ * Affinity writes wait in memory and reach the store with the usage
+ * counters every few seconds, so a turn never waits for SQLite to write;
+ * lookups see the pending ones first.
+ */
+struct pending_affinity {
+	char		*conv;
+	char		 entry[ENTRY_LEN];
+	int64_t		 at;
+};
+
+static struct idmap pending_affinity;	/* hash64(conv) -> pending_affinity */
+
+static void
+affinity_put(const char *conv, const char *entry, int64_t now)
+{
+	uint64_t h = hash64_str(conv);
+	struct pending_affinity *p = idmap_get(&pending_affinity, h);
+
+	if (p != NULL && strcmp(p->conv, conv) != 0) {
+		/* a hash collision: write the older one now */
+		store_affinity_put(sv->store, p->conv, p->entry, p->at);
+		free(p->conv);
+		p->conv = xstrdup(conv);
+	} else if (p == NULL) {
+		p = xcalloc(1, sizeof(*p));
+		p->conv = xstrdup(conv);
+		idmap_put(&pending_affinity, h, p);
+	}
+	strlcpy_safe(p->entry, entry, sizeof(p->entry));
+	p->at = now;
+}
+
+static int
+affinity_get(const char *conv, int64_t now, char entry[STORE_ENTRY_LEN])
+{
+	struct pending_affinity *p = idmap_get(&pending_affinity, hash64_str(conv));
+
+	if (p != NULL && strcmp(p->conv, conv) == 0) {
+		strlcpy_safe(entry, p->entry, STORE_ENTRY_LEN);
+		return 0;
+	}
+	return store_affinity_get(sv->store, conv, now, sv->cfg.affinity_ttl / USEC_PER_SEC, entry);
+}
+
+/* Inside the flush transaction. */
+static void
+affinity_flush(void)
+{
+	struct pending_affinity *p;
+	size_t i = 0;
+
+	while ((p = idmap_next(&pending_affinity, &i)) != NULL) {
+		if (store_affinity_put(sv->store, p->conv, p->entry, p->at) != 0)
+			log_warnx("cannot store affinity: %s", store_errmsg(sv->store));
+		free(p->conv);
+		free(p);
+	}
+	idmap_free(&pending_affinity);
+	idmap_init(&pending_affinity);
+}
+
 static bool
 excluded(struct account *a, struct account *const *ex, int n)
 {
@@ -248,8 +312,7 @@ accounts_pick(const char *conv, struct account *const *exclude, int nexclude, bo
 	int64_t now = now_unix();
 
 	*moved = false;
-	if (conv != NULL && store_affinity_get(sv->store, conv, now,
-	    sv->cfg.affinity_ttl / USEC_PER_SEC, entry) == 0)
+	if (conv != NULL && affinity_get(conv, now, entry) == 0)
 		sticky = accounts_by_entry(entry);
 	if (sticky && !excluded(sticky, exclude, nexclude) && account_usable(sticky))
 		best = sticky;
@@ -267,9 +330,8 @@ accounts_pick(const char *conv, struct account *const *exclude, int nexclude, bo
 		}
 		*moved = sticky != NULL && best != NULL;
 	}
-	if (best != NULL && conv != NULL &&
-	    store_affinity_put(sv->store, conv, best->entry, now) != 0)
-		log_warnx("cannot store affinity: %s", store_errmsg(sv->store));
+	if (best != NULL && conv != NULL)
+		affinity_put(conv, best->entry, now);
 	return best;
 }
 
@@ -291,6 +353,12 @@ on_flush(evutil_socket_t fd, short what, void *arg)
 	int64_t now = now_unix();
 	bool any = false;
 
+	if (pending_affinity.count > 0) {
+		if (store_begin(sv->store) != 0)
+			return;
+		any = true;
+		affinity_flush();
+	}
 	TAILQ_FOREACH(a, &sv->accounts, link) {
 		if (a->d_requests == 0)
 			continue;
