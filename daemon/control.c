@@ -293,8 +293,7 @@ cmd_evict(struct ctl_out *o, int argc, char **argv)
 
 	if (a == NULL)
 		return;
-	n = pm_evict_account(&sv->pool, a->entry);
-	sv_evict_account(a->entry);
+	n = sv_evict_account(a->entry);
 	log_info("control: evicted %d pooled connection(s) of account %s", n, a->entry);
 	kv_str(o, "evicted", a->entry);
 	kv_u64(o, "connections", (uint64_t)n);

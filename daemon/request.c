@@ -1161,16 +1161,17 @@ request_free_all(void)
 
 /* ---- pool actions -------------------------------------------------- */
 
-void
+int
 sv_evict_account(const char *entry)
 {
 	struct msgbuf b;
+	int n = pm_evict_account(&sv->pool, entry);
 
-	pm_evict_account(&sv->pool, entry);
 	msgbuf_init(&b);
 	msg_add_str(&b, entry);
 	workers_broadcast(MSG_EVICT, &b);
 	msgbuf_free(&b);
+	return n;
 }
 
 void

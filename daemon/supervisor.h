@@ -290,7 +290,8 @@ void	control_stop(void);
 int	config_reload(char *report, size_t len);
 
 /* pool actions shared by control and requests */
-void	sv_evict_account(const char *entry);
+/* Close an account's pooled connections everywhere; returns how many. */
+int	sv_evict_account(const char *entry);
 void	sv_set_pool_enabled(bool on);
 
 #endif
