@@ -113,6 +113,7 @@ enum msg_type {
 #define REQ_F_POOLED	0x01	/* pooling allowed: pool enabled and a conversation */
 #define REQ_F_GRANT	0x02	/* a per-account cap slot is reserved: may open a new pooled connection */
 #define REQ_F_CONTINUE	0x04	/* previous_response_id: only owner_conn may serve it */
+#define REQ_F_FRESH	0x08	/* a retry: do not reuse the key's pooled connection */
 
 /* MSG_REQ_DECISION decisions */
 enum dispatch_decision {

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,11 +15,13 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "jsonutil.h"
 #include "log.h"
+#include "render.h"
 #include "supervisor.h"
 
 static struct evhttp_bound_socket *listener;
@@ -42,7 +45,7 @@ send_error(struct evhttp_request *http, int status, const char *type,
 	evbuffer_add(out, body, strlen(body));
 	evhttp_add_header(evhttp_request_get_output_headers(http),
 	    "Content-Type", "application/json");
-	evhttp_send_reply(http, status, NULL, out);
+	evhttp_send_reply(http, status, render_reason_phrase(status), out);
 	evbuffer_free(out);
 	free(body);
 }
@@ -55,7 +58,7 @@ send_json(struct evhttp_request *http, int status, const char *json)
 	evbuffer_add(out, json, strlen(json));
 	evhttp_add_header(evhttp_request_get_output_headers(http),
 	    "Content-Type", "application/json");
-	evhttp_send_reply(http, status, NULL, out);
+	evhttp_send_reply(http, status, render_reason_phrase(status), out);
 	evbuffer_free(out);
 }
 
@@ -80,6 +83,26 @@ handle_models(struct evhttp_request *http)
 	json_object_put(root);
 }
 
+/*
+ * Streamed replies are many small writes; with Nagle's algorithm on, each
+ * one after the first waits for the client's delayed ACK (40 ms on
+ * Linux).  libevent 2.1 gives no hook at accept, so the socket is set here,
+ * once per request (cheap, and idempotent on a kept-alive connection).
+ */
+static void
+set_nodelay(struct evhttp_request *http)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(http);
+	struct bufferevent *bev;
+	evutil_socket_t fd;
+	int one = 1;
+
+	if (evcon == NULL || (bev = evhttp_connection_get_bufferevent(evcon)) == NULL ||
+	    (fd = bufferevent_getfd(bev)) < 0)
+		return;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 static void
 on_request(struct evhttp_request *http, void *arg)
 {
@@ -88,6 +111,7 @@ on_request(struct evhttp_request *http, void *arg)
 	char path[256];
 	size_t n = strcspn(uri, "?");
 
+	set_nodelay(http);
 	if (n >= sizeof(path))
 		n = sizeof(path) - 1;
 	memcpy(path, uri, n);
@@ -104,7 +128,7 @@ on_request(struct evhttp_request *http, void *arg)
 			    "codexpool is shutting down");
 			return;
 		}
-		request_handle_responses(http);
+		responses_handle(http);
 		return;
 	}
 	if (strcmp(path, "/v1/models") == 0 || strcmp(path, "/models") == 0) {

@@ -26,6 +26,7 @@
 #include "cfgkeys.h"
 #include "log.h"
 #include "supervisor.h"
+#include "turn.h"
 #include "worker.h"
 
 struct supervisor *sv;
@@ -349,6 +350,8 @@ main(int argc, char **argv)
 	idmap_init(&sv->reqs);
 	usage_window_reset(&sv->recent);
 	convlog_init(&sv->convs);
+	turn_init();
+	accounts_set_listener(turn_on_account_event);
 	sv->next_rid = 1;
 
 	sv->base = event_base_new();
@@ -366,7 +369,7 @@ main(int argc, char **argv)
 		goto out;
 	if (workers_start() == -1)
 		goto out;
-	request_janitor_start();
+	turn_janitor_start();
 	log_info("codexpoold %s ready: listening on %s, %d workers, pool %s",
 	    PACKAGE_VERSION, sv->listen_addr, sv->nslots,
 	    sv->pool_enabled ? "enabled" : "disabled");
@@ -383,9 +386,9 @@ main(int argc, char **argv)
 out:
 	if (sv->base) {
 		control_stop();
-		request_janitor_stop();
+		turn_janitor_stop();
 		workers_free();
-		request_free_all();
+		turn_free_all();
 		http_free();
 		accounts_free();	/* before the DNS base: a refresh may use it */
 		upstream_free();

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "msgtypes.h"
 #include "supervisor.h"
+#include "turn.h"
 
 #define BACKOFF_MIN	(100 * USEC_PER_MSEC)
 #define BACKOFF_MAX	(10 * USEC_PER_SEC)
@@ -174,7 +175,6 @@ workers_start(void)
 		struct worker_slot *w = &sv->slots[i];
 		w->index = i;
 		w->backoff = BACKOFF_MIN;
-		TAILQ_INIT(&w->reqs);
 		w->ev_respawn = evtimer_new(sv->base, on_respawn, w);
 		if (spawn(w) == -1)
 			return -1;
@@ -194,7 +194,7 @@ slot_lost(struct worker_slot *w)
 	msgchan_free(w->chan);
 	w->chan = NULL;
 	pm_slot_gone(&sv->pool, w->index);
-	request_worker_died(w->index);
+	turn_worker_died(w->index);
 }
 
 static void
@@ -212,7 +212,7 @@ on_respawn(evutil_socket_t fd, short what, void *arg)
 	w->restarts++;
 	sv->stats.worker_restarts++;
 	/* Turns that were waiting for this slot go out on the new worker. */
-	request_worker_ready(w->index);
+	turn_worker_ready(w->index);
 }
 
 static void
@@ -263,7 +263,7 @@ handle_msg(struct worker_slot *w, const struct msg *m)
 	case MSG_STATS:
 		break;		/* answered by the supervisor's own counters */
 	default:
-		request_on_worker_msg(w->index, m);
+		turn_on_worker_msg(w->index, m);
 		break;
 	}
 }
@@ -291,6 +291,29 @@ on_chan_read(evutil_socket_t fd, short what, void *arg)
 			log_warnx("worker %d: channel %s", w->index,
 			    rc == MSGCHAN_EOF ? "closed" : "broken");
 		slot_lost(w);
+	}
+}
+
+/* A dead worker's channel: handle every message it left, to the EOF. */
+static void
+chan_drain(struct worker_slot *w)
+{
+	struct msg m;
+	int rc, handled;
+
+	while (w->chan != NULL) {
+		rc = msgchan_read(w->chan);
+		handled = 0;
+		while (w->chan != NULL && msgchan_next(w->chan, &m) == 1) {
+			handle_msg(w, &m);
+			if (m.fd >= 0)
+				close(m.fd);
+			handled++;
+		}
+		/* EOF or an error ends it; so does a read that found nothing
+		 * (EAGAIN: something else still holds the worker's end). */
+		if (rc != MSGCHAN_OK || handled == 0)
+			break;
 	}
 }
 
@@ -333,6 +356,9 @@ workers_reap(void)
 		struct worker_slot *w = &sv->slots[i];
 		describe_exit(status, cause, sizeof(cause));
 		w->pid = 0;
+		/* Its last messages (a DONE, a CONN_DOWN) may still be in the
+		 * channel: SIGCHLD can come before the read event. */
+		chan_drain(w);
 		slot_lost(w);
 		if (sv->shutting_down) {
 			log_debug("worker %d (pid %d) stopped: %s", i, (int)pid, cause);
@@ -459,12 +485,7 @@ workers_drain(int slot)
 int
 workers_slot_inflight(int slot)
 {
-	struct client_req *rq;
-	int n = 0;
-
-	TAILQ_FOREACH(rq, &sv->slots[slot].reqs, entry)
-		n++;
-	return n;
+	return sv->slots[slot].nturns;
 }
 
 void
@@ -474,7 +495,7 @@ workers_check_drained(int slot)
 	struct msgbuf b;
 
 	if (!w->draining || w->pid == 0 || w->state == SLOT_STOPPING ||
-	    !TAILQ_EMPTY(&w->reqs))
+	    w->nturns > 0)
 		return;
 	w->state = SLOT_STOPPING;
 	msgbuf_init(&b);
