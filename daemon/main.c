@@ -362,7 +362,8 @@ main(int argc, char **argv)
 		goto out;
 	if (accounts_load() == -1)
 		goto out;
-	/* Bind first, then drop root, then start workers as the user. */
+	/* The store is open and the sockets bound while root; then drop
+	 * to the user, and the workers start as the user. */
 	if (http_start() == -1 || control_start() == -1)
 		goto out;
 	if (drop_privileges(sv->cfg.user) == -1)
