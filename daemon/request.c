@@ -255,6 +255,7 @@ request_dispatch(struct client_req *rq)
 	msg_add_str(&b, rq->acct->access_token);
 	msg_add_str(&b, rq->session_id);
 	msg_add_u32(&b, rq->flags | (rq->reserved ? REQ_F_GRANT : 0));
+	msg_add_u32(&b, (uint32_t)rq->attempts + 1);	/* attempt, 1-based */
 	msg_add_u64(&b, rq->owner_conn);
 	msg_add_u32(&b, (uint32_t)rq->nfwd);
 	for (p = rq->fwd_headers, i = 0; i < rq->nfwd; i++) {
