@@ -4,17 +4,18 @@
  */
 #include "config.h"
 
-#include "msgtypes.h"
+#include "msgcodec.h"
 #include "supervisor.h"
 
 int
 sv_evict_account(const char *entry)
 {
+	struct m_evict e = { .entry = entry };
 	struct msgbuf b;
 	int n = pm_evict_account(&sv->pool, entry);
 
 	msgbuf_init(&b);
-	msg_add_str(&b, entry);
+	m_evict_encode(&b, &e);
 	workers_broadcast(MSG_EVICT, &b);
 	msgbuf_free(&b);
 	return n;
@@ -23,13 +24,14 @@ sv_evict_account(const char *entry)
 void
 sv_set_pool_enabled(bool on)
 {
+	struct m_pool_enable e = { .enabled = on };
 	struct msgbuf b;
 
 	sv->pool_enabled = on;
 	if (!on)
 		pm_close_all(&sv->pool);
 	msgbuf_init(&b);
-	msg_add_u8(&b, on);
+	m_pool_enable_encode(&b, &e);
 	workers_broadcast(MSG_POOL_ENABLE, &b);
 	msgbuf_free(&b);
 }
@@ -37,11 +39,11 @@ sv_set_pool_enabled(bool on)
 void
 pool_close_conn(const struct pm_conn *c, const char *reason)
 {
+	struct m_conn_close cc = { .conn_id = c->id, .reason = reason };
 	struct msgbuf b;
 
 	msgbuf_init(&b);
-	msg_add_u64(&b, c->id);
-	msg_add_str(&b, reason);
+	m_conn_close_encode(&b, &cc);
 	workers_send(c->slot, MSG_CONN_CLOSE, 0, &b);
 	msgbuf_free(&b);
 }

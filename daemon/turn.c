@@ -19,6 +19,7 @@
 #include "hash.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "msgcodec.h"
 #include "msgtypes.h"
 #include "render.h"
 #include "store.h"
@@ -354,26 +355,31 @@ turn_bind(struct turn *t, struct pm_conn *owner)
 static void
 send_req_start(struct turn *t)
 {
+	struct m_req_start m = {
+		.key_hash = t->key_hash,
+		.entry = t->acct->entry,
+		.account_id = t->acct->account_id,
+		.access_token = t->acct->access_token,
+		.session_id = t->upconv,
+		.flags = t->flags,
+		.attempt = (uint32_t)t->attempts,
+		.owner_conn = t->owner_conn,
+		.frame = t->frame,
+		.frame_len = t->framelen,
+	};
 	struct msgbuf b;
 	const char *p;
 	int i, rc;
 
-	msgbuf_init(&b);
-	msg_add_u64(&b, t->key_hash);
-	msg_add_str(&b, t->acct->entry);
-	msg_add_str(&b, t->acct->account_id);
-	msg_add_str(&b, t->acct->access_token);
-	msg_add_str(&b, t->upconv);
-	msg_add_u32(&b, t->flags);
-	msg_add_u64(&b, t->owner_conn);
-	msg_add_u32(&b, (uint32_t)t->nfwd);
-	for (p = t->fwd_headers, i = 0; i < t->nfwd; i++) {
-		msg_add_str(&b, p);
+	for (p = t->fwd_headers, i = 0; i < t->nfwd && i < M_MAX_HEADERS; i++) {
+		m.headers[i].name = p;
 		p += strlen(p) + 1;
-		msg_add_str(&b, p);
+		m.headers[i].value = p;
 		p += strlen(p) + 1;
 	}
-	msg_add_blob(&b, t->frame, t->framelen);
+	m.nheaders = (uint32_t)i;
+	msgbuf_init(&b);
+	m_req_start_encode(&b, &m);
 	rc = workers_send(t->slot, MSG_REQ_START, t->rid, &b);
 	explicit_bzero(b.buf, b.len);	/* it holds the access token */
 	msgbuf_free(&b);
@@ -629,30 +635,28 @@ turn_on_account_event(struct account *a, int event)
 /* ---- worker messages ------------------------------------------------- */
 
 static void
-on_decision(struct turn *t, struct msgreader *r)
+on_decision(struct turn *t, const struct msg *m)
 {
-	int decision = msg_get_u8(r);
-	int reason = msg_get_u8(r);
-	uint64_t conn = msg_get_u64(r);
+	struct m_req_decision d;
 
-	if (msg_end(r) == -1)
+	if (m_req_decision_decode(m, &d) == -1)
 		return;
-	pm_decision(&sv->pool, t->acct->entry, &t->grant, decision, conn, t->slot,
+	pm_decision(&sv->pool, t->acct->entry, &t->grant, d.decision, d.conn_id, t->slot,
 	    now_mono_usec());
-	t->decision = decision;
-	if (conn != 0 && (decision == DEC_NEW || decision == DEC_REUSE)) {
-		t->conn_id = conn;
-		pm_set_conversation(&sv->pool, conn, t->conv_hash, t->upconv);
-	} else if (decision == DEC_RETRY_STALE || decision == DEC_BYPASS) {
+	t->decision = d.decision;
+	if (d.conn_id != 0 && (d.decision == DEC_NEW || d.decision == DEC_REUSE)) {
+		t->conn_id = d.conn_id;
+		pm_set_conversation(&sv->pool, d.conn_id, t->conv_hash, t->upconv);
+	} else if (d.decision == DEC_RETRY_STALE || d.decision == DEC_BYPASS) {
 		t->conn_id = 0;
 	}
-	if (decision > 0 && decision < 8) {
-		sv->stats.decisions[decision]++;
-		sv->slots[t->slot].decisions[decision]++;
+	if (d.decision > 0 && d.decision < 8) {
+		sv->stats.decisions[d.decision]++;
+		sv->slots[t->slot].decisions[d.decision]++;
 	}
-	if (decision == DEC_BYPASS && reason >= 0 && reason < 16)
-		sv->stats.bypass[reason]++;
-	t->reason = decision == DEC_BYPASS ? reason : 0;
+	if (d.decision == DEC_BYPASS && d.reason < 16)
+		sv->stats.bypass[d.reason]++;
+	t->reason = d.decision == DEC_BYPASS ? d.reason : 0;
 }
 
 static void
@@ -669,16 +673,15 @@ on_started(struct turn *t)
 }
 
 static void
-on_event(struct turn *t, struct msgreader *r)
+on_event(struct turn *t, const struct msg *m)
 {
-	size_t len = 0;
-	const char *frame = msg_get_blob(r, &len);
+	struct m_req_event ev;
 	char type[128];
 
-	if (msg_end(r) == -1 || t->cl.gone || t->state != TURN_STREAMING)
+	if (m_req_event_decode(m, &ev) == -1 || t->cl.gone || t->state != TURN_STREAMING)
 		return;
-	render_frame_type(frame, len, type, sizeof(type));
-	t->ops->event(t, type, frame, len);
+	render_frame_type(ev.frame, ev.frame_len, type, sizeof(type));
+	t->ops->event(t, type, ev.frame, ev.frame_len);
 }
 
 /* The turn started and is over. */
@@ -696,20 +699,25 @@ turn_finish(struct turn *t, int outcome, const char *code, const char *message,
 }
 
 static void
-on_done(struct turn *t, struct msgreader *r)
+on_done(struct turn *t, const struct msg *m)
 {
-	int outcome = msg_get_u8(r);
-	const char *message = msg_get_str(r);
-	const char *resp_id = msg_get_str(r);
-	uint64_t in = msg_get_u64(r), cached = msg_get_u64(r), outt = msg_get_u64(r);
-	uint64_t conn = msg_get_u64(r);
+	struct m_req_done d;
+	const char *message, *resp_id;
+	uint64_t in, cached, outt, conn;
+	int outcome;
 
-	if (msg_end(r) == -1) {
-		outcome = DONE_STREAM_ERROR;
-		message = "malformed message from the worker";
-		resp_id = NULL;
-		conn = 0;
+	if (m_req_done_decode(m, &d) == -1) {
+		memset(&d, 0, sizeof(d));
+		d.outcome = DONE_STREAM_ERROR;
+		d.message = "malformed message from the worker";
 	}
+	outcome = d.outcome;
+	message = d.message;
+	resp_id = d.response_id;
+	in = d.input_tokens;
+	cached = d.cached_tokens;
+	outt = d.output_tokens;
+	conn = d.conn_id;
 	if (t->conn_id != 0)
 		pm_turn_end(&sv->pool, t->conn_id, conn != 0 ? resp_id : NULL,
 		    in, cached, now_mono_usec());
@@ -735,23 +743,26 @@ on_done(struct turn *t, struct msgreader *r)
 }
 
 static void
-on_error(struct turn *t, struct msgreader *r)
+on_error(struct turn *t, const struct msg *m)
 {
-	uint32_t status = msg_get_u32(r);
-	uint8_t flags = msg_get_u8(r);
-	const char *code = msg_get_str(r);
-	size_t len = 0;
-	const char *body = msg_get_blob(r, &len);
+	struct m_req_error e;
+	uint32_t status;
+	uint8_t flags;
+	const char *code, *body;
 	int64_t retry_after = -1;
+	size_t len;
 	char msg[128];
 
-	if (msg_end(r) == -1) {
-		status = 502;
-		flags = 0;
-		code = "internal_error";
-		body = NULL;
-		len = 0;
+	if (m_req_error_decode(m, &e) == -1) {
+		memset(&e, 0, sizeof(e));
+		e.http_status = 502;
+		e.code = "internal_error";
 	}
+	status = e.http_status;
+	flags = e.flags;
+	code = e.code;
+	body = e.body;
+	len = e.body_len;
 	if (t->conn_id != 0)
 		pm_turn_end(&sv->pool, t->conn_id, NULL, 0, 0, now_mono_usec());
 	t->conn_id = 0;
@@ -781,28 +792,26 @@ void
 turn_on_worker_msg(int slot, const struct msg *m)
 {
 	struct turn *t = idmap_get(&sv->reqs, m->hdr.rid);
-	struct msgreader r;
 
 	if (t == NULL || t->slot != slot ||
 	    (t->state != TURN_DISPATCHED && t->state != TURN_STREAMING))
 		return;		/* already finished, or not on that worker */
-	msgreader_init(&r, m);
 	switch (m->hdr.type) {
 	case MSG_REQ_DECISION:
-		on_decision(t, &r);
+		on_decision(t, m);
 		break;
 	case MSG_REQ_STARTED:
 		if (t->state == TURN_DISPATCHED)
 			on_started(t);
 		break;
 	case MSG_REQ_EVENT:
-		on_event(t, &r);
+		on_event(t, m);
 		break;
 	case MSG_REQ_DONE:
-		on_done(t, &r);
+		on_done(t, m);
 		break;
 	case MSG_REQ_ERROR:
-		on_error(t, &r);
+		on_error(t, m);
 		break;
 	default:
 		log_debug("worker %d: unexpected %s for rid %" PRIx64, slot,
