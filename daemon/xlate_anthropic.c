@@ -64,7 +64,9 @@
  *	completed			-> stop_reason tool_use (a tool was
  *					   called) or end_turn
  *	incomplete			-> max_tokens (refusal for a content filter)
- *	failed, error			-> event: error {"type":"error","error":..}
+ *	failed, error			-> event: error {"type":"error","error":..};
+ *					   non-stream: that body with the upstream
+ *					   status (503 overloaded -> 529)
  *	usage				-> input_tokens = input - cached,
  *					   cache_read_input_tokens = cached,
  *					   cache_creation_input_tokens = 0 (the
@@ -1157,8 +1159,9 @@ anthropic_stream_result(struct anthropic_stream *st, int *status)
 	if (!st->ended)
 		anthropic_stream_end(st, NULL, NULL, NULL);
 	if (st->end == END_ERROR) {
-		*status = st->error.status;
-		return error_json(st->error.status, st->error.message);
+		/* Anthropic clients retry an overloaded API on 529 */
+		*status = st->error.status == 503 ? 529 : st->error.status;
+		return error_json(*status, st->error.message);
 	}
 	if (st->overflow) {
 		*status = 502;

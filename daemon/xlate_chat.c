@@ -244,6 +244,8 @@ tool_call_item(struct json_object *tc, size_t msgno, size_t i,
 		    "messages[%zu].tool_calls[%zu].function.arguments must be a string", msgno, i);
 		return NULL;
 	}
+	if (*argtext == '\0')
+		argtext = "{}";	/* a call without arguments */
 	item = json_object_new_object();
 	json_object_object_add(item, "type", json_object_new_string("function_call"));
 	json_object_object_add(item, "call_id", json_object_new_string(id));
