@@ -95,12 +95,13 @@ xlate_upstream_error_from(struct xlate_upstream_error *ue, struct json_object *f
 	e = json_get_obj(frame, "error");
 	if (e == NULL)
 		e = json_get_obj(json_get_obj(frame, "response"), "error");
-	if (e == NULL)
+	if (e == NULL && (code = json_get_str(frame, "type")) != NULL &&
+	    strcmp(code, "error") == 0)
 		e = frame;	/* {"type":"error","code":..,"message":..} */
 	code = json_get_str(e, "code");
 	if (code == NULL || *code == '\0')
 		code = json_get_str(e, "type");
-	if (code == NULL || strcmp(code, "error") == 0)
+	if (code == NULL || *code == '\0' || strcmp(code, "error") == 0)
 		code = "upstream_error";
 	msg = json_get_str(e, "message");
 	strlcpy_safe(ue->code, code, sizeof(ue->code));
@@ -139,6 +140,31 @@ xlate_buf_free(struct xlate_buf *b)
 {
 	free(b->data);
 	memset(b, 0, sizeof(*b));
+}
+
+size_t
+xlate_drop_reasoning(struct json_object *body)
+{
+	struct json_object *input = json_get_array(body, "input"), *kept;
+	size_t i, n, dropped = 0;
+
+	if (input == NULL)
+		return 0;
+	kept = json_object_new_array();
+	n = json_object_array_length(input);
+	for (i = 0; i < n; i++) {
+		struct json_object *item = json_object_array_get_idx(input, i);
+		const char *type = json_get_str(item, "type");
+		if (type != NULL && strcmp(type, "reasoning") == 0)
+			dropped++;
+		else
+			json_object_array_add(kept, json_object_get(item));
+	}
+	if (dropped > 0)
+		json_object_object_add(body, "input", kept);
+	else
+		json_object_put(kept);
+	return dropped;
 }
 
 int

@@ -880,7 +880,11 @@ open_block(struct anthropic_stream *st, enum block_kind kind, const char *item_i
 	st->buf.limit = SIZE_MAX / 2;
 	st->next_index++;
 	if (st->aggregate) {
-		st->cur = cb;
+		/* a block costs memory even when empty */
+		if (keep(st, 64))
+			st->cur = cb;
+		else
+			json_object_put(cb);
 		return 0;
 	}
 	ev = event("content_block_start");

@@ -607,7 +607,9 @@ struct chat_stream {
 	char		*model;
 	int64_t		 created;
 	bool		 include_usage;
-	size_t		 limit;
+	size_t		 limit;		/* bytes the non-stream result may keep */
+	size_t		 total;		/* bytes it keeps */
+	bool		 overflow;	/* it would keep more */
 
 	bool		 role_sent;
 	bool		 text_open;	/* the current message item streamed text */
@@ -638,8 +640,7 @@ chat_stream_new(const struct xlate_stream_opts *opts)
 	st->created = opts->created;
 	st->include_usage = opts->include_usage;
 	st->limit = opts->max_aggregate ? opts->max_aggregate : XLATE_DEFAULT_AGGREGATE;
-	st->text.limit = st->limit;
-	st->reasoning.limit = st->limit;
+	st->text.limit = st->reasoning.limit = SIZE_MAX / 2;	/* bounded by keep() */
 	return st;
 }
 
@@ -686,6 +687,18 @@ chunk(struct chat_stream *st, struct json_object *delta, const char *finish)
 	return c;
 }
 
+/* Keep n more bytes for the non-stream result, or mark the overflow. */
+static bool
+keep(struct chat_stream *st, size_t n)
+{
+	if (st->overflow || st->total + n > st->limit) {
+		st->overflow = true;
+		return false;
+	}
+	st->total += n;
+	return true;
+}
+
 static int
 emit_role(struct chat_stream *st, xlate_emit_fn emit, void *arg)
 {
@@ -711,7 +724,8 @@ emit_text(struct chat_stream *st, const char *key, const char *text,
 		return 0;
 	if (emit == NULL) {
 		struct xlate_buf *b = strcmp(key, "content") == 0 ? &st->text : &st->reasoning;
-		xlate_buf_add(b, text, strlen(text));
+		if (keep(st, strlen(text)))
+			xlate_buf_add(b, text, strlen(text));
 		return 0;
 	}
 	if (emit_role(st, emit, arg) != 0)
@@ -745,7 +759,7 @@ emit_tool(struct chat_stream *st, struct chat_tool *t, bool start, const char *a
 	struct json_object *d, *tcs, *tc, *fn;
 
 	if (emit == NULL) {
-		if (args != NULL)
+		if (args != NULL && keep(st, strlen(args)))
 			xlate_buf_add(&t->args, args, strlen(args));
 		return 0;
 	}
@@ -776,8 +790,16 @@ tool_start(struct chat_stream *st, struct json_object *ev, struct json_object *i
 	const char *call_id = json_get_str(item, "call_id"), *name = json_get_str(item, "name");
 
 	*rc = 0;
-	if (st->ntools >= XLATE_MAX_TOOL_CALLS)
+	if (st->ntools >= XLATE_MAX_TOOL_CALLS) {
+		st->end = END_ERROR;
+		st->error.status = 502;
+		strlcpy_safe(st->error.code, "too_many_tool_calls", sizeof(st->error.code));
+		snprintf(st->error.message, sizeof(st->error.message),
+		    "the response has more than %d tool calls", XLATE_MAX_TOOL_CALLS);
 		return NULL;
+	}
+	if (emit == NULL)
+		keep(st, 64 + (call_id ? strlen(call_id) : 0) + (name ? strlen(name) : 0));
 	st->tools = xrealloc(st->tools, (st->ntools + 1) * sizeof(*st->tools));
 	t = &st->tools[st->ntools++];
 	memset(t, 0, sizeof(*t));
@@ -785,7 +807,7 @@ tool_start(struct chat_stream *st, struct json_object *ev, struct json_object *i
 	t->output_index = json_get_int(ev, "output_index", -1);
 	t->call_id = xstrdup(call_id != NULL ? call_id : t->item_id != NULL ? t->item_id : "");
 	t->name = xstrdup(name != NULL ? name : "");
-	t->args.limit = st->limit;
+	t->args.limit = SIZE_MAX / 2;
 	*rc = emit_tool(st, t, true, NULL, emit, arg);
 	return t;
 }
@@ -1048,7 +1070,6 @@ struct json_object *
 chat_stream_result(struct chat_stream *st, int *status)
 {
 	struct json_object *o, *msg, *choices, *ch, *tcs;
-	bool overflow = st->text.overflow || st->reasoning.overflow;
 	size_t i;
 
 	if (!st->ended)
@@ -1057,9 +1078,7 @@ chat_stream_result(struct chat_stream *st, int *status)
 		*status = st->error.status;
 		return error_json(st->error.status, st->error.code, NULL, st->error.message);
 	}
-	for (i = 0; i < st->ntools; i++)
-		overflow |= st->tools[i].args.overflow;
-	if (overflow) {
+	if (st->overflow) {
 		*status = 502;
 		return error_json(502, "response_too_large", NULL,
 		    "the response is larger than the non-stream limit; use stream:true");

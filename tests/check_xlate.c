@@ -38,6 +38,8 @@
 
 static char fixdir[1024];
 
+static struct json_object *parse(const char *s);
+
 static const char *
 fixture_dir(void)
 {
@@ -445,6 +447,131 @@ START_TEST(test_xlate__aggregate_limit)
 }
 END_TEST
 
+/* Events of odd shapes: no crash, no leak, a result at the end. */
+START_TEST(test_xlate__odd_events)
+{
+	static const char *const events[] = {
+		"{\"type\":\"response.output_text.delta\",\"delta\":5}",
+		"{\"type\":\"response.output_text.delta\"}",
+		"{\"type\":\"response.output_item.added\",\"item\":\"x\"}",
+		"{\"type\":\"response.output_item.added\",\"item\":{\"type\":\"function_call\"}}",
+		"{\"type\":\"response.function_call_arguments.delta\",\"item_id\":7,\"delta\":\"x\"}",
+		"{\"type\":\"response.function_call_arguments.done\",\"arguments\":null}",
+		"{\"type\":\"response.output_item.done\",\"item\":{\"type\":\"function_call\",\"arguments\":3}}",
+		"{\"type\":\"response.output_item.done\",\"item\":{\"type\":\"message\",\"content\":\"no\"}}",
+		"{\"type\":\"response.output_item.done\",\"item\":{\"type\":\"message\",\"content\":[1,{\"type\":\"output_text\"}]}}",
+		"{\"type\":\"response.output_item.done\",\"item\":{\"type\":\"reasoning\",\"summary\":{\"a\":1},\"encrypted_content\":5}}",
+		"{\"type\":\"response.output_item.done\"}",
+		"{\"type\":\"response.reasoning_summary_text.delta\",\"delta\":\"r\",\"summary_index\":\"x\"}",
+		"[1,2]",
+		"\"text\"",
+		"{\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":\"many\",\"input_tokens_details\":5}}}",
+	};
+	struct xlate_stream_opts opts = { .client_model = "m", .id_seed = "x" };
+	int mode, status;
+	size_t i;
+
+	for (mode = 0; mode < 4; mode++) {
+		const struct stream_ops *ops = mode & 1 ? &anthropic_ops : &chat_ops;
+		struct collect c = { json_object_new_array(), ops->anthropic, -1, 0 };
+		bool stream = mode & 2;
+		void *st = ops->new(&opts);
+		struct json_object *r;
+
+		for (i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+			char t[64] = "";
+			struct json_object *o = parse(events[i]);
+			if (json_get_str(o, "type") != NULL)
+				snprintf(t, sizeof(t), "%s", json_get_str(o, "type"));
+			json_object_put(o);
+			ops->event(st, t, events[i], strlen(events[i]), stream ? collect : NULL, &c);
+		}
+		ck_assert_int_eq(ops->end(st, NULL, stream ? collect : NULL, &c), 0);
+		r = ops->result(st, &status);
+		ck_assert_int_eq(status, 200);
+		ck_assert_ptr_nonnull(r);
+		json_object_put(r);
+		ops->free(st);
+		json_object_put(c.out);
+	}
+}
+END_TEST
+
+/* Error frames without the usual fields still give a sane error. */
+START_TEST(test_xlate__odd_errors)
+{
+	static const struct { const char *frame; int status; const char *code; } t[] = {
+		{ "{\"type\":\"error\"}", 502, "upstream_error" },
+		{ "{\"type\":\"error\",\"error\":\"str\",\"status\":\"x\"}", 502, "upstream_error" },
+		{ "{\"type\":\"error\",\"code\":\"context_length_exceeded\",\"message\":\"too long\"}", 400, "context_length_exceeded" },
+		{ "{\"type\":\"error\",\"status\":200,\"error\":{\"code\":\"rate_limit_exceeded\"}}", 429, "rate_limit_exceeded" },
+		{ "{\"type\":\"response.failed\",\"response\":{}}", 502, "upstream_error" },
+		{ "{\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"invalid_prompt\",\"message\":\"no\"}}}", 502, "invalid_prompt" },
+		{ "{\"type\":\"error\",\"error\":{\"code\":\"token_expired\"}}", 401, "token_expired" },
+		{ "{\"type\":\"error\",\"error\":{\"type\":\"account_banned\"}}", 403, "account_banned" },
+		{ "{\"type\":\"error\",\"error\":{\"code\":\"quota_exhausted\"}}", 402, "quota_exhausted" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct xlate_upstream_error ue;
+		struct json_object *o = parse(t[i].frame);
+
+		xlate_upstream_error_from(&ue, o);
+		ck_assert_msg(ue.status == t[i].status, "case %zu: status %d", i, ue.status);
+		ck_assert_str_eq(ue.code, t[i].code);
+		ck_assert(ue.message[0] != '\0');
+		json_object_put(o);
+	}
+}
+END_TEST
+
+/* More tool calls than XLATE_MAX_TOOL_CALLS end the turn with an error. */
+START_TEST(test_chat__tool_call_limit)
+{
+	struct xlate_stream_opts opts = { .client_model = "m", .id_seed = "x" };
+	struct chat_stream *st = chat_stream_new(&opts);
+	struct json_object *r;
+	char frame[256];
+	int i, status;
+
+	for (i = 0; i <= XLATE_MAX_TOOL_CALLS; i++) {
+		int n = snprintf(frame, sizeof(frame), "{\"type\":\"response.output_item.added\","
+		    "\"item\":{\"type\":\"function_call\",\"id\":\"fc_%d\",\"call_id\":\"c%d\","
+		    "\"name\":\"f\"}}", i, i);
+		ck_assert_int_eq(chat_stream_event(st, "response.output_item.added", frame,
+		    (size_t)n, NULL, NULL), 0);
+	}
+	r = chat_stream_result(st, &status);
+	ck_assert_int_eq(status, 502);
+	ck_assert_str_eq(json_get_str(json_get_obj(r, "error"), "code"), "too_many_tool_calls");
+	json_object_put(r);
+	chat_stream_free(st);
+}
+END_TEST
+
+/* Reasoning items can be dropped from a translated body (account moves). */
+START_TEST(test_anthropic__drop_reasoning)
+{
+	struct json_object *fx = load(path_of("anthropic-req-thinking.json")), *body, *input;
+	struct xlate_error err;
+	size_t i, before;
+
+	body = anthropic_request_to_responses(json_get_obj(fx, "request"), &err);
+	ck_assert_ptr_nonnull(body);
+	before = json_object_array_length(json_get_array(body, "input"));
+	ck_assert_uint_eq(xlate_drop_reasoning(body), 2);
+	input = json_get_array(body, "input");
+	ck_assert_uint_eq(json_object_array_length(input), before - 2);
+	for (i = 0; i < json_object_array_length(input); i++)
+		ck_assert_str_ne(json_get_str(json_object_array_get_idx(input, i), "type"),
+		    "reasoning");
+	ck_assert_uint_eq(xlate_drop_reasoning(body), 0);
+	json_object_put(body);
+	json_object_put(fx);
+}
+END_TEST
+
 START_TEST(test_anthropic__ping)
 {
 	struct collect c = { json_object_new_array(), true, -1, 0 };
@@ -710,6 +837,7 @@ xlate_suite(void)
 	tcase_add_test(tc, test_chat__include_usage);
 	tcase_add_test(tc, test_chat__ignored_fields_listed);
 	tcase_add_test(tc, test_chat__error_bodies);
+	tcase_add_test(tc, test_chat__tool_call_limit);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("anthropic");
@@ -721,12 +849,15 @@ xlate_suite(void)
 	tcase_add_test(tc, test_anthropic__session_of);
 	tcase_add_test(tc, test_anthropic__thinking_budgets);
 	tcase_add_test(tc, test_anthropic__count_tokens);
+	tcase_add_test(tc, test_anthropic__drop_reasoning);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("common");
 	tcase_add_test(tc, test_xlate__emit_failure_stops);
 	tcase_add_test(tc, test_xlate__bad_frame);
 	tcase_add_test(tc, test_xlate__aggregate_limit);
+	tcase_add_test(tc, test_xlate__odd_events);
+	tcase_add_test(tc, test_xlate__odd_errors);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("modelmap");
