@@ -29,6 +29,7 @@
  *					   stream_options.include_usage: see
  *					   chat_include_usage()
  *	n				-> must be 1 (400 otherwise)
+ *	functions, function_call	-> 400: the legacy form; use tools
  *	chat_ignored_fields[]		accepted and dropped: the Codex backend
  *					   ignores sampling and length limits
  *	other fields			ignored
@@ -551,6 +552,13 @@ chat_request_to_responses(struct json_object *chat, struct xlate_error *err)
 	if (json_object_object_get_ex(chat, "stream", &v) && !json_object_is_type(v, json_type_null) &&
 	    !json_object_is_type(v, json_type_boolean)) {
 		xlate_error_set(err, 400, "stream", "stream must be a boolean");
+		return NULL;
+	}
+	if ((json_object_object_get_ex(chat, "functions", &v) ||
+	    json_object_object_get_ex(chat, "function_call", &v)) &&
+	    !json_object_is_type(v, json_type_null)) {
+		xlate_error_set(err, 400, "functions",
+		    "the legacy functions and function_call fields are not supported; use tools");
 		return NULL;
 	}
 	if (json_object_object_get_ex(chat, "stream_options", &v) &&
