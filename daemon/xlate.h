@@ -9,13 +9,21 @@
  * tested alone (tests/check_xlate.c).  The caller owns the HTTP side:
  *
  *   1. body = chat_request_to_responses(client_json, &err): a new Responses
- *      request ("model" still the client's: map it with modelmap.h), or
- *      NULL with err (send err.status and chat_xlate_error_body(&err)).
- *   2. st = chat_stream_new(&opts); for every upstream event of the turn,
+ *      request, or NULL with err (send err.status and
+ *      chat_xlate_error_body(&err)).  Its "model" is still the client's:
+ *      set it to modelmap_resolve(map, cfg.models, model) and keep the
+ *      client's name for the answer.  "stream" says which answer to give;
+ *      "instructions", "input" and "prompt_cache_key" feed identity as for
+ *      /v1/responses.
+ *   2. st = chat_stream_new(&opts); for every upstream event of the turn
+ *      (codex.rate_limits and other unknown types are ignored),
  *      chat_stream_event(st, type, frame, len, emit, arg); then
  *      chat_stream_end(st, abort_reason, emit, arg).  For stream:true, emit
  *      writes each client SSE event; for stream:false pass emit = NULL and
  *      take chat_stream_result(st, &status) at the end.
+ *      An upstream error that comes before the client got any byte can
+ *      still become a plain HTTP error: chat_stream_end(st, NULL, NULL,
+ *      NULL), then chat_stream_result() gives the status and error body.
  *   3. chat_stream_free(st).
  *
  * The Anthropic side has the same shape (anthropic_*).

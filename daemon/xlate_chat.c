@@ -748,7 +748,8 @@ find_tool(struct chat_stream *st, const char *item_id, int64_t output_index)
 {
 	size_t i;
 
-	for (i = 0; i < st->ntools; i++) {
+	/* newest first: deltas nearly always belong to the last call */
+	for (i = st->ntools; i-- > 0;) {
 		struct chat_tool *t = &st->tools[i];
 		if (item_id != NULL && t->item_id != NULL) {
 			if (strcmp(item_id, t->item_id) == 0)
