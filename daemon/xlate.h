@@ -21,9 +21,10 @@
  *      chat_stream_end(st, abort_reason, emit, arg).  For stream:true, emit
  *      writes each client SSE event; for stream:false pass emit = NULL and
  *      take chat_stream_result(st, &status) at the end.
- *      An upstream error that comes before the client got any byte can
- *      still become a plain HTTP error: chat_stream_end(st, NULL, NULL,
- *      NULL), then chat_stream_result() gives the status and error body.
+ *      Nothing is emitted before the first content, so an upstream error
+ *      that comes first (chat_stream_started() is false) can still become
+ *      a plain HTTP error: chat_stream_end(st, NULL, NULL, NULL), then
+ *      chat_stream_result() gives the status and the error body.
  *   3. chat_stream_free(st).
  *
  * The Anthropic side has the same shape (anthropic_*).
@@ -94,6 +95,8 @@ int	chat_stream_end(struct chat_stream *st, const char *abort_reason,
 	    xlate_emit_fn emit, void *arg);
 /* After chat_stream_end: the chat.completion (status 200) or an error body. */
 struct json_object *chat_stream_result(struct chat_stream *st, int *status);
+/* Did the client get any event yet?  (Output starts at the first content.) */
+bool	chat_stream_started(const struct chat_stream *st);
 void	chat_stream_free(struct chat_stream *st);
 
 /* {"error":{"message","type","param","code"}}; type follows the status. */
@@ -122,6 +125,7 @@ int	anthropic_stream_event(struct anthropic_stream *st, const char *type,
 int	anthropic_stream_end(struct anthropic_stream *st, const char *abort_reason,
 	    xlate_emit_fn emit, void *arg);
 struct json_object *anthropic_stream_result(struct anthropic_stream *st, int *status);
+bool	anthropic_stream_started(const struct anthropic_stream *st);
 void	anthropic_stream_free(struct anthropic_stream *st);
 /* The keepalive event: "event: ping", data {"type":"ping"}. */
 int	anthropic_ping(xlate_emit_fn emit, void *arg);

@@ -52,8 +52,10 @@
  *	anthropic_ignored_fields[]	accepted and dropped
  *
  * Answer (Responses events -> Messages events / message object):
- *	first event			-> message_start (usage zero: the backend
- *					   reports usage only at the end)
+ *	first content or the end	-> message_start (usage zero: the backend
+ *					   reports usage only at the end); nothing
+ *					   goes out before, so an early upstream
+ *					   error can still be a plain HTTP error
  *	output_text.delta		-> text block, text_delta
  *	function_call item		-> tool_use block {id: call_id, name,
  *					   input:{}}, input_json_delta
@@ -1067,9 +1069,7 @@ anthropic_stream_event(struct anthropic_stream *st, const char *type, const char
 	st->aggregate = emit == NULL;
 	id = json_get_str(ev, "item_id");
 	s = json_get_str(ev, "delta");
-	if (is(type, "response.created")) {
-		rc = start_message(st, emit, arg);
-	} else if (is(type, "response.output_text.delta")) {
+	if (is(type, "response.output_text.delta")) {
 		if (s != NULL && *s != '\0') {
 			if (!open_is(st, BLK_TEXT, id))
 				rc = open_block(st, BLK_TEXT, id, text_block(), emit, arg);
@@ -1183,6 +1183,12 @@ anthropic_stream_result(struct anthropic_stream *st, int *status)
 	json_object_object_add(o, "stop_sequence", NULL);
 	json_object_object_add(o, "usage", usage_json(&st->usage));
 	return o;
+}
+
+bool
+anthropic_stream_started(const struct anthropic_stream *st)
+{
+	return st->started;
 }
 
 int

@@ -970,6 +970,12 @@ chat_stream_event(struct chat_stream *st, const char *type, const char *frame,
 	return rc;
 }
 
+bool
+chat_stream_started(const struct chat_stream *st)
+{
+	return st->role_sent;
+}
+
 static struct json_object *
 usage_json(const struct xlate_usage *u)
 {

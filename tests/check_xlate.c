@@ -572,6 +572,47 @@ START_TEST(test_anthropic__drop_reasoning)
 }
 END_TEST
 
+/* Nothing reaches the client before the first content: an early upstream
+ * error can still become a plain HTTP error. */
+static void
+started_after(const char *file, bool want)
+{
+	struct json_object *fx = load(path_of(file));
+	struct json_object *events = json_get_array(fx, "events");
+	struct xlate_stream_opts opts = { .client_model = "m", .id_seed = "x" };
+	struct collect cc = { json_object_new_array(), false, -1, 0 };
+	struct collect ca = { json_object_new_array(), true, -1, 0 };
+	struct chat_stream *cs = chat_stream_new(&opts);
+	struct anthropic_stream *as = anthropic_stream_new(&opts);
+	size_t i;
+
+	for (i = 0; i < json_object_array_length(events); i++) {
+		struct json_object *ev = json_object_array_get_idx(events, i);
+		size_t len;
+		const char *text = json_plain(ev, &len), *type = json_get_str(ev, "type");
+		ck_assert_int_eq(chat_stream_event(cs, type, text, len, collect, &cc), 0);
+		ck_assert_int_eq(anthropic_stream_event(as, type, text, len, collect, &ca), 0);
+	}
+	ck_assert_msg(chat_stream_started(cs) == want, "%s: chat started", file);
+	ck_assert_msg(anthropic_stream_started(as) == want, "%s: anthropic started", file);
+	ck_assert_int_eq(json_object_array_length(cc.out) > 0, want);
+	ck_assert_int_eq(json_object_array_length(ca.out) > 0, want);
+	chat_stream_free(cs);
+	anthropic_stream_free(as);
+	json_object_put(cc.out);
+	json_object_put(ca.out);
+	json_object_put(fx);
+}
+
+START_TEST(test_xlate__nothing_before_content)
+{
+	started_after("chat-ev-error-overloaded.json", false);
+	started_after("chat-ev-error-usage-limit.json", false);
+	started_after("chat-ev-text.json", true);
+	started_after("chat-ev-tool-no-deltas.json", true);
+}
+END_TEST
+
 START_TEST(test_anthropic__ping)
 {
 	struct collect c = { json_object_new_array(), true, -1, 0 };
@@ -857,6 +898,7 @@ xlate_suite(void)
 	tcase_add_test(tc, test_xlate__bad_frame);
 	tcase_add_test(tc, test_xlate__aggregate_limit);
 	tcase_add_test(tc, test_xlate__odd_events);
+	tcase_add_test(tc, test_xlate__nothing_before_content);
 	tcase_add_test(tc, test_xlate__odd_errors);
 	suite_add_tcase(s, tc);
 
