@@ -92,5 +92,9 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "how long an account rests after a usage limit that names no reset time", NULL },
 	{ "models", CFG_STRING, OFF(models), "gpt-5.4,gpt-5.4-mini,gpt-5.3-codex,gpt-5.2", R, 0, 0,
 	  "comma-separated model ids listed by GET /v1/models", NULL },
+	{ "model_map", CFG_STRING, OFF(model_map),
+	  "claude-*opus*=gpt-5.4,*sonnet*=gpt-5.4,*haiku*=gpt-5.4-mini,*=gpt-5.4", R, 0, 0,
+	  "Codex model for a client model on the chat and messages routes: "
+	  "comma-separated glob=model, first match wins; a model listed in models is kept", NULL },
 	{ NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL },
 };

@@ -41,6 +41,7 @@ struct codexpool_config {
 	int64_t		 affinity_ttl;
 	int64_t		 rate_limit_lock;
 	char		*models;
+	char		*model_map;
 };
 
 extern const struct cfg_key codexpool_cfg_keys[];
