@@ -103,9 +103,23 @@ set_nodelay(struct evhttp_request *http)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* The API routes: POST only, each a front-end of the turn lifecycle. */
+static const struct api_route {
+	const char	*path;
+	const char	*alias;		/* for clients given a base URL without /v1 */
+	void		(*handle)(struct evhttp_request *);
+} api_routes[] = {
+	{ "/v1/responses", "/responses", responses_handle },
+	{ "/v1/chat/completions", "/chat/completions", chat_handle },
+	{ "/v1/messages", "/messages", messages_handle },
+	{ "/v1/messages/count_tokens", "/messages/count_tokens", messages_count_tokens },
+	{ NULL, NULL, NULL },
+};
+
 static void
 on_request(struct evhttp_request *http, void *arg)
 {
+	const struct api_route *r;
 	const char *uri = evhttp_request_get_uri(http);
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(http);
 	char path[256];
@@ -117,7 +131,9 @@ on_request(struct evhttp_request *http, void *arg)
 	memcpy(path, uri, n);
 	path[n] = '\0';
 
-	if (strcmp(path, "/v1/responses") == 0 || strcmp(path, "/responses") == 0) {
+	for (r = api_routes; r->path != NULL; r++) {
+		if (strcmp(path, r->path) != 0 && (r->alias == NULL || strcmp(path, r->alias) != 0))
+			continue;
 		if (cmd != EVHTTP_REQ_POST) {
 			send_error(http, 405, "invalid_request_error", "method_not_allowed",
 			    "%s accepts POST only", path);
@@ -128,7 +144,7 @@ on_request(struct evhttp_request *http, void *arg)
 			    "codexpool is shutting down");
 			return;
 		}
-		responses_handle(http);
+		r->handle(http);
 		return;
 	}
 	if (strcmp(path, "/v1/models") == 0 || strcmp(path, "/models") == 0) {

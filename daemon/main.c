@@ -315,6 +315,13 @@ main(int argc, char **argv)
 		fprintf(stderr, "codexpoold: log_level must be error, warn, info or debug\n");
 		goto out;
 	}
+	{
+		char merr[256];
+		if (model_map_check(sv->cfg.model_map, merr, sizeof(merr)) == -1) {
+			fprintf(stderr, "codexpoold: model_map: %s\n", merr);
+			goto out;
+		}
+	}
 	if (check_only) {
 		printf("configuration ok\n");
 		rc = 0;
@@ -403,6 +410,7 @@ out:
 	pm_free(&sv->pool);
 	idmap_free(&sv->reqs);
 	convlog_free(&sv->convs);
+	model_map_free();
 	if (wrote_pidfile)
 		unlink(sv->cfg.pidfile);
 	cfgset_free(&sv->cfgset);

@@ -176,6 +176,13 @@ void	workers_check_drained(int slot);
 
 /* front_responses.c: POST /v1/responses */
 void	responses_handle(struct evhttp_request *http);
+/* front_xlate.c: POST /v1/chat/completions, /v1/messages(/count_tokens) */
+void	chat_handle(struct evhttp_request *http);
+void	messages_handle(struct evhttp_request *http);
+void	messages_count_tokens(struct evhttp_request *http);
+/* model_map: 0, or -1 with why */
+int	model_map_check(const char *spec, char *err, size_t errlen);
+void	model_map_free(void);
 
 /* http.c: an error reply of our own, in the OpenAI shape */
 void	send_error(struct evhttp_request *http, int status, const char *type,

@@ -26,6 +26,7 @@
 #include "supervisor.h"
 #include "turn.h"
 #include "upframe.h"
+#include "xlate.h"
 
 #define SSE_KEEPALIVE	(15 * USEC_PER_SEC)	/* comment line after this much silence */
 
@@ -346,6 +347,11 @@ turn_bind(struct turn *t, struct pm_conn *owner)
 		olog(LOG_LVL_INFO, pfx(t, p, sizeof(p)),
 		    "account at ws_pool_max_per_account=%d: closing its least recently "
 		    "used idle connection %016" PRIx64, sv->pool.cap, evict->id);
+	}
+	/* Encrypted reasoning can only be read by the account that wrote it. */
+	if (t->moved && t->body != NULL && !t->reasoning_dropped) {
+		xlate_drop_reasoning(t->body);
+		t->reasoning_dropped = true;
 	}
 	free(t->frame);
 	t->frame = upframe_build(t->body, t->upconv[0] ? t->upconv : NULL,

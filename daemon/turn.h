@@ -122,6 +122,7 @@ struct turn {
 	struct account		*tried[TURN_MAX_ATTEMPTS + 5];
 	int			 ntried;
 	bool			 moved;		/* not on its affinity account */
+	bool			 reasoning_dropped;
 	bool			 refreshed;	/* retried once after a token refresh */
 	uint64_t		 owner_conn;	/* continuation: the connection that owns it */
 	int			 slot;		/* -1: unbound */
