@@ -35,6 +35,9 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "Codex CLI auth.json imported into the account store at start unless its account is already there", NULL },
 	{ "ws_pool_enabled", CFG_BOOL, OFF(ws_pool_enabled), "yes", R, 0, 0,
 	  "keep one persistent upstream WebSocket per conversation", NULL },
+	{ "implicit_resume", CFG_BOOL, OFF(implicit_resume), "yes", R, 0, 0,
+	  "a stateless client's turn that extends what its pooled connection last sent "
+	  "and received goes upstream as only the new items with previous_response_id", NULL },
 	{ "ws_pool_max_age", CFG_DURATION, OFF(ws_pool_max_age), "55m", R,
 	  1 * US_S, 59 * US_M,
 	  "close a pooled connection after this age (the upstream ends them at 60m)", NULL },

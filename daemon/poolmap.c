@@ -187,6 +187,15 @@ pm_slot_of(const struct poolmap *pm, uint64_t key_hash)
 }
 
 void
+pm_set_chain(struct poolmap *pm, uint64_t conn_id, const struct resume_chain *chain)
+{
+	struct pm_conn *c = pm_find(pm, conn_id);
+
+	if (c != NULL)
+		c->chain = *chain;
+}
+
+void
 pm_set_conversation(struct poolmap *pm, uint64_t conn_id, uint64_t conv_hash,
     const char *upconv)
 {

@@ -19,6 +19,7 @@
 #include <sys/queue.h>
 
 #include "idmap.h"
+#include "resume.h"
 #include "util.h"
 
 #define PM_ENTRY_MAX	64
@@ -51,6 +52,7 @@ struct pm_conn {
 	int		 last_decision;	/* DEC_* of its latest turn */
 	uint64_t	 conv_hash;	/* the conversation it serves */
 	char		 upconv[40];	/* its prompt_cache_key upstream, "" none */
+	struct resume_chain chain;	/* what it has sent and received, for implicit resume */
 	TAILQ_ENTRY(pm_conn) lru;
 };
 
@@ -105,6 +107,8 @@ void	pm_decision(struct poolmap *pm, const char *entry, struct pm_grant *g,
 	    int decision, uint64_t conn_id, int slot, usec_t now);
 /* The worker a key's live connection is on, or -1. */
 int	pm_slot_of(const struct poolmap *pm, uint64_t key_hash);
+/* The conversation a connection holds after a completed turn. */
+void	pm_set_chain(struct poolmap *pm, uint64_t conn_id, const struct resume_chain *chain);
 /* What a connection serves, for continuations that name no conversation. */
 void	pm_set_conversation(struct poolmap *pm, uint64_t conn_id, uint64_t conv_hash,
 	    const char *upconv);

@@ -105,6 +105,9 @@ struct sv_stats {
 	uint64_t	retried_on_respawn;
 	uint64_t	retries;		/* retryable failures sent again */
 	uint64_t	account_moves;		/* turns moved to another account */
+	uint64_t	resumed;		/* turns sent as an implicit resume */
+	uint64_t	resume_fallbacks;	/* resumes refused, sent again in full */
+	uint64_t	upstream_bytes;		/* response.create bytes sent */
 };
 
 struct upstream_target {

@@ -216,6 +216,7 @@ turn_free(struct turn *t)
 	free(t->fwd_headers);
 	free(t->conv);
 	free(t->prev_id);
+	free(t->resume_prev);
 	free(t->last_code);
 	free(t->last_message);
 	free(t->last_body);
@@ -294,6 +295,30 @@ slot_round_robin(void)
 }
 
 /*
+ * Implicit resume: the idle connection this turn claimed holds a
+ * conversation that the client's full history extends: send only the new
+ * items, continuing its last response, on that connection alone.
+ */
+static void
+resume_consider(struct turn *t)
+{
+	struct json_object *input;
+	struct pm_conn *c;
+	int skip;
+
+	if (!sv->cfg.implicit_resume || t->resume_off || t->fresh || t->prev_id != NULL ||
+	    t->grant.claimed == 0 || (c = pm_find(&sv->pool, t->grant.claimed)) == NULL ||
+	    c->last_response == NULL ||
+	    !json_object_object_get_ex(t->body, "input", &input) ||
+	    (skip = resume_prefix(&c->chain, input)) <= 0)
+		return;
+	t->resume_skip = skip;
+	t->resume_prev = xstrdup(c->last_response);
+	t->flags |= REQ_F_CONTINUE;
+	t->owner_conn = c->id;
+}
+
+/*
  * Bind the turn to its account's pool key, worker slot and grant, and
  * build the upstream frame with the account's ids.  A continuation goes
  * to the connection that owns its previous response, and keeps that
@@ -307,6 +332,9 @@ turn_bind(struct turn *t, struct pm_conn *owner)
 
 	memset(&t->grant, 0, sizeof(t->grant));
 	t->upconv[0] = '\0';
+	free(t->resume_prev);
+	t->resume_prev = NULL;
+	t->resume_skip = 0;
 	if (owner != NULL) {
 		t->slot = owner->slot;
 		t->key_hash = owner->key_hash;
@@ -329,6 +357,7 @@ turn_bind(struct turn *t, struct pm_conn *owner)
 			pm_acquire(&sv->pool, t->acct->entry, t->key_hash, t->fresh,
 			    now_mono_usec(), &t->grant, &evict);
 		upstream_conversation_id(t->acct->entry, t->conv, t->upconv);
+		resume_consider(t);
 	} else {
 		t->key_hash = 0;
 		t->flags = 0;
@@ -355,7 +384,7 @@ turn_bind(struct turn *t, struct pm_conn *owner)
 	}
 	free(t->frame);
 	t->frame = upframe_build(t->body, t->upconv[0] ? t->upconv : NULL,
-	    t->acct->installation_id, &t->framelen);
+	    t->acct->installation_id, t->resume_skip, t->resume_prev, &t->framelen);
 }
 
 static void
@@ -407,6 +436,9 @@ dispatch(struct turn *t)
 	t->attempts++;
 	w->requests++;
 	t->conn_id = 0;
+	sv->stats.upstream_bytes += t->framelen;
+	if (t->resume_prev != NULL)
+		sv->stats.resumed++;
 	turn_set_state(t, TURN_DISPATCHED);
 	send_req_start(t);
 }
@@ -538,6 +570,12 @@ turn_start(struct turn *t)
 	acct->inflight++;
 	t->acct = acct;
 	t->moved = moved;
+	/* the conversation this turn leaves on its connection */
+	if (owner != NULL)
+		t->chain = owner->chain;
+	else
+		resume_chain_init(&t->chain);
+	resume_chain_add_input(&t->chain, json_object_object_get(t->body, "input"));
 	turn_bind(t, owner);
 	dispatch(t);
 }
@@ -678,6 +716,20 @@ on_started(struct turn *t)
 		t->ops->start(t);
 }
 
+/* An output item joins the conversation the connection will hold. */
+static void
+chain_output(struct turn *t, const char *frame, size_t len)
+{
+	struct json_object *o, *item;
+	char err[64];
+
+	if ((o = json_parse_buf(frame, len, err, sizeof(err))) == NULL)
+		return;
+	if ((item = json_get_obj(o, "item")) != NULL)
+		resume_chain_add(&t->chain, item);
+	json_object_put(o);
+}
+
 static void
 on_event(struct turn *t, const struct msg *m)
 {
@@ -687,6 +739,8 @@ on_event(struct turn *t, const struct msg *m)
 	if (m_req_event_decode(m, &ev) == -1 || t->cl.gone || t->state != TURN_STREAMING)
 		return;
 	render_frame_type(ev.frame, ev.frame_len, type, sizeof(type));
+	if (strcmp(type, "response.output_item.done") == 0)
+		chain_output(t, ev.frame, ev.frame_len);
 	t->ops->event(t, type, ev.frame, ev.frame_len);
 }
 
@@ -724,9 +778,12 @@ on_done(struct turn *t, const struct msg *m)
 	cached = d.cached_tokens;
 	outt = d.output_tokens;
 	conn = d.conn_id;
-	if (t->conn_id != 0)
+	if (t->conn_id != 0) {
 		pm_turn_end(&sv->pool, t->conn_id, conn != 0 ? resp_id : NULL,
 		    in, cached, now_mono_usec());
+		if (conn != 0 && outcome == DONE_COMPLETED)
+			pm_set_chain(&sv->pool, conn, &t->chain);
+	}
 	t->conn_id = 0;
 	sv->stats.input_tokens += in;
 	sv->stats.cached_tokens += cached;
@@ -757,7 +814,7 @@ on_error(struct turn *t, const struct msg *m)
 	const char *code, *body;
 	int64_t retry_after = -1;
 	size_t len;
-	char msg[128];
+	char msg[128], p[128];
 
 	if (m_req_error_decode(m, &e) == -1) {
 		memset(&e, 0, sizeof(e));
@@ -786,6 +843,17 @@ on_error(struct turn *t, const struct msg *m)
 	}
 	if ((flags & ERR_F_ACCOUNT) && account_fault(t, (int)status, code, body, len))
 		return;
+	if (t->resume_prev != NULL && !(flags & ERR_F_ACCOUNT) && !t->cl.gone) {
+		/* the connection could not continue: the full body, once */
+		olog(LOG_LVL_INFO, pfx(t, p, sizeof(p)), "implicit resume refused (%s): "
+		    "sending the full input", code);
+		t->resume_off = true;
+		sv->stats.resume_fallbacks++;
+		turn_unbind(t);
+		turn_bind(t, NULL);
+		dispatch(t);
+		return;
+	}
 	if (status == 400 && code && strcmp(code, "previous_response_not_found") == 0 &&
 	    t->prev_id != NULL)
 		pm_forget_response(&sv->pool, t->prev_id);

@@ -36,6 +36,7 @@
 #include <json-c/json.h>
 
 #include "poolmap.h"
+#include "resume.h"
 #include "util.h"
 
 #define TURN_MAX_ATTEMPTS	3
@@ -136,6 +137,12 @@ struct turn {
 	uint64_t		 conn_id;	/* pooled connection serving it */
 	int			 decision;
 	int			 reason;
+
+	/* implicit resume (resume.h) */
+	struct resume_chain	 chain;		/* the conversation after this turn */
+	int			 resume_skip;	/* input items the connection has */
+	char			*resume_prev;	/* its last response: non-NULL when resuming */
+	bool			 resume_off;	/* a resume failed: send the full body */
 
 	/* attempts */
 	int			 attempts;	/* REQ_STARTs sent */

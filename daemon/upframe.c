@@ -40,9 +40,21 @@ string_input(struct json_object *text)
 	return items;
 }
 
+/* The items of input from skip on (borrowed into a new array). */
+static struct json_object *
+input_tail(struct json_object *input, int skip)
+{
+	struct json_object *tail = json_object_new_array();
+	size_t i, n = json_object_array_length(input);
+
+	for (i = (size_t)skip; i < n; i++)
+		json_object_array_add(tail, json_object_get(json_object_array_get_idx(input, i)));
+	return tail;
+}
+
 char *
 upframe_build(struct json_object *body, const char *upstream_conv,
-    const char *installation_id, size_t *len)
+    const char *installation_id, int resume_skip, const char *resume_prev, size_t *len)
 {
 	struct json_object *frame = json_object_new_object(), *meta, *copy;
 	const char *text;
@@ -56,6 +68,11 @@ upframe_build(struct json_object *body, const char *upstream_conv,
 			json_object_object_add(frame, "input", string_input(val));
 			continue;
 		}
+		if (strcmp(key, "input") == 0 && resume_prev != NULL &&
+		    json_object_is_type(val, json_type_array)) {
+			json_object_object_add(frame, "input", input_tail(val, resume_skip));
+			continue;
+		}
 		if (strcmp(key, "client_metadata") == 0) {
 			/* a copy: the installation id is added to it below */
 			copy = NULL;
@@ -66,6 +83,9 @@ upframe_build(struct json_object *body, const char *upstream_conv,
 		}
 		json_object_object_add(frame, key, json_object_get(val));
 	}
+	if (resume_prev != NULL)
+		json_object_object_add(frame, "previous_response_id",
+		    json_object_new_string(resume_prev));
 	if (!json_object_object_get_ex(frame, "store", NULL))
 		json_object_object_add(frame, "store", json_object_new_boolean(0));
 	json_object_object_add(frame, "stream", json_object_new_boolean(1));

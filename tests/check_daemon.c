@@ -10,6 +10,7 @@
 #include "jsonutil.h"
 #include "poolmap.h"
 #include "render.h"
+#include "resume.h"
 #include "upframe.h"
 
 #define A	"aaaaaaaaaaaaaaaa"
@@ -486,7 +487,7 @@ frame_of(const char *body, const char *upconv)
 
 	b = json_parse_buf(body, strlen(body), err, sizeof(err));
 	ck_assert_ptr_nonnull(b);
-	text = upframe_build(b, upconv, "inst-1", &len);
+	text = upframe_build(b, upconv, "inst-1", 0, NULL, &len);
 	f = json_parse_buf(text, len, err, sizeof(err));
 	ck_assert_ptr_nonnull(f);
 	free(text);
@@ -522,6 +523,85 @@ START_TEST(test_upframe__rewrites)
 }
 END_TEST
 
+/* ---- implicit resume --------------------------------------------------- */
+
+static struct json_object *
+js(const char *text)
+{
+	char err[64];
+	struct json_object *o = json_parse_buf(text, strlen(text), err, sizeof(err));
+
+	ck_assert_msg(o != NULL, "%s: %s", text, err);
+	return o;
+}
+
+START_TEST(test_resume__prefix_of_echoed_history)
+{
+	struct resume_chain c;
+	struct json_object *turn1, *out, *turn2, *edited, *same;
+
+	/* what the connection sent, and the output item it got back */
+	turn1 = js("[{\"role\":\"user\",\"content\":\"hi\"}]");
+	out = js("{\"type\":\"message\",\"id\":\"msg_1\",\"status\":\"completed\",\"role\":\"assistant\","
+	    "\"content\":[{\"type\":\"output_text\",\"text\":\"hello\",\"annotations\":[]}]}");
+	resume_chain_init(&c);
+	resume_chain_add_input(&c, turn1);
+	resume_chain_add(&c, out);
+	ck_assert_uint_eq(c.count, 2);
+	/* the client echoes the answer in its own shape, plus reasoning it kept */
+	turn2 = js("[{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"hi\"}]},"
+	    "{\"type\":\"reasoning\",\"encrypted_content\":\"x\"},"
+	    "{\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"hello\"}]},"
+	    "{\"role\":\"user\",\"content\":\"next\"}]");
+	ck_assert_int_eq(resume_prefix(&c, turn2), 3);
+	/* an edited history is not a continuation */
+	edited = js("[{\"role\":\"user\",\"content\":\"hi!\"},"
+	    "{\"role\":\"assistant\",\"content\":\"hello\"},{\"role\":\"user\",\"content\":\"next\"}]");
+	ck_assert_int_eq(resume_prefix(&c, edited), -1);
+	/* nothing new: no resume */
+	same = js("[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]");
+	ck_assert_int_eq(resume_prefix(&c, same), -1);
+	json_object_put(turn1);
+	json_object_put(out);
+	json_object_put(turn2);
+	json_object_put(edited);
+	json_object_put(same);
+}
+END_TEST
+
+START_TEST(test_resume__tool_calls_and_frame)
+{
+	struct resume_chain c, empty;
+	struct json_object *in, *call, *body, *f;
+	char *text, err[64];
+	size_t len;
+
+	in = js("[{\"role\":\"user\",\"content\":\"weather?\"}]");
+	call = js("{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"get\",\"arguments\":\"{}\"}");
+	resume_chain_init(&c);
+	resume_chain_add_input(&c, in);
+	resume_chain_add(&c, call);
+	body = js("{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"weather?\"},"
+	    "{\"type\":\"function_call\",\"call_id\":\"call_1\",\"name\":\"get\",\"arguments\":\"{}\"},"
+	    "{\"type\":\"function_call_output\",\"call_id\":\"call_1\",\"output\":\"sunny\"}]}");
+	ck_assert_int_eq(resume_prefix(&c, json_object_object_get(body, "input")), 2);
+	/* a different call id is another history */
+	resume_chain_init(&empty);
+	ck_assert_int_eq(resume_prefix(&empty, json_object_object_get(body, "input")), -1);
+	text = upframe_build(body, "cp_1", NULL, 2, "resp_9", &len);
+	f = json_parse_buf(text, len, err, sizeof(err));
+	ck_assert_str_eq(json_get_str(f, "previous_response_id"), "resp_9");
+	ck_assert_int_eq((int)json_object_array_length(json_get_array(f, "input")), 1);
+	ck_assert_str_eq(json_get_str(json_object_array_get_idx(json_get_array(f, "input"), 0),
+	    "type"), "function_call_output");
+	json_object_put(f);
+	free(text);
+	json_object_put(in);
+	json_object_put(call);
+	json_object_put(body);
+}
+END_TEST
+
 static Suite *
 make_suite_render(void)
 {
@@ -535,6 +615,8 @@ make_suite_render(void)
 	tcase_add_test(tc, test_render__upstream_error);
 	tcase_add_test(tc, test_render__failed_event);
 	tcase_add_test(tc, test_upframe__rewrites);
+	tcase_add_test(tc, test_resume__prefix_of_echoed_history);
+	tcase_add_test(tc, test_resume__tool_calls_and_frame);
 	suite_add_tcase(s, tc);
 	return s;
 }
