@@ -11,7 +11,13 @@
 
 #include <check.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +180,146 @@ assert_not_in_file(const char *path, const char *secret)
 	    "%s holds a client key's random part", path);
 }
 
+/* ---- a capturing upstream ------------------------------------------ */
+
+/*
+ * Accepts one upstream connection, answers the WebSocket upgrade, and
+ * keeps the raw handshake and the unmasked payload of the first message:
+ * exactly what the daemon sent upstream, every header included (the
+ * simulator redacts Authorization and records only headers it knows).
+ */
+struct capture {
+	int		 lfd;
+	int		 port;
+	pthread_t	 thread;
+	char		 buf[256 * 1024];
+	size_t		 len;
+};
+
+static void
+cap_add(struct capture *c, const void *p, size_t n)
+{
+	if (n > sizeof(c->buf) - 1 - c->len)
+		n = sizeof(c->buf) - 1 - c->len;
+	memcpy(c->buf + c->len, p, n);
+	c->len += n;
+	c->buf[c->len] = '\0';
+}
+
+static int
+read_full(int fd, void *p, size_t n)
+{
+	uint8_t *b = p;
+	ssize_t r;
+
+	while (n > 0) {
+		if ((r = read(fd, b, n)) <= 0)
+			return -1;
+		b += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static void *
+capture_main(void *arg)
+{
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	struct capture *c = arg;
+	struct pollfd pfd = { .fd = c->lfd, .events = POLLIN };
+	struct timeval tv = { .tv_sec = 10 };
+	unsigned char sha[20], accept_key[64];
+	char head[16384], *k, reply[256], keybuf[128];
+	size_t hl = 0;
+	int fd, i;
+
+	if (poll(&pfd, 1, WAIT_MS) != 1 || (fd = accept(c->lfd, NULL, NULL)) < 0)
+		return NULL;
+	close(c->lfd);		/* a second attempt is refused at once */
+	c->lfd = -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (hl < sizeof(head) - 1 && read(fd, head + hl, 1) == 1) {
+		hl++;
+		if (hl >= 4 && memcmp(head + hl - 4, "\r\n\r\n", 4) == 0)
+			break;
+	}
+	head[hl] = '\0';
+	cap_add(c, head, hl);
+	for (k = head; (k = strchr(k, '\n')) != NULL; k++)
+		if (strncasecmp(k + 1, "sec-websocket-key:", 18) == 0)
+			break;
+	if (k == NULL) {
+		close(fd);
+		return NULL;
+	}
+	k += 19;
+	while (*k == ' ')
+		k++;
+	snprintf(keybuf, sizeof(keybuf), "%.*s%s", (int)strcspn(k, "\r\n"), k, guid);
+	EVP_Digest(keybuf, strlen(keybuf), sha, NULL, EVP_sha1(), NULL);
+	EVP_EncodeBlock(accept_key, sha, sizeof(sha));
+	snprintf(reply, sizeof(reply), "HTTP/1.1 101 Switching Protocols\r\n"
+	    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+	    accept_key);
+	if (write(fd, reply, strlen(reply)) < 0)
+		goto out;
+	/* frames until the end of the first text message (or a close) */
+	for (i = 0; i < 64; i++) {
+		uint8_t h[2], ext[8], mask[4], *payload;
+		uint64_t n;
+		size_t j;
+
+		if (read_full(fd, h, 2) != 0)
+			break;
+		n = h[1] & 0x7f;
+		if (n == 126) {
+			if (read_full(fd, ext, 2) != 0)
+				break;
+			n = (uint64_t)ext[0] << 8 | ext[1];
+		} else if (n == 127) {
+			if (read_full(fd, ext, 8) != 0)
+				break;
+			for (n = 0, j = 0; j < 8; j++)
+				n = n << 8 | ext[j];
+		}
+		if (n > sizeof(c->buf) || ((h[1] & 0x80) && read_full(fd, mask, 4) != 0))
+			break;
+		payload = malloc(n + 1);
+		if (payload == NULL || read_full(fd, payload, n) != 0) {
+			free(payload);
+			break;
+		}
+		for (j = 0; (h[1] & 0x80) && j < n; j++)
+			payload[j] ^= mask[j % 4];
+		cap_add(c, "\n", 1);
+		cap_add(c, payload, n);
+		free(payload);
+		if ((h[0] & 0x0f) == 8 || ((h[0] & 0x80) && ((h[0] & 0x0f) == 1 ||
+		    (h[0] & 0x0f) == 0)))
+			break;
+	}
+out:
+	close(fd);
+	return NULL;
+}
+
+static void
+capture_start(struct capture *c)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+
+	memset(c, 0, sizeof(*c));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(c->lfd, 0);
+	ck_assert_int_eq(bind(c->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(c->lfd, 4), 0);
+	ck_assert_int_eq(getsockname(c->lfd, (struct sockaddr *)&sin, &sl), 0);
+	c->port = ntohs(sin.sin_port);
+	ck_assert_int_eq(pthread_create(&c->thread, NULL, capture_main, c), 0);
+}
+
 /* ---- the store on its own ------------------------------------------ */
 
 static char tmpdir[PATH_MAX];
@@ -292,6 +438,16 @@ START_TEST(test_keys__store_migrates_v1)
 END_TEST
 
 /* ---- the daemon ---------------------------------------------------- */
+
+/* Rewrites the configuration: the fixture's lines, then extra. */
+static void
+write_conf(struct e2e *e, const char *base, const char *extra)
+{
+	char conf[8192];
+
+	snprintf(conf, sizeof(conf), "%s%s\n", base, extra);
+	ck_assert_int_eq(tl_write_file(e->conf, conf, strlen(conf), 0600), 0);
+}
 
 START_TEST(test_keys__anonymous_without_keys)
 {
@@ -446,6 +602,50 @@ START_TEST(test_keys__lifecycle)
 }
 END_TEST
 
+/*
+ * The raw upstream handshake and first frame of a turn made with a key
+ * (as Bearer and as x-api-key at once): the account's token, the
+ * forwarded client header, the request, and no client key anywhere.
+ */
+START_TEST(test_keys__upstream_never_sees_the_key)
+{
+	struct e2e e;
+	struct capture cap;
+	struct tl_account acct;
+	char key[SECRET_MAX], h[1024], *base, line[700];
+
+	e2e_start(&e, NULL, NULL);
+	key_add(&e, "alice", key);
+	base = tl_read_file(e.conf, NULL);
+	ck_assert_ptr_nonnull(base);
+	e2e_daemon_stop(&e);
+	capture_start(&cap);
+	snprintf(line, sizeof(line), "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses",
+	    cap.port);
+	write_conf(&e, base, line);
+	e2e_daemon_start(&e);
+
+	snprintf(h, sizeof(h), "Authorization: Bearer %s\r\nx-api-key: %s\r\n"
+	    "x-openai-subagent: keys-marker-raw\r\n", key, key);
+	turn(&e, h, "raw-1", NULL);	/* fails: the capture hangs up after one message */
+	pthread_join(cap.thread, NULL);
+
+	ck_assert_msg(strstr(cap.buf, "keys-marker-raw") != NULL,
+	    "no forwarded header upstream:\n%s", cap.buf);
+	ck_assert_msg(strstr(cap.buf, "response.create") != NULL,
+	    "no request frame upstream:\n%s", cap.buf);
+	ck_assert_int_eq(tl_sim_account(&e.sim, 1, &acct), 0);
+	snprintf(h, sizeof(h), "Bearer %s", acct.access_token);
+	ck_assert_msg(strstr(cap.buf, h) != NULL, "the upstream got another credential");
+	tl_account_free(&acct);
+	ck_assert_msg(strstr(cap.buf, key + 4) == NULL, "the upstream saw the client key");
+	ck_assert_msg(strcasestr(cap.buf, "x-api-key") == NULL, "x-api-key went upstream");
+	ck_assert_msg(strstr(cap.buf, "cpk_") == NULL, "a client key went upstream");
+	free(base);
+	e2e_stop(&e);
+}
+END_TEST
+
 /* --json: the key once in "key", and a failure is an "error" object. */
 START_TEST(test_keys__json)
 {
@@ -473,15 +673,6 @@ START_TEST(test_keys__json)
 }
 END_TEST
 
-/* Rewrites the configuration: the fixture's lines, then extra. */
-static void
-write_conf(struct e2e *e, const char *base, const char *extra)
-{
-	char conf[8192];
-
-	snprintf(conf, sizeof(conf), "%s%s\n", base, extra);
-	ck_assert_int_eq(tl_write_file(e->conf, conf, strlen(conf), 0600), 0);
-}
 
 START_TEST(test_keys__public_listen_needs_a_key)
 {
@@ -564,6 +755,7 @@ keys_suite(void)
 	tcase_add_test(daemon, test_keys__anonymous_without_keys);
 	tcase_add_test(daemon, test_keys__lifecycle);
 	tcase_add_test(daemon, test_keys__json);
+	tcase_add_test(daemon, test_keys__upstream_never_sees_the_key);
 	tcase_add_test(daemon, test_keys__public_listen_needs_a_key);
 	suite_add_tcase(s, store);
 	suite_add_tcase(s, daemon);
