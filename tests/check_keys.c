@@ -147,6 +147,35 @@ key_requests(struct e2e *e, const char *label)
 	return n;
 }
 
+/* Polls the live store file (read-only) until label's requests == want. */
+static int
+wait_stored_requests(const char *path, const char *label, long long want)
+{
+	int64_t end = tl_now_ms() + WAIT_MS;
+	long long got = -1;
+
+	while (tl_now_ms() < end) {
+		sqlite3 *db = NULL;
+		sqlite3_stmt *st = NULL;
+
+		if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+		    sqlite3_busy_timeout(db, 1000) == SQLITE_OK &&
+		    sqlite3_prepare_v2(db, "SELECT requests FROM api_keys WHERE label = ?1",
+		    -1, &st, NULL) == SQLITE_OK) {
+			sqlite3_bind_text(st, 1, label, -1, SQLITE_STATIC);
+			if (sqlite3_step(st) == SQLITE_ROW)
+				got = sqlite3_column_int64(st, 0);
+		}
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+		if (got == want)
+			return 0;
+		tl_msleep(100);
+	}
+	fprintf(stderr, "stored requests of %s: %lld, wanted %lld\n", label, got, want);
+	return -1;
+}
+
 static int
 file_has_bytes(const char *path, const void *needle, size_t n)
 {
@@ -535,7 +564,12 @@ START_TEST(test_keys__lifecycle)
 	ck_assert_int_eq(turn(&e, h, "k-7", NULL), 200);
 	snprintf(h, sizeof(h), "authorization: bearer   %s  \r\n", alice);
 	ck_assert_int_eq(get(&e, "/v1/models", h), 200);
+	ck_assert_int_eq(get(&e, "/health", h), 200);	/* health checks are not counted */
 	ck_assert_int_eq(key_requests(&e, "alice"), 3);
+	/* the counters reach the store with the periodic usage write */
+	snprintf(path, sizeof(path), "%s/data/codexpool.db", e.dir);
+	ck_assert_msg(wait_stored_requests(path, "alice", 3) == 0,
+	    "alice's requests never reached the store");
 
 	/* what reached the upstream: the markers, never the key */
 	o = tl_sim_state(&e.sim);
