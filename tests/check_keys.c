@@ -680,6 +680,55 @@ START_TEST(test_keys__upstream_never_sees_the_key)
 }
 END_TEST
 
+/* POST path with body; the status, and the 401 shape when it is 401. */
+static int
+post(struct e2e *e, const char *path, const char *headers, const char *body)
+{
+	struct tl_response r;
+	int status;
+
+	ck_assert_int_eq(tl_http("127.0.0.1", e->port, "POST", path, headers, body,
+	    strlen(body), &r), 0);
+	status = r.status;
+	if (status == 401)
+		assert_401_shape(&r);
+	else if (status != 200)
+		fprintf(stderr, "POST %s: %d %.300s\n", path, status, r.body);
+	tl_response_free(&r);
+	return status;
+}
+
+/* The translating routes are gated like /v1/responses. */
+START_TEST(test_keys__every_route)
+{
+	static const char chat[] = "{\"model\":\"gpt-5.4\",\"messages\":"
+	    "[{\"role\":\"user\",\"content\":\"hi\"}]}";
+	static const char msgs[] = "{\"model\":\"gpt-5.4\",\"max_tokens\":256,\"messages\":"
+	    "[{\"role\":\"user\",\"content\":\"hi\"}]}";
+	struct e2e e;
+	char key[SECRET_MAX], b[512], x[512];
+
+	e2e_start(&e, NULL, NULL);
+	ck_assert_int_eq(post(&e, "/v1/chat/completions", NULL, chat), 200);
+	key_add(&e, "routes", key);
+	bearer(b, sizeof(b), key);
+	snprintf(x, sizeof(x), "x-api-key: %s\r\nanthropic-version: 2023-06-01\r\n", key);
+
+	ck_assert_int_eq(post(&e, "/v1/chat/completions", NULL, chat), 401);
+	ck_assert_int_eq(post(&e, "/chat/completions", NULL, chat), 401);
+	ck_assert_int_eq(post(&e, "/v1/messages", "anthropic-version: 2023-06-01\r\n", msgs), 401);
+	ck_assert_int_eq(post(&e, "/v1/messages/count_tokens", NULL, msgs), 401);
+	ck_assert_int_eq(post(&e, "/responses", NULL, "{}"), 401);
+	ck_assert_int_eq(get(&e, "/models", NULL), 401);
+
+	ck_assert_int_eq(post(&e, "/v1/chat/completions", b, chat), 200);
+	ck_assert_int_eq(post(&e, "/v1/messages", x, msgs), 200);
+	ck_assert_int_eq(post(&e, "/v1/messages/count_tokens", x, msgs), 200);
+	ck_assert_int_eq(key_requests(&e, "routes"), 3);
+	e2e_stop(&e);
+}
+END_TEST
+
 /* --json: the key once in "key", and a failure is an "error" object. */
 START_TEST(test_keys__json)
 {
@@ -789,6 +838,7 @@ keys_suite(void)
 	tcase_add_test(daemon, test_keys__anonymous_without_keys);
 	tcase_add_test(daemon, test_keys__lifecycle);
 	tcase_add_test(daemon, test_keys__json);
+	tcase_add_test(daemon, test_keys__every_route);
 	tcase_add_test(daemon, test_keys__upstream_never_sees_the_key);
 	tcase_add_test(daemon, test_keys__public_listen_needs_a_key);
 	suite_add_tcase(s, store);
