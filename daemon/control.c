@@ -32,6 +32,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "apikeys.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "msgtypes.h"
@@ -656,6 +657,20 @@ cmd_account_remove(struct ctl_out *o, int argc, char **argv)
 	kv_str(o, "removed", entry);
 }
 
+/* The key commands live in apikeys.c; this adapts their output. */
+static void
+run_keys(struct ctl_out *o, apikeys_ctl_fn *fn, int argc, char **argv)
+{
+	char err[512];
+
+	if (fn(o->json ? NULL : o->text, o->json, argc, argv, err, sizeof(err)) == -1)
+		out_error(o, "%s", err);
+}
+
+static void cmd_key_add(struct ctl_out *o, int c, char **v) { run_keys(o, apikeys_ctl_add, c, v); }
+static void cmd_key_list(struct ctl_out *o, int c, char **v) { run_keys(o, apikeys_ctl_list, c, v); }
+static void cmd_key_remove(struct ctl_out *o, int c, char **v) { run_keys(o, apikeys_ctl_remove, c, v); }
+
 static void cmd_help(struct ctl_out *, int, char **);
 
 static const struct ctl_cmd commands[] = {
@@ -679,6 +694,9 @@ static const struct ctl_cmd commands[] = {
 	{ { "account", "remove" },	1, 0, "account remove <entry>: forget an account and its tokens", cmd_account_remove },
 	{ { "account", "reset" },	1, 0, "account reset <entry>: clear a rate-limit lock or an error state", cmd_account_reset },
 	{ { "account", "refresh" },	1, 0, "account refresh <entry>: refresh the access token now", cmd_account_refresh },
+	{ { "key", "add" },		1, 0, "key add <label>: make a client API key; it is printed once, only its hash is kept", cmd_key_add },
+	{ { "key", "list" },		0, 0, "key list: client API keys with creation, last use and usage (never a key)", cmd_key_list },
+	{ { "key", "remove" },		1, 0, "key remove <label>: revoke a client API key at once", cmd_key_remove },
 	{ { "help" },			0, 0, "help: list the commands", cmd_help },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -23,6 +23,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "apikeys.h"
 #include "cfgkeys.h"
 #include "log.h"
 #include "supervisor.h"
@@ -367,8 +368,16 @@ main(int argc, char **argv)
 	signals_setup();
 	if (upstream_init() == -1)
 		goto out;
-	if (accounts_load() == -1)
+	if (accounts_load() == -1 || apikeys_load() == -1)
 		goto out;
+	{
+		char why[1024];
+		if (apikeys_check_listen(sv->cfg.listen, sv->cfg.allow_anonymous, why,
+		    sizeof(why)) == -1) {
+			log_warnx("refusing to start: %s", why);
+			goto out;
+		}
+	}
 	/* The store is open and the sockets bound while root; then drop
 	 * to the user, and the workers start as the user. */
 	if (http_start() == -1 || control_start() == -1)
@@ -399,6 +408,7 @@ out:
 		turn_free_all();
 		http_free();
 		accounts_free();	/* before the DNS base: a refresh may use it */
+		apikeys_free();		/* after the final usage flush */
 		upstream_free();
 		for (i = 0; i < (int)(sizeof(sv->ev_sig) / sizeof(sv->ev_sig[0])); i++)
 			if (sv->ev_sig[i])
