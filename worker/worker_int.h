@@ -66,6 +66,7 @@ struct deferred_msg {
 };
 
 struct upconn;
+struct upconn_hooks;
 struct request;
 
 struct worker {
@@ -87,6 +88,7 @@ struct worker {
 
 	struct pool	 pool;
 	struct idmap	 reqs;		/* rid -> struct request */
+	const struct upconn_hooks *uphooks;	/* relay.c, for upstream.c */
 	struct upconn	*conns;		/* every upstream connection */
 	size_t		 nconns;
 
