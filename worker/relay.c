@@ -204,7 +204,6 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 		json_object_put(o);
 		return;
 	}
-	strlcpy_safe(fi->type, type, sizeof(fi->type));
 
 	if (strcmp(type, "codex.rate_limits") == 0)
 		fi->cls = FC_RATE_LIMITS;

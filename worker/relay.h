@@ -32,7 +32,6 @@ struct frame_info {
 	bool		 completed;	/* response.completed */
 	int		 http_status;	/* FC_ERROR, FC_CONN_LIMIT */
 	char		 code[64];	/* lower-cased error code, if any */
-	char		 type[64];	/* the frame's type ("" if none/not JSON) */
 	char		 response_id[128];
 	uint64_t	 input_tokens;
 	uint64_t	 cached_tokens;

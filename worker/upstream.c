@@ -910,17 +910,14 @@ upconn_apply_config(struct worker *w, bool rebuild)
 			    w->cfg.proxy_host, w->cfg.proxy_port);
 		info.http_proxy_address = proxy;
 		info.http_proxy_port = (unsigned)w->cfg.proxy_port;
-		uv->proxy = xstrdup(proxy);
 	}
 	uv->vh = lws_create_vhost(w->ctx, &info);
 	if (uv->vh == NULL) {
 		log_warnx("cannot create the upstream vhost (ca_file %s)",
 		    w->cfg.ca_file ? w->cfg.ca_file : "system");
-		free(uv->proxy);
 		free(uv);
 		return -1;
 	}
-	uv->ca_file = xstrdup(w->cfg.ca_file);
 	uv->current = true;
 	for (o = w->vhosts; o != NULL; o = o->next)
 		o->current = false;
@@ -941,8 +938,6 @@ upconn_vhost_gc(struct worker *w)
 			log_debug("dropping vhost %s", uv->name);
 			*pp = uv->next;
 			lws_vhost_destroy(uv->vh);
-			free(uv->ca_file);
-			free(uv->proxy);
 			free(uv);
 			continue;
 		}
@@ -964,8 +959,6 @@ upconn_vhosts_free(struct worker *w)
 
 	while ((uv = w->vhosts) != NULL) {
 		w->vhosts = uv->next;
-		free(uv->ca_file);
-		free(uv->proxy);
 		free(uv);
 	}
 }

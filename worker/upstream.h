@@ -122,9 +122,10 @@ struct upconn *upconn_open(struct worker *w, struct pool_conn *pc,
  * its frame. */
 void	upconn_send_turn(struct upconn *uc);
 /*
- * The turn failed on uc for a reason the relay found (start timeout,
- * connection limit, output queue full): record it, detach the request
- * and close the socket.  The caller deals with the request.
+ * uc failed for a reason found above the socket (start timeout, connection
+ * limit, output queue full, liveness, an oversized message): record it,
+ * give its turn (if any) to the attempt_failed hook, which cuts it and
+ * retries or answers it, then close the socket.  The first cause wins.
  */
 void	upconn_fail(struct upconn *uc, enum up_fail kind, const char *fmt, ...)
 	    __attribute__((format(printf, 3, 4)));

@@ -50,8 +50,6 @@ struct wcfg {
 struct upvhost {
 	struct lws_vhost *vh;
 	char		 name[32];	/* lws keeps a pointer to it */
-	char		*ca_file;
-	char		*proxy;		/* "addr:port" or NULL */
 	unsigned	 refs;		/* connections opened on it */
 	bool		 current;
 	struct upvhost	*next;
