@@ -1121,6 +1121,50 @@ START_TEST(test_worker__fresh_retry)
 }
 END_TEST
 
+/* A payload the codec rejects: a turn is answered (500, never retried),
+ * anything else is dropped, and the worker carries on. */
+START_TEST(test_worker__malformed_messages)
+{
+	struct turn t1, t2;
+	struct msgbuf b;
+	char *f;
+
+	req_payload(&b, KEY_1, "acct-0001", REQ_F_POOLED | REQ_F_GRANT, 0,
+	    K.frame);
+	msg_add_u8(&b, 0);			/* one byte too many */
+	wk_send(MSG_REQ_START, 0x1700, &b);
+	msgbuf_free(&b);
+	wk_turn(0x1700, &t1);
+	ck_assert_uint_eq(t1.final, MSG_REQ_ERROR);
+	ck_assert_int_eq(t1.status, 500);
+	ck_assert_int_eq(t1.flags, 0);
+	ck_assert_str_eq(t1.code, "worker_protocol_error");
+	ck_assert_int_eq(t1.ndec, 0);
+
+	msgbuf_init(&b);
+	msg_add_u32(&b, 5);			/* a string cut short */
+	msg_add_u8(&b, 'a');
+	wk_send(MSG_EVICT, 0, &b);
+	msgbuf_free(&b);
+
+	/* a cancel with a payload does not cancel the running turn */
+	f = frame_with("take a moment [[sim:slow_start=300]]", NULL);
+	wk_start_turn(0x1701, KEY_1, REQ_F_POOLED | REQ_F_GRANT, 0, f);
+	free(f);
+	wk_must(MSG_REQ_DECISION, 0x1701);
+	msgbuf_init(&b);
+	msg_add_u8(&b, 1);
+	wk_send(MSG_REQ_CANCEL, 0x1701, &b);
+	msgbuf_free(&b);
+	wk_turn(0x1701, &t2);
+	expect_completed(&t2);
+	ck_assert_int_eq(sim_int("requests_total"), 1);
+	stop_worker();
+	ck_assert_int_eq(tl_file_contains(K.logfile,
+	    "malformed evict (5 bytes) ignored"), 1);
+}
+END_TEST
+
 /* Pool switched off at run time, and turns without a conversation. */
 START_TEST(test_worker__bypass_disabled_and_no_key)
 {
@@ -1630,6 +1674,7 @@ make_suite_worker(void)
 	tcase_add_test(tc, test_worker__handshake_status);
 	tcase_add_test(tc, test_worker__handshake_5xx_falls_back);
 	tcase_add_test(tc, test_worker__fresh_retry);
+	tcase_add_test(tc, test_worker__malformed_messages);
 	tcase_add_test(tc, test_worker__bypass_disabled_and_no_key);
 	tcase_add_test(tc, test_worker__liveness_kill);
 	tcase_add_test(tc, test_worker__start_timeout);
