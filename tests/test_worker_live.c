@@ -1073,6 +1073,44 @@ START_TEST(test_worker__handshake_5xx_falls_back)
 }
 END_TEST
 
+/* Upstream failures before the first byte that another attempt may get
+ * past are retryable, and not the account's fault. */
+START_TEST(test_worker__retryable_failures)
+{
+	static const struct {
+		const char	*marker;
+		int		 status;
+		const char	*code;
+	} rows[] = {
+		{ "[[sim:overloaded]]", 503, "server_is_overloaded" },
+		{ "[[sim:server_error]]", 500, "server_error" },
+		{ "[[sim:reset]]", 502, "upstream_unavailable" },
+	};
+	struct turn t;
+	char text[64];
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char *f;
+
+		snprintf(text, sizeof(text), "fail %s", rows[i].marker);
+		f = frame_with(text, NULL);
+		wk_start_turn(0x1800 + i, KEY_1 + i, REQ_F_POOLED | REQ_F_GRANT,
+		    0, f);
+		free(f);
+		wk_turn(0x1800 + i, &t);
+		ck_assert_msg(t.final == MSG_REQ_ERROR && t.status ==
+		    rows[i].status && t.flags == ERR_F_RETRYABLE &&
+		    strcmp(t.code, rows[i].code) == 0,
+		    "%s: final %s status %d flags %d code %s", rows[i].marker,
+		    msg_type_name(t.final), t.status, t.flags, t.code);
+		ck_assert_int_eq(t.started, 0);
+		ck_assert_int_eq(t.events, 0);
+	}
+	stop_worker();
+}
+END_TEST
+
 /* REQ_F_FRESH (the supervisor's retry after a retryable failure): the
  * key's idle connection is closed, never reused; a new pooled one with
  * a grant, a one-shot without. */
@@ -1674,6 +1712,7 @@ make_suite_worker(void)
 	tcase_add_test(tc, test_worker__handshake_status);
 	tcase_add_test(tc, test_worker__handshake_5xx_falls_back);
 	tcase_add_test(tc, test_worker__fresh_retry);
+	tcase_add_test(tc, test_worker__retryable_failures);
 	tcase_add_test(tc, test_worker__malformed_messages);
 	tcase_add_test(tc, test_worker__bypass_disabled_and_no_key);
 	tcase_add_test(tc, test_worker__liveness_kill);
