@@ -6,8 +6,8 @@
  * every turn of a conversation reaches one node, whatever carries its key
  * (a session header or the body's prompt_cache_key); a node that stops
  * sends only its conversations to the other node; when it comes back they
- * return to it, and the others never move.  Skipped where haproxy is not
- * installed.
+ * return to it, and the others never move; a client without any key stays
+ * on one node.  Skipped where haproxy is not installed.
  */
 #include "config.h"
 
@@ -88,7 +88,7 @@ turn(int port, struct hconv *c, const char *instructions)
 	char *body, *node;
 	int n;
 
-	if (c->headers[0] == '\0')
+	if (c->headers[0] == '\0' && c->key[0] != '(')
 		r.prompt_cache_key = c->key;
 	json_object_array_add(c->history, tl_msg("user", "next step, please"));
 	body = tl_req_http(&r);
@@ -237,14 +237,18 @@ START_TEST(test_haproxy__sharding)
 		    conv[i].key, conv[i].node, n);
 	}
 
-	/* a stateless client without any key still gets served (round robin) */
+	/* a stateless client without any key is hashed by its address: one node */
 	{
-		struct tl_response resp;
-		static const char body[] = "{\"model\":\"gpt-5.4\",\"input\":\"hello\"}";
-		ck_assert_int_eq(tl_http("127.0.0.1", fport, "POST", "/v1/responses", NULL,
-		    body, strlen(body), &resp), 0);
-		ck_assert_int_eq(resp.status, 200);
-		tl_response_free(&resp);
+		struct hconv anon;
+		int first;
+		memset(&anon, 0, sizeof(anon));
+		snprintf(anon.key, sizeof(anon.key), "(no key)");
+		anon.history = json_object_new_array();
+		anon.headers[0] = '\0';
+		first = turn(fport, &anon, NULL);
+		for (t = 0; t < 4; t++)
+			ck_assert_int_eq(turn(fport, &anon, NULL), first);
+		json_object_put(anon.history);
 	}
 
 	/* SIGUSR1: HAProxy's soft stop, which exits 0 */
