@@ -5,8 +5,8 @@
  * installed sample configuration at a codexpool-sim (listen, upstream,
  * auth_file: nothing else changes); start the daemon through the installed
  * init script; one turn over HTTP; the installed codexpoolctl; stop; the
- * LSB exit codes of every action, a failed start included; make uninstall
- * keeps the edited configuration.
+ * LSB exit codes of every action, a failed start included; the installed
+ * logrotate snippet; make uninstall keeps the edited configuration.
  *
  * The build is the package's own (no sanitizers, -O0 for speed): this
  * tests the install, not the code, which the other runners cover.
@@ -238,7 +238,10 @@ START_TEST(test_install__readme)
 	snprintf(line, sizeof(line), "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses\n"
 	    "token_url = http://127.0.0.1:%d/oauth/token", sim.port, sim.port);
 	text = replace_line(text, "upstream_url = ", line);
-	log = xasprintf("%s/daemon.log", dir);
+	/* the sample's log_file, uncommented: where the logrotate snippet looks */
+	log = xasprintf("%s/var/log/codexpool/codexpoold.log", prefix);
+	snprintf(line, sizeof(line), "#log_file = %s\n", log);
+	ck_assert_msg(strstr(text, line) != NULL, "the installed config has no '%s'", line);
 	snprintf(line, sizeof(line), "log_file = %s", log);
 	text = replace_line(text, "#log_file = ", line);
 	ck_assert_int_eq(tl_write_file(conf, text, strlen(text), 0644), 0);
@@ -292,6 +295,24 @@ START_TEST(test_install__readme)
 	rc = initd("reload");
 	ck_assert_msg(rc == 0, "reload exited %d; see %s/initd.out", rc, dir);
 	ck_assert_int_eq(tl_wait_file_contains(log, "got SIGHUP", WAIT_MS), 0);
+
+	/* the installed logrotate snippet: the old log moves, the daemon reopens */
+	if (access("/usr/sbin/logrotate", X_OK) == 0) {
+		char rotated[800];
+		cmd = xasprintf("/usr/sbin/logrotate -v -f -s '%s/logrotate.state' "
+		    "'%s/etc/logrotate.d/codexpool'", dir, prefix);
+		rc = sh("logrotate.out", WAIT_MS, cmd);
+		free(cmd);
+		ck_assert_msg(rc == 0, "logrotate exited %d; see %s/logrotate.out", rc, dir);
+		snprintf(rotated, sizeof(rotated), "%s.1", log);
+		ck_assert_msg(tl_file_contains(rotated, "got SIGHUP") == 1,
+		    "%s is not the rotated log; see %s/logrotate.out", rotated, dir);
+		ck_assert_msg(tl_wait_file_contains(log, "log file reopened", WAIT_MS) == 0,
+		    "the daemon did not reopen %s after logrotate", log);
+	} else {
+		fprintf(stderr, "check_install: logrotate is not installed: "
+		    "the logrotate snippet is not tested\n");
+	}
 
 	/* stop: 0, the process is gone (exit 0), status 3; stop again is still 0 */
 	rc = initd("stop");
