@@ -215,6 +215,10 @@ data_dir_create(const char *dir)
 	char path[4096], *p;
 	struct stat st;
 
+	if (dir[0] == '\0') {
+		log_warnx("data_dir is empty");
+		return -1;
+	}
 	if (stat(dir, &st) == 0) {
 		if (S_ISDIR(st.st_mode))
 			return 0;
