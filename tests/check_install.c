@@ -198,10 +198,13 @@ START_TEST(test_install__readme)
 	unsetenv("MFLAGS");
 	unsetenv("MAKELEVEL");
 
-	/* ./configure && make && make install, into the private prefix */
+	/*
+	 * ./configure && make && make install, into the private prefix; one
+	 * compiler at a time, since the rest of the suite runs meanwhile
+	 */
 	cmd = xasprintf("set -e; mkdir -p '%s/build'; cd '%s/build'; "
 	    "'%s/configure' --prefix='%s' CFLAGS=-O0 >configure.out; "
-	    "make -j2 >make.out 2>&1; make install >install.out 2>&1",
+	    "make >make.out 2>&1; make install >install.out 2>&1",
 	    dir, dir, tl_srcdir(), prefix);
 	rc = sh("build.out", BUILD_TIMEOUT_MS, cmd);
 	free(cmd);
