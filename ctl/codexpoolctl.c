@@ -4,7 +4,8 @@
  * Connects to the control socket, checks the protocol version in the
  * greeting, sends one command line, prints the answer (up to the empty
  * line that ends it) and exits 0, or prints the daemon's reason and
- * exits 1.  Connection problems exit 2.
+ * exits 1.  A wrong command line exits 2; a daemon that cannot be reached
+ * or does not speak our protocol exits 3, so scripts can tell them apart.
  */
 #include "config.h"
 
@@ -27,6 +28,10 @@
 #define REPLY_TIMEOUT_MS	30000
 #define MAX_REPLY		(16 * 1024 * 1024)
 
+#define EXIT_FAILED		1	/* the daemon refused or failed the command */
+#define EXIT_USAGE		2	/* the command line, the config or a file is wrong */
+#define EXIT_UNREACHABLE	3	/* no daemon to talk to, or not our protocol */
+
 static void
 usage(void)
 {
@@ -39,7 +44,7 @@ usage(void)
 	    "          account add --access-token T --refresh-token R [--label NAME],\n"
 	    "          key add <label>, key list, key remove <label>, help\n"
 	    "Commands may be abbreviated to an unambiguous prefix.\n");
-	exit(2);
+	exit(EXIT_USAGE);
 }
 
 /* The control socket named in the config file, if it names one. */
@@ -59,7 +64,7 @@ socket_from_config(const char *path, int explicit_path)
 			if (cfg_load_file(&cs, path, err, sizeof(err)) == -1) {
 				fprintf(stderr, "codexpoolctl: %s\n", err);
 				cfgset_free(&cs);
-				exit(2);
+				exit(EXIT_USAGE);
 			}
 		}
 		if (cfg.control_socket)
@@ -95,7 +100,7 @@ read_answer(int fd, size_t *len_out, int greeting)
 			n = (size_t)(end - buf) + (greeting || end == buf ? 1 : 2);
 			ans = malloc(n + 1);
 			if (ans == NULL)
-				exit(2);
+				exit(EXIT_USAGE);
 			memcpy(ans, buf, n);
 			/* drop the terminating empty line */
 			ans[greeting ? n : n - 1] = '\0';
@@ -107,29 +112,29 @@ read_answer(int fd, size_t *len_out, int greeting)
 		if (have == cap) {
 			if (cap >= MAX_REPLY) {
 				fprintf(stderr, "codexpoolctl: answer too large\n");
-				exit(2);
+				exit(EXIT_UNREACHABLE);
 			}
 			cap = cap ? cap * 2 : 65536;
 			buf = realloc(buf, cap);
 			if (buf == NULL)
-				exit(2);
+				exit(EXIT_USAGE);
 		}
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		int rc = poll(&pfd, 1, REPLY_TIMEOUT_MS);
 		if (rc == 0) {
 			fprintf(stderr, "codexpoolctl: no answer from codexpoold within %d s\n",
 			    REPLY_TIMEOUT_MS / 1000);
-			exit(2);
+			exit(EXIT_UNREACHABLE);
 		}
 		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
-			exit(2);
+			exit(EXIT_UNREACHABLE);
 		}
 		ssize_t r = read(fd, buf + have, cap - have);
 		if (r <= 0) {
 			fprintf(stderr, "codexpoolctl: codexpoold closed the connection\n");
-			exit(2);
+			exit(EXIT_UNREACHABLE);
 		}
 		have += (size_t)r;
 	}
@@ -158,19 +163,19 @@ account_add_line(int argc, char **argv)
 		if (dst == NULL || i + 1 >= argc) {
 			fprintf(stderr, "codexpoolctl: account add takes --auth-json FILE, or "
 			    "--access-token T --refresh-token R, and optionally --label NAME\n");
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 		*dst = argv[++i];
 	}
 	if (label && strpbrk(label, " \t\n")) {
 		fprintf(stderr, "codexpoolctl: a label has no spaces\n");
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	if (file != NULL) {
 		uint8_t *data;
 		if ((f = fopen(file, "r")) == NULL) {
 			fprintf(stderr, "codexpoolctl: %s: %s\n", file, strerror(errno));
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 		cap = 64 * 1024;
 		data = malloc(cap);
@@ -180,16 +185,16 @@ account_add_line(int argc, char **argv)
 				break;
 			if (cap > 4 * 1024 * 1024) {
 				fprintf(stderr, "codexpoolctl: %s is too large for an auth.json\n", file);
-				exit(2);
+				exit(EXIT_USAGE);
 			}
 		}
 		fclose(f);
 		if (data == NULL)
-			exit(2);
+			exit(EXIT_USAGE);
 		b64 = malloc(len * 4 / 3 + 8);
 		if (b64 == NULL || b64url_encode(data, len, b64, len * 4 / 3 + 8) < 0) {
 			fprintf(stderr, "codexpoolctl: cannot encode %s\n", file);
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 		explicit_bzero(data, cap);
 		free(data);
@@ -202,7 +207,7 @@ account_add_line(int argc, char **argv)
 	if (access == NULL || refresh == NULL || strpbrk(access, " \t\n") || strpbrk(refresh, " \t\n")) {
 		fprintf(stderr, "codexpoolctl: account add needs --auth-json FILE, or both "
 		    "--access-token and --refresh-token\n");
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	line = malloc(strlen(access) + strlen(refresh) + (label ? strlen(label) : 0) + 64);
 	sprintf(line, "account add tokens %s %s%s%s", access, refresh, label ? " " : "",
@@ -259,7 +264,7 @@ main(int argc, char **argv)
 			cap += strlen(argv[i]) + 1;
 		line = malloc(cap + 8);
 		if (line == NULL)
-			exit(2);
+			exit(EXIT_USAGE);
 		off = 0;
 		line[0] = '\0';
 		for (int i = 0; i < argc; i++) {
@@ -269,14 +274,14 @@ main(int argc, char **argv)
 			}
 			if (strchr(argv[i], '\n')) {
 				fprintf(stderr, "codexpoolctl: a command has no newlines\n");
-				exit(2);
+				exit(EXIT_USAGE);
 			}
 			off += (size_t)snprintf(line + off, cap - off, "%s%s", off ? " " : "", argv[i]);
 		}
 	}
 	cmd = realloc(line, strlen(line) + 16);
 	if (cmd == NULL)
-		exit(2);
+		exit(EXIT_USAGE);
 	line = cmd;
 	if (json)
 		strcat(line, " --json");
@@ -285,25 +290,25 @@ main(int argc, char **argv)
 	sun.sun_family = AF_UNIX;
 	if (strlen(sock) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "codexpoolctl: socket path too long: %s\n", sock);
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	strcpy(sun.sun_path, sock);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) == -1 ||
 	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		fprintf(stderr, "codexpoolctl: cannot connect to %s: %s (is codexpoold running?)\n",
 		    sock, strerror(errno));
-		exit(2);
+		exit(EXIT_UNREACHABLE);
 	}
 	greeting = read_answer(fd, &len, 1);
 	if (sscanf(greeting, "codexpool %d", &version) != 1) {
 		fprintf(stderr, "codexpoolctl: %s does not speak the codexpool control protocol\n", sock);
-		exit(2);
+		exit(EXIT_UNREACHABLE);
 	}
 	if (version != CTL_PROTO_VERSION) {
 		fprintf(stderr, "codexpoolctl: codexpoold speaks control protocol %d, this "
 		    "codexpoolctl speaks %d; use the codexpoolctl that came with the daemon\n",
 		    version, CTL_PROTO_VERSION);
-		exit(2);
+		exit(EXIT_UNREACHABLE);
 	}
 	free(greeting);
 	line[off++] = '\n';
@@ -314,7 +319,7 @@ main(int argc, char **argv)
 			if (errno == EPIPE)
 				break;
 			fprintf(stderr, "codexpoolctl: write: %s\n", strerror(errno));
-			exit(2);
+			exit(EXIT_UNREACHABLE);
 		}
 		done += (size_t)w;
 	}
@@ -326,13 +331,13 @@ main(int argc, char **argv)
 	if (strncmp(ans, "error: ", 7) == 0) {
 		fprintf(stderr, "codexpoolctl: %s", ans + 7);
 		free(ans);
-		return 1;
+		return EXIT_FAILED;
 	}
 	if (json && strstr(ans, "\"error\":") != NULL && ans[0] == '{' &&
 	    strncmp(ans, "{\"error\":", 9) == 0) {
 		fputs(ans, stdout);
 		free(ans);
-		return 1;
+		return EXIT_FAILED;
 	}
 	fputs(ans, stdout);
 	free(ans);
