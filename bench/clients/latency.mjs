@@ -7,8 +7,10 @@
 //
 // CONFIG: {"api":"fetch"|"http", "targets":[{"name","url","headers"}],
 //          "conversations","turns","concurrency","instructions_bytes",
-//          "model","timeout_ms"}
-// For each target in turn: conversations x turns of stateless streamed
+//          "model","timeout_ms","warmup_turns"}
+// For each target in turn: a warm-up (concurrency conversations x
+// warmup_turns, not reported: JIT, keep-alive connections), then
+// conversations x turns of stateless streamed
 // Responses requests (full history every turn), `concurrency`
 // conversations at a time.  RESULT gets one record per turn: time to
 // first event, turn time, the largest gap between two events, and each
@@ -101,14 +103,14 @@ function postHttp(target, body, onChunk, timeoutMs) {
 
 const post = api === 'http' ? postHttp : postFetch;
 
-async function turn(target, conv, t, history, instr) {
+async function turn(target, conv, t, history, instr, keyPrefix) {
 	const body = JSON.stringify({
 		model: cfg.model || 'gpt-5.4',
 		instructions: instr,
 		input: history,
 		stream: true,
 		store: false,
-		prompt_cache_key: `latency-${target.name}-${conv}`,
+		prompt_cache_key: `${keyPrefix}-${target.name}-${conv}`,
 	});
 	const rec = { conv, turn: t, status: 0, ttft_us: -1, total_us: -1,
 	    events: 0, max_gap_us: 0, relay_us: [], error: null };
@@ -146,20 +148,20 @@ async function turn(target, conv, t, history, instr) {
 	return rec;
 }
 
-async function runTarget(target) {
+async function runTarget(target, conversations, nturns, keyPrefix) {
 	const turns = [];
 	let next = 0;
 	async function worker() {
 		for (;;) {
 			const conv = next++;
-			if (conv >= cfg.conversations)
+			if (conv >= conversations)
 				return;
 			const history = [];
 			const instr = instructions(conv, cfg.instructions_bytes);
-			for (let t = 0; t < cfg.turns; t++) {
+			for (let t = 0; t < nturns; t++) {
 				history.push({ type: 'message', role: 'user', content: [
 				    { type: 'input_text', text: `question ${t + 1} of conversation ${conv}` }] });
-				const rec = await turn(target, conv, t, history, instr);
+				const rec = await turn(target, conv, t, history, instr, keyPrefix);
 				turns.push(rec);
 				if (rec.error || rec.status !== 200)
 					break;	// the history is broken; the record counts as an error
@@ -171,7 +173,10 @@ async function runTarget(target) {
 }
 
 const results = [];
-for (const target of cfg.targets)
-	results.push(await runTarget(target));
+for (const target of cfg.targets) {
+	if (cfg.warmup_turns > 0)
+		await runTarget(target, cfg.concurrency, cfg.warmup_turns, 'warmup');
+	results.push(await runTarget(target, cfg.conversations, cfg.turns, 'latency'));
+}
 writeFileSync(resultPath, JSON.stringify({ client: `node-${api}`,
     version: process.version, results }));

@@ -4,7 +4,7 @@ the standard library's http.client sees.
 
     python3 latency.py CONFIG.json RESULT.json
 
-Same CONFIG and RESULT as latency.mjs (see there).  One keep-alive
+Same CONFIG and RESULT as latency.mjs (see there), warm-up included.  One keep-alive
 HTTPConnection per worker thread, `concurrency` threads; each thread runs
 whole conversations, every turn a streamed POST with the full history.
 Arrival times are CLOCK_REALTIME microseconds (time.time_ns), taken when
@@ -37,14 +37,14 @@ class Target:
         self.headers = dict(spec.get("headers", {}))
 
 
-def turn(conn, target, cfg, conv, t, history, instr):
+def turn(conn, target, cfg, conv, t, history, instr, key_prefix):
     body = json.dumps({
         "model": cfg.get("model", "gpt-5.4"),
         "instructions": instr,
         "input": history,
         "stream": True,
         "store": False,
-        "prompt_cache_key": f"latency-{target.name}-{conv}",
+        "prompt_cache_key": f"{key_prefix}-{target.name}-{conv}",
     }).encode()
     headers = {"content-type": "application/json",
                "accept": "text/event-stream", **target.headers}
@@ -99,7 +99,7 @@ def turn(conn, target, cfg, conv, t, history, instr):
     return rec, conn
 
 
-def run_target(target, cfg):
+def run_target(target, cfg, conversations, nturns, key_prefix):
     turns, lock = [], threading.Lock()
     next_conv = [0]
 
@@ -110,15 +110,16 @@ def run_target(target, cfg):
             with lock:
                 conv = next_conv[0]
                 next_conv[0] += 1
-            if conv >= cfg["conversations"]:
+            if conv >= conversations:
                 break
             history = []
             instr = instructions(conv, cfg["instructions_bytes"])
-            for t in range(cfg["turns"]):
+            for t in range(nturns):
                 history.append({"type": "message", "role": "user", "content": [
                     {"type": "input_text",
                      "text": f"question {t + 1} of conversation {conv}"}]})
-                rec, conn = turn(conn, target, cfg, conv, t, history, instr)
+                rec, conn = turn(conn, target, cfg, conv, t, history, instr,
+                                 key_prefix)
                 with lock:
                     turns.append(rec)
                 if rec["error"] or rec["status"] != 200:
@@ -139,7 +140,13 @@ def main():
         return 2
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
-    results = [run_target(Target(t), cfg) for t in cfg["targets"]]
+    results = []
+    for spec in cfg["targets"]:
+        target = Target(spec)
+        if cfg.get("warmup_turns", 0) > 0:
+            run_target(target, cfg, cfg["concurrency"], cfg["warmup_turns"], "warmup")
+        results.append(run_target(target, cfg, cfg["conversations"], cfg["turns"],
+                                  "latency"))
     with open(sys.argv[2], "w") as f:
         json.dump({"client": "python-http.client",
                    "version": sys.version.split()[0], "results": results}, f)
