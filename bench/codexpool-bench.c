@@ -16,7 +16,7 @@
  *
  *   codexpool-bench latency [-c CONVS] [-t TURNS] [-j CONCURRENCY]
  *			     [-i TOKENS] [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS]
- *			     [-g GAP_MS] [-C CLIENTS]
+ *			     [-g GAP_MS] [-C CLIENTS] [-r]
  *	The same streamed workload, in one run, through the daemon and
  *	straight to the simulator over HTTP/SSE, driven by stock HTTP
  *	clients (bench/clients: Node's fetch and http module, Python's
@@ -24,6 +24,7 @@
  *	included.  Reports time to first event, per-event relay latency
  *	(arrival minus the simulator's sim_sent_us), turn time, turns with
  *	an inter-event gap of GAP_MS or more, and daemon minus direct.
+ *	Each client runs the direct pass first (-r: the daemon's).
  *
  * Everything it starts lives in a private temp dir and is stopped at exit.
  */
@@ -473,6 +474,7 @@ static const struct client_def clients[] = {
 struct lat_opts {
 	int	convs, turns, concurrency, tokens;
 	int	first_ms, delta_ms, deltas, gap_ms;
+	int	daemon_first;		/* -r: run the daemon's pass first */
 	char	clients[128];
 };
 
@@ -584,7 +586,7 @@ static void
 write_client_config(struct setup *s, const struct lat_opts *o,
     const struct client_def *c, const char *path)
 {
-	json_object *cfg = json_object_new_object(), *targets, *h;
+	json_object *cfg = json_object_new_object(), *targets, *h, *direct, *daemon;
 	struct tl_account a;
 	char url[256], *bearer;
 	const char *text;
@@ -601,9 +603,11 @@ write_client_config(struct setup *s, const struct lat_opts *o,
 	json_object_object_add(h, "chatgpt-account-id", json_object_new_string(a.account_id));
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/backend-api/codex/responses",
 	    s->sim.port);
-	json_object_array_add(targets, target("direct", url, h));
+	direct = target("direct", url, h);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/responses", s->port);
-	json_object_array_add(targets, target("daemon", url, NULL));
+	daemon = target("daemon", url, NULL);
+	json_object_array_add(targets, o->daemon_first ? daemon : direct);
+	json_object_array_add(targets, o->daemon_first ? direct : daemon);
 	json_object_object_add(cfg, "targets", targets);
 	if (c->api)
 		json_object_object_add(cfg, "api", json_object_new_string(c->api));
@@ -697,7 +701,7 @@ cmd_latency(int argc, char **argv)
 	int ch, k, ran = 0, errors = 0, missed = 0;
 
 	optind = 1;
-	while ((ch = getopt(argc, argv, "c:t:j:i:f:d:n:g:C:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:t:j:i:f:d:n:g:C:r")) != -1) {
 		switch (ch) {
 		case 'c': o.convs = atoi(optarg); break;
 		case 't': o.turns = atoi(optarg); break;
@@ -708,10 +712,11 @@ cmd_latency(int argc, char **argv)
 		case 'n': o.deltas = atoi(optarg); break;
 		case 'g': o.gap_ms = atoi(optarg); break;
 		case 'C': snprintf(o.clients, sizeof(o.clients), "%s", optarg); break;
+		case 'r': o.daemon_first = 1; break;
 		default:
 			die("usage: codexpool-bench latency [-c CONVS] [-t TURNS] "
 			    "[-j CONCURRENCY] [-i TOKENS] [-f FIRST_MS] [-d DELTA_MS] "
-			    "[-n DELTAS] [-g GAP_MS] [-C node-fetch,node-http,python]");
+			    "[-n DELTAS] [-g GAP_MS] [-C node-fetch,node-http,python] [-r]");
 		}
 	}
 	if (o.convs < 1 || o.turns < 2 || o.concurrency < 1 || o.tokens < 0 ||
@@ -731,8 +736,10 @@ cmd_latency(int argc, char **argv)
 	start(&s, simargs, NULL);
 	printf("%d conversations x %d turns, concurrency %d, ~%d tokens of instructions, "
 	    "stream:true, full history every turn\n"
-	    "simulator pacing: first event after %d ms, %d deltas %d ms apart\n\n",
-	    o.convs, o.turns, o.concurrency, o.tokens, o.first_ms, o.deltas, o.delta_ms);
+	    "simulator pacing: first event after %d ms, %d deltas %d ms apart; "
+	    "each client: %s pass first\n\n", o.convs, o.turns, o.concurrency,
+	    o.tokens, o.first_ms, o.deltas, o.delta_ms,
+	    o.daemon_first ? "daemon" : "direct");
 	for (i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
 		char list[130], *tok, *save = NULL;
 		int wanted = 0;
@@ -836,6 +843,6 @@ main(int argc, char **argv)
 	fprintf(stderr, "usage: codexpool-bench demo | cache [-c CONVS] [-t TURNS] [-b BACKENDS] [-k KIB]\n"
 	    "       codexpool-bench latency [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-i TOKENS]\n"
 	    "                               [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS] [-g GAP_MS]\n"
-	    "                               [-C node-fetch,node-http,python]\n");
+	    "                               [-C node-fetch,node-http,python] [-r]\n");
 	return 2;
 }

@@ -31,6 +31,8 @@ struct http_txn {
 	struct sim_session sess;
 	struct pacer	 pace;
 	int		 streaming;
+	unsigned char	*head;		/* response head, sent with the first event */
+	size_t		 head_len;
 	struct http_txn	*next;		/* every live transaction, so a */
 	struct http_txn	*prev;		/* shutdown can free the leftovers */
 };
@@ -48,6 +50,7 @@ txn_destroy(struct http_txn *t, int context_alive)
 		t->next->prev = t->prev;
 	pacer_free(&t->pace, context_alive);
 	session_free(&t->sess);
+	free(t->head);
 	sbuf_free(&t->body);
 	freezero_str(t->resp);
 	free(t);
@@ -197,10 +200,18 @@ http_send_error(struct lws *wsi, struct sim_pss *pss, int status,
 static int
 sse_finish(struct lws *wsi, struct sim_pss *pss)
 {
-	unsigned char buf[LWS_PRE + 8];
+	struct http_txn *t = pss->http;
+	unsigned char *buf = xmalloc(LWS_PRE + t->head_len + 8);
+	size_t n = t->head_len + 5;
+	int w;
 
-	memcpy(buf + LWS_PRE, "0\r\n\r\n", 5);
-	if (lws_write(wsi, buf + LWS_PRE, 5, LWS_WRITE_HTTP_FINAL) != 5)
+	/* (a response without events still needs its head) */
+	if (t->head != NULL)
+		memcpy(buf + LWS_PRE, t->head, t->head_len);
+	memcpy(buf + LWS_PRE + t->head_len, "0\r\n\r\n", 5);
+	w = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
+	free(buf);
+	if (w < 0 || (size_t)w != n)
 		return -1;
 	txn_free(pss);
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -218,7 +229,10 @@ sse_writeable(struct lws *wsi, struct sim_pss *pss)
 		return 0;
 	switch (st->kind) {
 	case STEP_FRAME:
-		rv = send_sse_frame(wsi, st->data, st->len);
+		rv = send_sse_frame(wsi, t->head, t->head_len, st->data, st->len);
+		free(t->head);
+		t->head = NULL;
+		t->head_len = 0;
 		break;
 	case STEP_IDLE:
 		step_free(st);
@@ -427,6 +441,8 @@ responses_endpoint(struct lws *wsi, struct sim_pss *pss, const char *body, size_
 		plan_free(&plan);
 		return -1;
 	}
+	/* The head goes out with the first event, in the same write, as
+	 * codexpoold sends its own: TTFT through either compares alike. */
 	if (lws_add_http_header_status(wsi, 200, &p, end) ||
 	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
 	    (const unsigned char *)"text/event-stream", 17, &p, end) ||
@@ -435,10 +451,13 @@ responses_endpoint(struct lws *wsi, struct sim_pss *pss, const char *body, size_
 	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
 	    (const unsigned char *)"chunked", 7, &p, end) ||
 	    rate_limit_headers(wsi, &p, end) ||
-	    lws_finalize_write_http_header(wsi, start, &p, end)) {
+	    lws_finalize_http_header(wsi, &p, end)) {
 		plan_free(&plan);
 		return -1;
 	}
+	t->head_len = (size_t)(p - start);
+	t->head = xmalloc(t->head_len);
+	memcpy(t->head, start, t->head_len);
 	/* A paced answer may take longer than lws's usual timeouts. */
 	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 	t->streaming = 1;

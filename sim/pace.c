@@ -114,27 +114,32 @@ frame_type(const char *data, size_t len, char *out, size_t size)
 }
 
 int
-send_sse_frame(struct lws *wsi, const char *data, size_t len)
+send_sse_frame(struct lws *wsi, const unsigned char *resp_head, size_t rhl,
+    const char *data, size_t len)
 {
 	char type[128], head[200];
-	unsigned char *buf;
+	unsigned char *buf, *c;
 	size_t hl, n, body, total;
 	int w;
 
 	frame_type(data, len, type, sizeof(type));
-	/* chunk size line, "event: T\ndata: ", JSON, "\n\n", "\r\n" */
-	buf = xmalloc(LWS_PRE + 16 + sizeof(head) + len + SIM_STAMP_MAX + 8);
+	/* [response head], chunk size line, "event: T\ndata: ", JSON, "\n\n",
+	 * "\r\n" */
+	buf = xmalloc(LWS_PRE + rhl + 16 + sizeof(head) + len + SIM_STAMP_MAX + 8);
+	if (rhl > 0)
+		memcpy(buf + LWS_PRE, resp_head, rhl);
+	c = buf + LWS_PRE + rhl;
 	hl = (size_t)snprintf(head, sizeof(head), "%s%s%sdata: ",
 	    type[0] ? "event: " : "", type, type[0] ? "\n" : "");
 	/* The chunk size comes first but depends on the stamped length:
 	 * stamp into place after a fixed 8-hex-digit size line. */
-	memcpy(buf + LWS_PRE + 10, head, hl);
-	n = put_stamped(buf + LWS_PRE + 10 + hl, data, len);
+	memcpy(c + 10, head, hl);
+	n = put_stamped(c + 10 + hl, data, len);
 	body = hl + n + 2;
-	memcpy(buf + LWS_PRE + 10 + hl + n, "\n\n\r\n", 4);
-	snprintf((char *)buf + LWS_PRE, 11, "%08zx\r", body);
-	buf[LWS_PRE + 9] = '\n';
-	total = 10 + body + 2;
+	memcpy(c + 10 + hl + n, "\n\n\r\n", 4);
+	snprintf((char *)c, 11, "%08zx\r", body);
+	c[9] = '\n';
+	total = rhl + 10 + body + 2;
 	w = lws_write(wsi, buf + LWS_PRE, total, LWS_WRITE_HTTP);
 	free(buf);
 	return (w < 0 || (size_t)w < total) ? -1 : 0;

@@ -31,10 +31,12 @@ void	pacer_free(struct pacer *p, int context_alive);
 /*
  * Writes one frame, stamped with sim_sent_us, as a WebSocket text message
  * (LWS_WRITE_TEXT) or an SSE event in an HTTP chunk (event: TYPE, data:
- * JSON).  One lws_write per frame.  0 on success.
+ * JSON), after resp_head (rhl bytes, may be 0: the HTTP response head
+ * still to send).  One lws_write per frame.  0 on success.
  */
 int	send_ws_frame(struct lws *wsi, const char *data, size_t len);
-int	send_sse_frame(struct lws *wsi, const char *data, size_t len);
+int	send_sse_frame(struct lws *wsi, const unsigned char *resp_head, size_t rhl,
+	    const char *data, size_t len);
 
 /* Aborts the connection with a TCP RST (see pace.c). */
 void	abort_with_rst(struct lws *wsi);
