@@ -617,6 +617,9 @@ write_client_config(struct setup *s, const struct lat_opts *o,
 	json_object_object_add(cfg, "instructions_bytes", json_object_new_int(o->tokens * 4));
 	json_object_object_add(cfg, "timeout_ms", json_object_new_int(WAIT_MS));
 	json_object_object_add(cfg, "warmup_turns", json_object_new_int(2));
+	/* spread the starts over one turn's pacing */
+	json_object_object_add(cfg, "stagger_ms", json_object_new_int(
+	    (o->first_ms + o->deltas * o->delta_ms) / o->concurrency));
 	text = json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN);
 	if (tl_write_file(path, text, strlen(text), 0600) != 0)
 		die("cannot write %s", path);

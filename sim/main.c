@@ -312,6 +312,9 @@ main(int argc, char **argv)
 	info.iface = opts.listen_host[0] ? opts.listen_host : NULL;
 	info.protocols = protocols;
 	info.max_http_header_data = 16384;
+	/* Read HTTP request bodies (full histories) in 64 KiB pieces, not
+	 * 4 KiB ones: fewer service loops before a direct answer starts. */
+	info.pt_serv_buf_size = 65536;
 	info.timeout_secs = 30;
 	if (opts.listen_host[0] != '\0' && strchr(opts.listen_host, ':') == NULL)
 		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;

@@ -7,7 +7,7 @@
 //
 // CONFIG: {"api":"fetch"|"http", "targets":[{"name","url","headers"}],
 //          "conversations","turns","concurrency","instructions_bytes",
-//          "model","timeout_ms","warmup_turns"}
+//          "model","timeout_ms","warmup_turns","stagger_ms"}
 // For each target in turn: a warm-up (concurrency conversations x
 // warmup_turns, not reported: JIT, keep-alive connections), then
 // conversations x turns of stateless streamed
@@ -151,7 +151,10 @@ async function turn(target, conv, t, history, instr, keyPrefix) {
 async function runTarget(target, conversations, nturns, keyPrefix) {
 	const turns = [];
 	let next = 0;
-	async function worker() {
+	async function worker(w) {
+		// Real users do not start in lock-step: worker w starts
+		// w * stagger_ms later, so turns do not all end at once.
+		await new Promise((r) => setTimeout(r, w * (cfg.stagger_ms || 0)));
 		for (;;) {
 			const conv = next++;
 			if (conv >= conversations)
@@ -168,7 +171,7 @@ async function runTarget(target, conversations, nturns, keyPrefix) {
 			}
 		}
 	}
-	await Promise.all(Array.from({ length: cfg.concurrency }, worker));
+	await Promise.all(Array.from({ length: cfg.concurrency }, (_, w) => worker(w)));
 	return { target: target.name, turns };
 }
 

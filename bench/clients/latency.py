@@ -103,7 +103,9 @@ def run_target(target, cfg, conversations, nturns, key_prefix):
     turns, lock = [], threading.Lock()
     next_conv = [0]
 
-    def worker():
+    def worker(w):
+        # Real users do not start in lock-step (see latency.mjs).
+        time.sleep(w * cfg.get("stagger_ms", 0) / 1000)
         conn = http.client.HTTPConnection(
             target.host, target.port, timeout=cfg.get("timeout_ms", 60000) / 1000)
         while True:
@@ -126,7 +128,8 @@ def run_target(target, cfg, conversations, nturns, key_prefix):
                     break
         conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(cfg["concurrency"])]
+    threads = [threading.Thread(target=worker, args=(w,))
+               for w in range(cfg["concurrency"])]
     for th in threads:
         th.start()
     for th in threads:
