@@ -32,6 +32,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "ctltable.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "msgtypes.h"
@@ -117,6 +118,13 @@ kv_ratio(struct ctl_out *o, const char *k, uint64_t num, uint64_t den)
 		evbuffer_add_printf(o->text, "%s: %.3f\n", k, r);
 }
 
+/* Where a table writes: the text buffer, or NULL in JSON mode. */
+static struct evbuffer *
+table_text(struct ctl_out *o)
+{
+	return o->json ? NULL : o->text;
+}
+
 static uint64_t
 dispatches(void)
 {
@@ -179,10 +187,17 @@ slot_state_name(enum slot_state st)
 	return "?";
 }
 
+static const struct ctl_column worker_cols[] = {
+	COL("slot", CT_INT), COL("pid", CT_INT), COL("state", CT_STR), COL("uptime", CT_UINT),
+	COL("restarts", CT_UINT), COL("requests", CT_UINT), COL("reuse", CT_UINT),
+	COL("new", CT_UINT), COL("bypass", CT_UINT), COL("retry_stale", CT_UINT),
+	COL("conns", CT_INT), COL("busy", CT_INT),
+};
+
 static void
 cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	int i, conns[SV_MAX_WORKERS] = { 0 }, busy[SV_MAX_WORKERS] = { 0 };
 	size_t it = 0;
 	void *v;
@@ -194,84 +209,64 @@ cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 			busy[c->slot] += c->busy;
 		}
 	}
-	if (!rows)
-		evbuffer_add_printf(o->text, "# slot pid state uptime restarts requests "
-		    "reuse new bypass retry_stale conns busy\n");
+	CTL_TABLE_BEGIN(&t, worker_cols, table_text(o));
 	for (i = 0; i < sv->nslots; i++) {
 		const struct worker_slot *w = &sv->slots[i];
-		uint64_t up = w->pid ? (uint64_t)((now_mono_usec() - w->started_at) / USEC_PER_SEC) : 0;
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "slot", json_object_new_int(i));
-			json_object_object_add(r, "pid", json_object_new_int((int)w->pid));
-			json_object_object_add(r, "state", json_object_new_string(
-			    w->draining && w->state == SLOT_UP ? "draining" : slot_state_name(w->state)));
-			json_object_object_add(r, "uptime", json_object_new_int64((int64_t)up));
-			json_object_object_add(r, "restarts", json_object_new_int((int)w->restarts));
-			json_object_object_add(r, "requests", json_object_new_int64((int64_t)w->requests));
-			json_object_object_add(r, "reuse", json_object_new_int64((int64_t)w->decisions[DEC_REUSE]));
-			json_object_object_add(r, "new", json_object_new_int64((int64_t)w->decisions[DEC_NEW]));
-			json_object_object_add(r, "bypass", json_object_new_int64((int64_t)w->decisions[DEC_BYPASS]));
-			json_object_object_add(r, "retry_stale", json_object_new_int64((int64_t)w->decisions[DEC_RETRY_STALE]));
-			json_object_object_add(r, "conns", json_object_new_int(conns[i]));
-			json_object_object_add(r, "busy", json_object_new_int(busy[i]));
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "%d %d %s %" PRIu64 " %u %" PRIu64 " %" PRIu64
-			    " %" PRIu64 " %" PRIu64 " %" PRIu64 " %d %d\n", i, (int)w->pid,
-			    w->draining && w->state == SLOT_UP ? "draining" : slot_state_name(w->state),
-			    up, w->restarts, w->requests,
-			    w->decisions[DEC_REUSE], w->decisions[DEC_NEW],
-			    w->decisions[DEC_BYPASS], w->decisions[DEC_RETRY_STALE],
-			    conns[i], busy[i]);
-		}
+		ctl_row_begin(&t);
+		ctl_cell_int(&t, i);
+		ctl_cell_int(&t, w->pid);
+		ctl_cell_str(&t, w->draining && w->state == SLOT_UP ? "draining" :
+		    slot_state_name(w->state));
+		ctl_cell_uint(&t, w->pid ? (uint64_t)((now_mono_usec() - w->started_at) /
+		    USEC_PER_SEC) : 0);
+		ctl_cell_uint(&t, w->restarts);
+		ctl_cell_uint(&t, w->requests);
+		ctl_cell_uint(&t, w->decisions[DEC_REUSE]);
+		ctl_cell_uint(&t, w->decisions[DEC_NEW]);
+		ctl_cell_uint(&t, w->decisions[DEC_BYPASS]);
+		ctl_cell_uint(&t, w->decisions[DEC_RETRY_STALE]);
+		ctl_cell_int(&t, conns[i]);
+		ctl_cell_int(&t, busy[i]);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "workers", rows);
+	ctl_table_end(&t, o->json, "workers");
 }
+
+static const struct ctl_column pool_cols[] = {
+	COL("conn", CT_STR), COL("key", CT_STR), COL("worker", CT_INT), COL("account", CT_STR),
+	COL("state", CT_STR), COL("age", CT_UINT), COL("turns", CT_UINT),
+	COL("last_decision", CT_STR), COL("cached", CT_UINT), COL("input", CT_UINT),
+};
 
 static void
 cmd_show_pools(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	usec_t now = now_mono_usec();
 	size_t it = 0;
 	void *v;
 
-	if (!rows)
-		evbuffer_add_printf(o->text, "# conn key worker account state age turns "
-		    "last_decision cached input\n");
+	CTL_TABLE_BEGIN(&t, pool_cols, table_text(o));
 	while ((v = idmap_next(&sv->pool.conns, &it)) != NULL) {
 		const struct pm_conn *c = v;
-		const char *state = c->closing ? "closing" : !c->up ? "connecting" :
-		    c->busy ? "busy" : "idle";
 		char conn[24], key[24];
-		uint64_t age = (uint64_t)((now - c->created) / USEC_PER_SEC);
 		snprintf(conn, sizeof(conn), "%016" PRIx64, c->id);
 		snprintf(key, sizeof(key), "%016" PRIx64, c->key_hash);
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "conn", json_object_new_string(conn));
-			json_object_object_add(r, "key", json_object_new_string(key));
-			json_object_object_add(r, "worker", json_object_new_int(c->slot));
-			json_object_object_add(r, "account", json_object_new_string(c->acct->entry));
-			json_object_object_add(r, "state", json_object_new_string(state));
-			json_object_object_add(r, "age", json_object_new_int64((int64_t)age));
-			json_object_object_add(r, "turns", json_object_new_int64(c->turns));
-			json_object_object_add(r, "last_decision", json_object_new_string(
-			    c->last_decision ? decision_name(c->last_decision) : "-"));
-			json_object_object_add(r, "cached", json_object_new_int64((int64_t)c->last_cached));
-			json_object_object_add(r, "input", json_object_new_int64((int64_t)c->last_input));
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "%s %s %d %s %s %" PRIu64 " %u %s %" PRIu64
-			    " %" PRIu64 "\n", conn, key, c->slot, c->acct->entry, state, age,
-			    c->turns, c->last_decision ? decision_name(c->last_decision) : "-",
-			    c->last_cached, c->last_input);
-		}
+		ctl_row_begin(&t);
+		ctl_cell_str(&t, conn);
+		ctl_cell_str(&t, key);
+		ctl_cell_int(&t, c->slot);
+		ctl_cell_str(&t, c->acct->entry);
+		ctl_cell_str(&t, c->closing ? "closing" : !c->up ? "connecting" :
+		    c->busy ? "busy" : "idle");
+		ctl_cell_uint(&t, (uint64_t)((now - c->created) / USEC_PER_SEC));
+		ctl_cell_uint(&t, c->turns);
+		ctl_cell_str(&t, c->last_decision ? decision_name(c->last_decision) : "-");
+		ctl_cell_uint(&t, c->last_cached);
+		ctl_cell_uint(&t, c->last_input);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "pools", rows);
+	ctl_table_end(&t, o->json, "pools");
 }
 
 /* An account by entry id, label or ChatGPT account id; an error if none. */
@@ -340,32 +335,29 @@ cmd_reload(struct ctl_out *o, int argc, char **argv)
 		json_object_object_add(o->json, "changes", rows);
 }
 
+static const struct ctl_column config_cols[] = {
+	COL("key", CT_STR), COL("value", CT_STR), COL("origin", CT_STR), COL("reloadable", CT_BOOL),
+};
+
 static void
 cmd_config(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	const struct cfg_key *k;
 	char val[512];
 	int i;
 
-	if (!rows)
-		evbuffer_add_printf(o->text, "# key value origin reloadable\n");
+	CTL_TABLE_BEGIN(&t, config_cols, table_text(o));
 	for (k = codexpool_cfg_keys, i = 0; k->name != NULL; k++, i++) {
 		cfg_format(&sv->cfgset, k, val, sizeof(val));
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "key", json_object_new_string(k->name));
-			json_object_object_add(r, "value", json_object_new_string(val));
-			json_object_object_add(r, "origin", json_object_new_string(sv->cfgset.origin[i].where));
-			json_object_object_add(r, "reloadable", json_object_new_boolean(k->flags & CFG_RELOADABLE));
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "%s %s %s %s\n", k->name, val[0] ? val : "-",
-			    sv->cfgset.origin[i].where, (k->flags & CFG_RELOADABLE) ? "yes" : "no");
-		}
+		ctl_row_begin(&t);
+		ctl_cell_str(&t, k->name);
+		ctl_cell_str(&t, val);
+		ctl_cell_str(&t, sv->cfgset.origin[i].where);
+		ctl_cell_bool(&t, k->flags & CFG_RELOADABLE);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "config", rows);
+	ctl_table_end(&t, o->json, "config");
 }
 
 static void
@@ -402,64 +394,72 @@ cmd_stats_reset(struct ctl_out *o, int argc, char **argv)
 	kv_str(o, "stats", "reset");
 }
 
+static const struct ctl_column conversation_cols[] = {
+	COL("conv", CT_STR), COL("account", CT_STR), COL("worker", CT_INT), COL("turns", CT_UINT),
+	COL("idle", CT_UINT),
+	COL_H("recent", CT_CUSTOM, "recent_turns(n:decision:cached/input[:miss])"),
+};
+
+/* A conversation's recent turns: "n:decision:cached/input[:miss],..." and as JSON. */
+static void
+recent_turns(const struct conv_rec *c, struct evbuffer *text, struct json_object *turns)
+{
+	uint32_t first = c->turns > CONVLOG_TURNS ? c->turns - CONVLOG_TURNS + 1 : 1, n;
+
+	for (n = first; n <= c->turns; n++) {
+		const struct conv_turn *t = &c->ring[(n - 1) % CONVLOG_TURNS];
+		const char *dec = t->decision ? decision_name(t->decision) : "-";
+		struct json_object *tj;
+
+		if (text != NULL) {
+			evbuffer_add_printf(text, "%s%u:%s:%" PRIu64 "/%" PRIu64 "%s%s",
+			    n > first ? "," : "", t->n, t->decision == DEC_BYPASS ?
+			    bypass_reason_name(t->reason) : dec, t->cached, t->input,
+			    t->miss ? ":" : "", t->miss ? t->miss : "");
+			continue;
+		}
+		tj = json_object_new_object();
+		json_object_object_add(tj, "turn", json_object_new_int((int)t->n));
+		json_object_object_add(tj, "decision", json_object_new_string(dec));
+		if (t->decision == DEC_BYPASS)
+			json_object_object_add(tj, "bypass", json_object_new_string(
+			    bypass_reason_name(t->reason)));
+		json_object_object_add(tj, "cached", json_object_new_int64((int64_t)t->cached));
+		json_object_object_add(tj, "input", json_object_new_int64((int64_t)t->input));
+		if (t->miss)
+			json_object_object_add(tj, "miss", json_object_new_string(t->miss));
+		json_object_array_add(turns, tj);
+	}
+}
+
 static void
 cmd_show_conversations(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	const struct conv_rec *c;
+	struct evbuffer *recent = evbuffer_new();
 	usec_t now = now_mono_usec();
 
-	if (!rows)
-		evbuffer_add_printf(o->text, "# conv account worker turns idle "
-		    "recent_turns(n:decision:cached/input[:miss])\n");
+	CTL_TABLE_BEGIN(&t, conversation_cols, table_text(o));
 	TAILQ_FOREACH_REVERSE(c, &sv->convs.lru, conv_rec_list, lru) {
-		uint32_t first = c->turns > CONVLOG_TURNS ? c->turns - CONVLOG_TURNS + 1 : 1, n;
+		struct json_object *turns = o->json ? json_object_new_array() : NULL;
 		char conv[24];
-		struct json_object *turns = rows ? json_object_new_array() : NULL;
-		uint64_t idle = (uint64_t)((now - c->last_active) / USEC_PER_SEC);
 
 		snprintf(conv, sizeof(conv), "%016" PRIx64, c->key_hash);
-		if (!rows)
-			evbuffer_add_printf(o->text, "%s %s %d %u %" PRIu64 " ", conv, c->entry,
-			    c->slot, c->turns, idle);
-		for (n = first; n <= c->turns; n++) {
-			const struct conv_turn *t = &c->ring[(n - 1) % CONVLOG_TURNS];
-			const char *dec = t->decision == DEC_BYPASS ? bypass_reason_name(t->reason) :
-			    t->decision ? decision_name(t->decision) : "-";
-			if (turns) {
-				struct json_object *tj = json_object_new_object();
-				json_object_object_add(tj, "turn", json_object_new_int((int)t->n));
-				json_object_object_add(tj, "decision", json_object_new_string(
-				    t->decision ? decision_name(t->decision) : "-"));
-				if (t->decision == DEC_BYPASS)
-					json_object_object_add(tj, "bypass", json_object_new_string(
-					    bypass_reason_name(t->reason)));
-				json_object_object_add(tj, "cached", json_object_new_int64((int64_t)t->cached));
-				json_object_object_add(tj, "input", json_object_new_int64((int64_t)t->input));
-				if (t->miss)
-					json_object_object_add(tj, "miss", json_object_new_string(t->miss));
-				json_object_array_add(turns, tj);
-			} else {
-				evbuffer_add_printf(o->text, "%s%u:%s:%" PRIu64 "/%" PRIu64 "%s%s",
-				    n > first ? "," : "", t->n, dec, t->cached, t->input,
-				    t->miss ? ":" : "", t->miss ? t->miss : "");
-			}
-		}
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "conv", json_object_new_string(conv));
-			json_object_object_add(r, "account", json_object_new_string(c->entry));
-			json_object_object_add(r, "worker", json_object_new_int(c->slot));
-			json_object_object_add(r, "turns", json_object_new_int((int)c->turns));
-			json_object_object_add(r, "idle", json_object_new_int64((int64_t)idle));
-			json_object_object_add(r, "recent", turns);
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "\n");
-		}
+		ctl_row_begin(&t);
+		ctl_cell_str(&t, conv);
+		ctl_cell_str(&t, c->entry);
+		ctl_cell_int(&t, c->slot);
+		ctl_cell_uint(&t, c->turns);
+		ctl_cell_uint(&t, (uint64_t)((now - c->last_active) / USEC_PER_SEC));
+		evbuffer_drain(recent, evbuffer_get_length(recent));
+		recent_turns(c, o->json ? NULL : recent, turns);
+		evbuffer_add(recent, "", 1);
+		ctl_cell_custom(&t, (const char *)evbuffer_pullup(recent, -1), turns);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "conversations", rows);
+	ctl_table_end(&t, o->json, "conversations");
+	evbuffer_free(recent);
 }
 
 /* Seconds from now to a unix time, 0 if past or unset. */
@@ -489,51 +489,45 @@ quota_summary(const struct account *a, char *buf, size_t len)
 	json_object_put(q);
 }
 
+static const struct ctl_column account_cols[] = {
+	COL("entry", CT_STR), COL("label", CT_STR), COL("account_id", CT_STR), COL("status", CT_STR),
+	COL("locked_for", CT_INT), COL("token_expires_in", CT_INT), COL("plan", CT_STR),
+	COL("quota", CT_CUSTOM), COL("inflight", CT_INT), COL("pooled", CT_INT),
+	COL("requests", CT_UINT), COL("input_tokens", CT_UINT), COL("cached_tokens", CT_UINT),
+	COL("reason", CT_STR),
+};
+
 static void
 cmd_account_list(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	struct account *a;
 	char quota[64];
 
-	if (!rows)
-		evbuffer_add_printf(o->text, "# entry label account_id status locked_for token_expires_in "
-		    "plan quota inflight pooled requests input_tokens cached_tokens reason\n");
+	CTL_TABLE_BEGIN(&t, account_cols, table_text(o));
 	TAILQ_FOREACH(a, &sv->accounts, link) {
 		struct pm_account *pa = pm_account(&sv->pool, a->entry);
-		uint64_t req = a->requests + (uint64_t)a->d_requests;
-		uint64_t in = a->input_tokens + (uint64_t)a->d_input;
-		uint64_t cached = a->cached_tokens + (uint64_t)a->d_cached;
 		quota_summary(a, quota, sizeof(quota));
 		account_usable(a);	/* ends an expired lock */
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "entry", json_object_new_string(a->entry));
-			json_object_object_add(r, "label", a->label ? json_object_new_string(a->label) : NULL);
-			json_object_object_add(r, "account_id", json_object_new_string(a->account_id));
-			json_object_object_add(r, "status", json_object_new_string(account_status_name(a)));
-			json_object_object_add(r, "reason", a->reason ? json_object_new_string(a->reason) : NULL);
-			json_object_object_add(r, "locked_for", json_object_new_int64(secs_until(a->locked_until)));
-			json_object_object_add(r, "token_expires_in", json_object_new_int64(secs_until(a->access_expires)));
-			json_object_object_add(r, "plan", a->plan ? json_object_new_string(a->plan) : NULL);
-			json_object_object_add(r, "quota", a->quota_json ?
-			    json_tokener_parse(a->quota_json) : NULL);
-			json_object_object_add(r, "inflight", json_object_new_int(a->inflight));
-			json_object_object_add(r, "pooled", json_object_new_int(pa->live));
-			json_object_object_add(r, "requests", json_object_new_int64((int64_t)req));
-			json_object_object_add(r, "input_tokens", json_object_new_int64((int64_t)in));
-			json_object_object_add(r, "cached_tokens", json_object_new_int64((int64_t)cached));
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "%s %s %s %s %" PRId64 " %" PRId64 " %s %s %d %d %"
-			    PRIu64 " %" PRIu64 " %" PRIu64 " %s\n", a->entry, a->label ? a->label : "-",
-			    a->account_id, account_status_name(a), secs_until(a->locked_until),
-			    secs_until(a->access_expires), a->plan ? a->plan : "-", quota,
-			    a->inflight, pa->live, req, in, cached, a->reason ? a->reason : "-");
-		}
+		ctl_row_begin(&t);
+		ctl_cell_str(&t, a->entry);
+		ctl_cell_str(&t, a->label);
+		ctl_cell_str(&t, a->account_id);
+		ctl_cell_str(&t, account_status_name(a));
+		ctl_cell_int(&t, secs_until(a->locked_until));
+		ctl_cell_int(&t, secs_until(a->access_expires));
+		ctl_cell_str(&t, a->plan);
+		ctl_cell_custom(&t, quota, o->json && a->quota_json ?
+		    json_tokener_parse(a->quota_json) : NULL);
+		ctl_cell_int(&t, a->inflight);
+		ctl_cell_int(&t, pa->live);
+		ctl_cell_uint(&t, a->requests + (uint64_t)a->d_requests);
+		ctl_cell_uint(&t, a->input_tokens + (uint64_t)a->d_input);
+		ctl_cell_uint(&t, a->cached_tokens + (uint64_t)a->d_cached);
+		ctl_cell_str(&t, a->reason);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "accounts", rows);
+	ctl_table_end(&t, o->json, "accounts");
 }
 
 static void
