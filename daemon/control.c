@@ -40,21 +40,44 @@
 #include "supervisor.h"
 
 #define CTL_PROTO_VERSION	1
-#define CTL_MAX_CLIENTS		64
+#define CTL_MAX_CLIENTS		64	/* more: the one idle longest is closed */
 #define CTL_MAX_LINE		(256 * 1024)	/* account add carries an auth.json */
 #define CTL_MAX_ARGS		16
+#define CTL_MAX_OUTPUT		(256 * 1024)	/* unread answers above this: stop reading */
+#define CTL_STATS_WAIT		(500 * USEC_PER_MSEC)	/* for the workers' counters */
+#define CTL_MAX_WCOUNTERS	1024	/* counters in one MSG_STATS, at most */
+
+/* The workers' own counters for one answer (MSG_STATS_REQ / MSG_STATS). */
+struct wstats {
+	uint64_t		 rid;
+	int			 nslots;
+	int			 waiting;	/* replies still expected */
+	bool			 asked[SV_MAX_WORKERS];
+	bool			 answered[SV_MAX_WORKERS];
+	uint64_t		*val;		/* nslots x NWCOUNTERS */
+	struct event		*ev_deadline;
+};
 
 struct ctl_client {
 	struct bufferevent	*bev;
 	uid_t			 uid;
 	bool			 discarding;	/* the rest of an over-long line */
+	bool			 output_full;	/* not reading: too many unread answers */
+	usec_t			 last_active;	/* input read or output taken */
+	struct event		*ev_idle;
+	char			*suspended;	/* a command waiting for the workers' counters */
+	struct wstats		*ws;
+	TAILQ_ENTRY(ctl_client)	 link;
 };
+TAILQ_HEAD(ctl_client_list, ctl_client);
 
 /* What a command writes: either text or a JSON object, never both. */
 struct ctl_out {
 	struct evbuffer		*text;
 	struct json_object	*json;		/* set when --json */
 	bool			 failed;
+	const struct wstats	*ws;		/* the workers' counters, when asked for */
+	bool			 want_ws;	/* the command asks for them: run it again */
 };
 
 typedef void ctl_fn(struct ctl_out *, int argc, char **argv);
@@ -68,7 +91,9 @@ struct ctl_cmd {
 };
 
 static struct evconnlistener *listener;
+static struct ctl_client_list clients = TAILQ_HEAD_INITIALIZER(clients);
 static int nclients;
+static uint64_t next_stats_rid;
 static gid_t control_gid = (gid_t)-1;	/* control_group, if set */
 
 static void
@@ -134,6 +159,9 @@ dispatches(void)
 	    s->decisions[DEC_BYPASS] + s->decisions[DEC_RETRY_STALE];
 }
 
+static void	control_counters(struct ctl_out *);
+static void	worker_counter_sums(struct ctl_out *);
+
 static void
 cmd_status(struct ctl_out *o, int argc, char **argv)
 {
@@ -141,6 +169,10 @@ cmd_status(struct ctl_out *o, int argc, char **argv)
 	int busy, open = pm_count(&sv->pool, &busy), i;
 	char name[64];
 
+	if (o->ws == NULL) {
+		o->want_ws = true;
+		return;
+	}
 	kv_str(o, "version", PACKAGE_VERSION);
 	kv_u64(o, "uptime", (uint64_t)((now_mono_usec() - sv->started_at) / USEC_PER_SEC));
 	kv_str(o, "listen", sv->listen_addr);
@@ -173,6 +205,8 @@ cmd_status(struct ctl_out *o, int argc, char **argv)
 	}
 	kv_u64(o, "client_aborts", s->client_aborts);
 	kv_u64(o, "worker_restarts", s->worker_restarts);
+	control_counters(o);
+	worker_counter_sums(o);
 }
 
 static const char *
@@ -187,21 +221,70 @@ slot_state_name(enum slot_state st)
 	return "?";
 }
 
+/*
+ * show workers: the supervisor's view of each slot, then the worker's own
+ * counters (MSG_STATS; "-" / null when the worker did not answer).  The
+ * counter columns are named as the worker names its counters.
+ */
 static const struct ctl_column worker_cols[] = {
 	COL("slot", CT_INT), COL("pid", CT_INT), COL("state", CT_STR), COL("uptime", CT_UINT),
 	COL("restarts", CT_UINT), COL("requests", CT_UINT), COL("reuse", CT_UINT),
 	COL("new", CT_UINT), COL("bypass", CT_UINT), COL("retry_stale", CT_UINT),
 	COL("conns", CT_INT), COL("busy", CT_INT),
+#define WCOUNTERS_FROM	12
+	COL("sockets", CT_UINT), COL("conns_opened", CT_UINT), COL("conns_closed", CT_UINT),
+	COL("oneshot_opened", CT_UINT), COL("liveness_kills", CT_UINT), COL("expired", CT_UINT),
+	COL("evicted", CT_UINT), COL("stream_errors", CT_UINT), COL("continue_refused", CT_UINT),
+	COL("frames_relayed", CT_UINT), COL("bytes_relayed", CT_UINT), COL("chan_full", CT_UINT),
+	COL("rx_pauses", CT_UINT),
 };
+#define NWCOUNTERS	(sizeof(worker_cols) / sizeof(worker_cols[0]) - WCOUNTERS_FROM)
+
+static const uint64_t *
+wcounters(const struct wstats *ws, int slot)
+{
+	if (ws == NULL || slot >= ws->nslots || !ws->answered[slot])
+		return NULL;
+	return ws->val + (size_t)slot * NWCOUNTERS;
+}
+
+/* status: each worker counter summed over the workers that answered. */
+static void
+worker_counter_sums(struct ctl_out *o)
+{
+	uint64_t sum[NWCOUNTERS] = { 0 };
+	const uint64_t *v;
+	char name[64];
+	size_t k;
+	int i, n = 0;
+
+	for (i = 0; i < sv->nslots; i++) {
+		if ((v = wcounters(o->ws, i)) == NULL)
+			continue;
+		n++;
+		for (k = 0; k < NWCOUNTERS; k++)
+			sum[k] += v[k];
+	}
+	kv_u64(o, "workers_reporting", (uint64_t)n);
+	for (k = 0; k < NWCOUNTERS; k++) {
+		snprintf(name, sizeof(name), "worker_%s", worker_cols[WCOUNTERS_FROM + k].name);
+		kv_u64(o, name, sum[k]);
+	}
+}
 
 static void
 cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 {
 	struct ctl_table t;
 	int i, conns[SV_MAX_WORKERS] = { 0 }, busy[SV_MAX_WORKERS] = { 0 };
-	size_t it = 0;
+	const uint64_t *wc;
+	size_t it = 0, k;
 	void *v;
 
+	if (o->ws == NULL) {
+		o->want_ws = true;
+		return;
+	}
 	while ((v = idmap_next(&sv->pool.conns, &it)) != NULL) {
 		struct pm_conn *c = v;
 		if (c->slot >= 0 && c->slot < SV_MAX_WORKERS) {
@@ -227,6 +310,13 @@ cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 		ctl_cell_uint(&t, w->decisions[DEC_RETRY_STALE]);
 		ctl_cell_int(&t, conns[i]);
 		ctl_cell_int(&t, busy[i]);
+		wc = wcounters(o->ws, i);
+		for (k = 0; k < NWCOUNTERS; k++) {
+			if (wc != NULL)
+				ctl_cell_uint(&t, wc[k]);
+			else
+				ctl_cell_none(&t);
+		}
 		ctl_row_end(&t);
 	}
 	ctl_table_end(&t, o->json, "workers");
@@ -863,11 +953,127 @@ run_command(struct ctl_out *o, int argc, char **argv)
 	cands[0]->fn(o, argc - nwords(cands[0]), argv + nwords(cands[0]));
 }
 
+/* ---- the workers' counters for an answer --------------------------------- */
+
+static void	wstats_done(evutil_socket_t, short, void *);
+
 static void
-handle_line(struct ctl_client *cl, char *line)
+wstats_free(struct wstats *ws)
+{
+	if (ws == NULL)
+		return;
+	if (ws->ev_deadline)
+		event_free(ws->ev_deadline);
+	free(ws->val);
+	free(ws);
+}
+
+/*
+ * Ask every running worker for its counters.  The answer waits until all
+ * have replied or CTL_STATS_WAIT has passed, whichever is first; the event
+ * loop goes on meanwhile.  NULL if no worker could be asked (nothing to
+ * wait for).
+ */
+static struct wstats *
+wstats_ask(struct ctl_client *cl)
+{
+	struct wstats *ws = xcalloc(1, sizeof(*ws));
+	struct timeval tv = { 0, CTL_STATS_WAIT };
+	int i;
+
+	ws->rid = ++next_stats_rid;
+	ws->nslots = sv->nslots;
+	ws->val = xcalloc((size_t)ws->nslots ? (size_t)ws->nslots : 1, NWCOUNTERS * sizeof(uint64_t));
+	for (i = 0; i < ws->nslots; i++) {
+		if (sv->slots[i].state != SLOT_UP || sv->slots[i].chan == NULL)
+			continue;
+		if (workers_send(i, MSG_STATS_REQ, ws->rid, NULL) != MSGCHAN_OK)
+			continue;
+		ws->asked[i] = true;
+		ws->waiting++;
+	}
+	if (ws->waiting == 0)
+		return ws;
+	ws->ev_deadline = evtimer_new(sv->base, wstats_done, cl);
+	evtimer_add(ws->ev_deadline, &tv);
+	return ws;
+}
+
+void
+control_on_worker_stats(int slot, const struct msg *m)
+{
+	struct ctl_client *cl;
+	struct wstats *ws = NULL;
+	struct msgreader r;
+	uint64_t *val;
+	uint32_t n, i;
+	size_t k;
+
+	TAILQ_FOREACH(cl, &clients, link)
+		if (cl->ws != NULL && cl->ws->rid == m->hdr.rid) {
+			ws = cl->ws;
+			break;
+		}
+	/* late (after the deadline), or for a client that has gone */
+	if (ws == NULL || slot < 0 || slot >= ws->nslots || !ws->asked[slot] ||
+	    ws->answered[slot])
+		return;
+	val = ws->val + (size_t)slot * NWCOUNTERS;
+	msgreader_init(&r, m);
+	n = msg_get_u32(&r);
+	for (i = 0; i < n && i < CTL_MAX_WCOUNTERS && !r.failed; i++) {
+		const char *name = msg_get_str(&r);
+		uint64_t v = msg_get_u64(&r);
+		for (k = 0; name != NULL && k < NWCOUNTERS; k++)
+			if (strcmp(name, worker_cols[WCOUNTERS_FROM + k].name) == 0)
+				val[k] = v;
+	}
+	if (n > CTL_MAX_WCOUNTERS || msg_end(&r) == -1) {
+		log_warnx("worker %d: malformed counters", slot);
+		memset(val, 0, NWCOUNTERS * sizeof(*val));
+	} else {
+		ws->answered[slot] = true;
+	}
+	ws->asked[slot] = false;
+	if (--ws->waiting == 0)
+		wstats_done(-1, 0, cl);
+}
+
+/* ---- control clients ----------------------------------------------------- */
+
+static void	process_input(struct ctl_client *);
+
+/* The command line again, from its resolved words, to run it once more. */
+static char *
+join_words(int argc, char **argv, bool json)
+{
+	size_t len = 16;
+	char *line;
+	int i;
+
+	for (i = 0; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	line = xcalloc(1, len);
+	for (i = 0; i < argc; i++) {
+		if (i > 0)
+			strcat(line, " ");
+		strcat(line, argv[i]);
+	}
+	if (json)
+		strcat(line, " --json");
+	return line;
+}
+
+/*
+ * Run one command line and queue its answer.  A command that needs the
+ * workers' counters (ws NULL) asks for them: the client is suspended, and
+ * the line runs again when they are in.
+ */
+static void
+handle_line(struct ctl_client *cl, char *line, const struct wstats *ws)
 {
 	struct evbuffer *out = bufferevent_get_output(cl->bev);
-	struct ctl_out o = { .text = evbuffer_new() };
+	struct ctl_out o = { .text = evbuffer_new(), .ws = ws };
 	char *argv[CTL_MAX_ARGS], *tok, *save = NULL;
 	int argc = 0;
 	bool json = false;
@@ -891,6 +1097,24 @@ handle_line(struct ctl_client *cl, char *line)
 		out_error(&o, "empty command; try 'help'");
 	else
 		run_command(&o, argc, argv);
+	if (o.want_ws && ws == NULL) {
+		struct wstats *asked;
+		char *again = join_words(argc, argv, json);
+
+		json_object_put(o.json);
+		evbuffer_free(o.text);
+		asked = wstats_ask(cl);
+		if (asked->waiting == 0) {
+			/* no worker to ask: answer at once, every worker without counters */
+			handle_line(cl, again, asked);
+			free(again);
+			wstats_free(asked);
+			return;
+		}
+		cl->ws = asked;
+		cl->suspended = again;
+		return;
+	}
 send:
 	if (o.json) {
 		size_t len;
@@ -906,29 +1130,65 @@ send_nothing:
 	evbuffer_free(o.text);
 }
 
+/* The workers answered, or the deadline passed: answer, then read on. */
+static void
+wstats_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl_client *cl = arg;
+	struct wstats *ws = cl->ws;
+	char *line = cl->suspended;
+
+	cl->ws = NULL;
+	cl->suspended = NULL;
+	if (ws->waiting > 0)
+		log_debug("control: %d worker(s) did not send their counters in time", ws->waiting);
+	handle_line(cl, line, ws);
+	free(line);
+	wstats_free(ws);
+	cl->last_active = now_mono_usec();
+	process_input(cl);
+}
+
 static void
 client_free(struct ctl_client *cl)
 {
+	TAILQ_REMOVE(&clients, cl, link);
 	bufferevent_free(cl->bev);
+	event_free(cl->ev_idle);
+	wstats_free(cl->ws);
+	free(cl->suspended);
 	free(cl);
 	nclients--;
 }
 
+/*
+ * Answer the complete lines that have arrived, in order, while the
+ * client is not suspended and reads its answers: past CTL_MAX_OUTPUT of
+ * unread answers, its input is left alone (and not read from the socket)
+ * until the output has drained, so a client that sends without reading
+ * costs at most that much memory.
+ */
 static void
-on_read(struct bufferevent *bev, void *arg)
+process_input(struct ctl_client *cl)
 {
-	struct ctl_client *cl = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = bufferevent_get_input(cl->bev);
+	struct evbuffer *out = bufferevent_get_output(cl->bev);
 	struct evbuffer_ptr nl;
 	char *line;
 	size_t n;
 
 	for (;;) {
+		if (cl->suspended != NULL)
+			break;
+		if (evbuffer_get_length(out) > CTL_MAX_OUTPUT) {
+			cl->output_full = true;
+			break;
+		}
 		if (cl->discarding) {
 			nl = evbuffer_search(in, "\n", 1, NULL);
 			if (nl.pos < 0) {
 				evbuffer_drain(in, evbuffer_get_length(in));
-				return;
+				break;
 			}
 			evbuffer_drain(in, (size_t)nl.pos + 1);
 			cl->discarding = false;
@@ -936,16 +1196,52 @@ on_read(struct bufferevent *bev, void *arg)
 		if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) == NULL)
 			break;
 		if (n > CTL_MAX_LINE)
-			evbuffer_add_printf(bufferevent_get_output(bev), "error: line too long\n\n");
+			evbuffer_add_printf(out, "error: line too long\n\n");
 		else
-			handle_line(cl, line);
+			handle_line(cl, line, NULL);
 		free(line);
 	}
+	if (cl->suspended != NULL || cl->output_full) {
+		bufferevent_disable(cl->bev, EV_READ);
+		return;
+	}
 	if (evbuffer_get_length(in) > CTL_MAX_LINE) {
-		evbuffer_add_printf(bufferevent_get_output(bev), "error: line too long\n\n");
+		evbuffer_add_printf(out, "error: line too long\n\n");
 		evbuffer_drain(in, evbuffer_get_length(in));
 		cl->discarding = true;
 	}
+	bufferevent_enable(cl->bev, EV_READ);
+}
+
+static void
+on_read(struct bufferevent *bev, void *arg)
+{
+	struct ctl_client *cl = arg;
+
+	cl->last_active = now_mono_usec();
+	process_input(cl);
+}
+
+/* The output drained below the low-water mark: read on if we had stopped. */
+static void
+on_write(struct bufferevent *bev, void *arg)
+{
+	struct ctl_client *cl = arg;
+
+	if (!cl->output_full)
+		return;
+	cl->output_full = false;
+	process_input(cl);
+}
+
+/* The client took some of its answers: it is not idle. */
+static void
+on_output_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct ctl_client *cl = arg;
+
+	if (info->n_deleted > 0)
+		cl->last_active = now_mono_usec();
 }
 
 static void
@@ -955,37 +1251,180 @@ on_event(struct bufferevent *bev, short what, void *arg)
 		client_free(arg);
 }
 
+static usec_t
+idle_timeout(void)
+{
+	return sv->cfg.control_idle_timeout > 0 ? sv->cfg.control_idle_timeout : 60 * USEC_PER_SEC;
+}
+
+static void
+arm_idle(struct ctl_client *cl, usec_t after)
+{
+	struct timeval tv = { after / USEC_PER_SEC, after % USEC_PER_SEC };
+
+	evtimer_add(cl->ev_idle, &tv);
+}
+
+/*
+ * Idle: nothing read from the client and none of its answers taken for
+ * control_idle_timeout.  The timer is lazy: activity only moves
+ * last_active, and the timer re-arms itself for the rest of the time.
+ */
+static void
+on_idle(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl_client *cl = arg;
+	usec_t idle = now_mono_usec() - cl->last_active, limit = idle_timeout();
+
+	if (idle < limit || cl->suspended != NULL) {
+		arm_idle(cl, idle < limit ? limit - idle : limit);
+		return;
+	}
+	log_info("control: closed a connection of uid %d idle for %llds", (int)cl->uid,
+	    (long long)(idle / USEC_PER_SEC));
+	client_free(cl);
+}
+
+/*
+ * Make room for one more client: close the one idle longest (never one
+ * waiting for the workers' counters).  A leak of idle connections, or a
+ * flood of them, cannot lock the operator out.  -1 if none can go.
+ */
+static int
+close_idlest(void)
+{
+	struct ctl_client *cl, *idlest = NULL;
+
+	TAILQ_FOREACH(cl, &clients, link)
+		if (cl->suspended == NULL && (idlest == NULL || cl->last_active < idlest->last_active))
+			idlest = cl;
+	if (idlest == NULL)
+		return -1;
+	log_info("control: %d connections: closed the one idle longest (uid %d, %llds) to "
+	    "admit a new one", nclients, (int)idlest->uid,
+	    (long long)((now_mono_usec() - idlest->last_active) / USEC_PER_SEC));
+	client_free(idlest);
+	return 0;
+}
+
+/* status: the control socket's own load. */
+static void
+control_counters(struct ctl_out *o)
+{
+	struct ctl_client *cl;
+	uint64_t queued = 0, full = 0;
+
+	TAILQ_FOREACH(cl, &clients, link) {
+		queued += evbuffer_get_length(bufferevent_get_output(cl->bev));
+		full += cl->output_full;
+	}
+	kv_u64(o, "control_clients", (uint64_t)nclients);
+	kv_u64(o, "control_output_full", full);
+	kv_u64(o, "control_queued_bytes", queued);
+}
+
+/*
+ * Is the peer in control_group: by its primary gid, or by a supplementary
+ * group.  The supplementary groups are the ones the kernel recorded at
+ * connect() (SO_PEERGROUPS, Linux 4.13): the same set the socket file's
+ * mode was checked against, with no race on the pid and no lookup that
+ * can block.  getgrouplist() on the uid's passwd entry would ask NSS
+ * (files, LDAP, ...) from inside the event loop, and would miss a group
+ * the process holds but /etc/group does not list (or the reverse).  On a
+ * kernel without SO_PEERGROUPS: the Groups: line of /proc/PID/status, a
+ * read of procfs that does not block either.
+ */
+static bool
+peer_in_group(int fd, const struct ucred *cred, gid_t gid)
+{
+	gid_t small[64], *groups = small;
+	socklen_t len = sizeof(small);
+	bool found = false;
+	size_t i;
+
+	if (cred->gid == gid)
+		return true;
+#ifdef SO_PEERGROUPS
+	int rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+
+	if (rc == -1 && errno == ERANGE && len > sizeof(small)) {
+		groups = xmalloc(len);
+		rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+	}
+	if (rc == 0)
+		for (i = 0; i < len / sizeof(gid_t) && !found; i++)
+			found = groups[i] == gid;
+	if (groups != small)
+		free(groups);
+	if (rc == 0 || errno != ENOPROTOOPT)
+		return found;
+#endif
+	{
+		char path[64], line[4096];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)cred->pid);
+		if ((f = fopen(path, "re")) == NULL)
+			return false;
+		while (!found && fgets(line, sizeof(line), f) != NULL) {
+			char *p, *end;
+			if (strncmp(line, "Groups:", 7) != 0)
+				continue;
+			for (p = line + 7; !found; p = end) {
+				unsigned long g = strtoul(p, &end, 10);
+				if (end == p)
+					break;
+				found = (gid_t)g == gid;
+			}
+		}
+		fclose(f);
+	}
+	return found;
+}
+
+static void
+refuse(int fd, const char *why)
+{
+	char msg[256];
+	int n = snprintf(msg, sizeof(msg), "codexpool %d\nerror: %s\n\n", CTL_PROTO_VERSION, why);
+
+	if (write(fd, msg, (size_t)n) < 0)
+		(void)0;
+	close(fd);
+}
+
 static void
 on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     int socklen, void *arg)
 {
-	struct ucred cred;
+	struct ucred cred = { .uid = (uid_t)-1 };
 	socklen_t cl_len = sizeof(cred);
 	struct ctl_client *cl;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl_len) == -1 ||
 	    (cred.uid != 0 && cred.uid != geteuid() &&
-	    (control_gid == (gid_t)-1 || cred.gid != control_gid))) {
-		static const char denied[] = "codexpool 1\nerror: permission denied\n\n";
-		if (write(fd, denied, sizeof(denied) - 1) < 0)
-			(void)0;
+	    (control_gid == (gid_t)-1 || !peer_in_group(fd, &cred, control_gid)))) {
 		log_warnx("control: refused a connection from uid %d", (int)cred.uid);
-		close(fd);
+		refuse(fd, "permission denied");
 		return;
 	}
-	if (nclients >= CTL_MAX_CLIENTS) {
-		static const char busy[] = "codexpool 1\nerror: too many control connections\n\n";
-		if (write(fd, busy, sizeof(busy) - 1) < 0)
-			(void)0;
-		close(fd);
+	if (nclients >= CTL_MAX_CLIENTS && close_idlest() == -1) {
+		refuse(fd, "too many control connections");
 		return;
 	}
 	cl = xcalloc(1, sizeof(*cl));
 	cl->uid = cred.uid;
+	cl->last_active = now_mono_usec();
 	cl->bev = bufferevent_socket_new(sv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(cl->bev, on_read, NULL, on_event, cl);
+	cl->ev_idle = evtimer_new(sv->base, on_idle, cl);
+	bufferevent_setcb(cl->bev, on_read, on_write, on_event, cl);
+	/* on_write when the unread answers are down to half the limit */
+	bufferevent_setwatermark(cl->bev, EV_WRITE, CTL_MAX_OUTPUT / 2, 0);
+	evbuffer_add_cb(bufferevent_get_output(cl->bev), on_output_drained, cl);
 	bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
 	evbuffer_add_printf(bufferevent_get_output(cl->bev), "codexpool %d\n", CTL_PROTO_VERSION);
+	arm_idle(cl, idle_timeout());
+	TAILQ_INSERT_TAIL(&clients, cl, link);
 	nclients++;
 }
 
@@ -1053,6 +1492,10 @@ control_start(void)
 void
 control_stop(void)
 {
+	struct ctl_client *cl;
+
+	while ((cl = TAILQ_FIRST(&clients)) != NULL)
+		client_free(cl);
 	if (listener == NULL)
 		return;
 	evconnlistener_free(listener);

@@ -261,7 +261,8 @@ handle_msg(struct worker_slot *w, const struct msg *m)
 		break;
 	}
 	case MSG_STATS:
-		break;		/* answered by the supervisor's own counters */
+		control_on_worker_stats(w->index, m);	/* show workers, status */
+		break;
 	default:
 		request_on_worker_msg(w->index, m);
 		break;
