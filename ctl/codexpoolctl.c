@@ -362,7 +362,10 @@ main(int argc, char **argv)
 		exit(2);
 	}
 	greeting = read_answer(fd, &len, 1);
-	if (sscanf(greeting, "codexpool %d", &version) != 1) {
+	if (sscanf(greeting, "codexpool %d", &version) != 1)
+		version = -1;
+	free(greeting);
+	if (version == -1) {
 		fprintf(stderr, "codexpoolctl: %s does not speak the codexpool control protocol\n", sock);
 		exit(2);
 	}
@@ -372,7 +375,6 @@ main(int argc, char **argv)
 		    version, CTL_PROTO_VERSION);
 		exit(2);
 	}
-	free(greeting);
 	line[off++] = '\n';
 	for (size_t done = 0; done < off; ) {
 		ssize_t w = write(fd, line + done, off - done);
