@@ -10,7 +10,13 @@
  * first line starts with "#" and names the columns (columns are only
  * ever appended).  A failure is a single "error: <reason>" line.  Any
  * command takes --json.  Commands are matched by unambiguous prefixes.
- * Only root and the daemon's own user may connect (SO_PEERCRED).
+ * Only root, the daemon's own user and control_group may connect
+ * (SO_PEERCRED, SO_PEERGROUPS).
+ *
+ * Every client is bounded: a line is at most CTL_MAX_LINE, its unread
+ * answers at most about CTL_MAX_OUTPUT (then its input waits), an idle
+ * one is closed after control_idle_timeout, and past CTL_MAX_CLIENTS the
+ * one idle longest makes room.
  */
 #include "config.h"
 
@@ -63,6 +69,7 @@ struct ctl_client {
 	uid_t			 uid;
 	bool			 discarding;	/* the rest of an over-long line */
 	bool			 output_full;	/* not reading: too many unread answers */
+	bool			 read_eof;	/* sent everything: answer it, then close */
 	usec_t			 last_active;	/* input read or output taken */
 	struct event		*ev_idle;
 	char			*suspended;	/* a command waiting for the workers' counters */
@@ -1201,7 +1208,7 @@ process_input(struct ctl_client *cl)
 			handle_line(cl, line, NULL);
 		free(line);
 	}
-	if (cl->suspended != NULL || cl->output_full) {
+	if (cl->suspended != NULL || cl->output_full || cl->read_eof) {
 		bufferevent_disable(cl->bev, EV_READ);
 		return;
 	}
@@ -1211,6 +1218,14 @@ process_input(struct ctl_client *cl)
 		cl->discarding = true;
 	}
 	bufferevent_enable(cl->bev, EV_READ);
+}
+
+/* The client has closed its side, and has all its answers. */
+static bool
+client_done(struct ctl_client *cl)
+{
+	return cl->read_eof && cl->suspended == NULL && !cl->output_full &&
+	    evbuffer_get_length(bufferevent_get_output(cl->bev)) == 0;
 }
 
 static void
@@ -1228,10 +1243,12 @@ on_write(struct bufferevent *bev, void *arg)
 {
 	struct ctl_client *cl = arg;
 
-	if (!cl->output_full)
-		return;
-	cl->output_full = false;
-	process_input(cl);
+	if (cl->output_full) {
+		cl->output_full = false;
+		process_input(cl);
+	}
+	if (client_done(cl))
+		client_free(cl);
 }
 
 /* The client took some of its answers: it is not idle. */
@@ -1244,11 +1261,26 @@ on_output_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, voi
 		cl->last_active = now_mono_usec();
 }
 
+/*
+ * An error ends the client.  EOF ends only its input: the commands it
+ * sent before (`printf 'status\n' | socat - UNIX-CONNECT:...`) are still
+ * answered, and it is closed when the answers are out.
+ */
 static void
 on_event(struct bufferevent *bev, short what, void *arg)
 {
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		client_free(arg);
+	struct ctl_client *cl = arg;
+
+	if (what & BEV_EVENT_ERROR) {
+		client_free(cl);
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		cl->read_eof = true;
+		process_input(cl);
+		if (client_done(cl))
+			client_free(cl);
+	}
 }
 
 static usec_t
