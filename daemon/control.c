@@ -1521,13 +1521,21 @@ control_start(void)
 	return 0;
 }
 
+/*
+ * The first call (a stop signal) only stops accepting: connected clients
+ * are still answered while running turns finish.  The next (at exit)
+ * closes them.
+ */
 void
 control_stop(void)
 {
+	static bool stopped;
 	struct ctl_client *cl;
 
-	while ((cl = TAILQ_FIRST(&clients)) != NULL)
-		client_free(cl);
+	if (stopped)
+		while ((cl = TAILQ_FIRST(&clients)) != NULL)
+			client_free(cl);
+	stopped = true;
 	if (listener == NULL)
 		return;
 	evconnlistener_free(listener);
