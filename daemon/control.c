@@ -978,8 +978,8 @@ wstats_free(struct wstats *ws)
 /*
  * Ask every running worker for its counters.  The answer waits until all
  * have replied or CTL_STATS_WAIT has passed, whichever is first; the event
- * loop goes on meanwhile.  NULL if no worker could be asked (nothing to
- * wait for).
+ * loop goes on meanwhile.  waiting is 0 if no worker could be asked: the
+ * answer goes at once, every worker without counters.
  */
 static struct wstats *
 wstats_ask(struct ctl_client *cl)
