@@ -3,7 +3,8 @@
  *
  * One struct cfg_key row per key drives everything: parsing, defaults,
  * validation, what a reload may change, `codexpoolctl config`, and the
- * codexpool.conf(5) page (a test checks the page against the table).
+ * KEYS section of codexpool.conf(5), generated from the table at build
+ * time (man/local.am).
  *
  * File format: "key = value" lines; '#' starts a comment (outside quotes);
  * blank lines are ignored; values may be double-quoted.  Errors name the

@@ -22,6 +22,8 @@ static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL
 const struct cfg_key codexpool_cfg_keys[] = {
 	{ "listen", CFG_ADDRESS, OFF(listen), "127.0.0.1:8080", 0, 0, 0,
 	  "address of the client HTTP API (host:port or [v6]:port; port 0 = any free port)", NULL },
+	{ "allow_anonymous", CFG_BOOL, OFF(allow_anonymous), "no", 0, 0, 0,
+	  "serve clients without an API key on a non-loopback listen address while no key exists (codexpoolctl key add); otherwise codexpoold refuses to start", NULL },
 	{ "workers", CFG_INT, OFF(workers), "0", 0, 0, 256,
 	  "number of worker processes; 0 = one per CPU", NULL },
 	{ "upstream_url", CFG_STRING, OFF(upstream_url),
@@ -35,6 +37,9 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "Codex CLI auth.json imported into the account store at start unless its account is already there", NULL },
 	{ "ws_pool_enabled", CFG_BOOL, OFF(ws_pool_enabled), "yes", R, 0, 0,
 	  "keep one persistent upstream WebSocket per conversation", NULL },
+	{ "implicit_resume", CFG_BOOL, OFF(implicit_resume), "yes", R, 0, 0,
+	  "a stateless client's turn that extends what its pooled connection last sent "
+	  "and received goes upstream as only the new items with previous_response_id", NULL },
 	{ "ws_pool_max_age", CFG_DURATION, OFF(ws_pool_max_age), "55m", R,
 	  1 * US_S, 59 * US_M,
 	  "close a pooled connection after this age (the upstream ends them at 60m)", NULL },
@@ -95,5 +100,9 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "how long an account rests after a usage limit that names no reset time", NULL },
 	{ "models", CFG_STRING, OFF(models), "gpt-5.4,gpt-5.4-mini,gpt-5.3-codex,gpt-5.2", R, 0, 0,
 	  "comma-separated model ids listed by GET /v1/models", NULL },
+	{ "model_map", CFG_STRING, OFF(model_map),
+	  "claude-*opus*=gpt-5.4,*sonnet*=gpt-5.4,*haiku*=gpt-5.4-mini,*=gpt-5.4", R, 0, 0,
+	  "Codex model for a client model on the chat and messages routes: "
+	  "comma-separated glob=model, first match wins; a model listed in models is kept", NULL },
 	{ NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL },
 };

@@ -11,12 +11,14 @@
 
 struct codexpool_config {
 	char		*listen;
+	bool		 allow_anonymous;	/* no API key needed on a public listen */
 	int		 workers;		/* 0 = number of CPUs */
 	char		*upstream_url;
 	char		*upstream_ca_file;
 	char		*upstream_proxy;
 	char		*auth_file;
 	bool		 ws_pool_enabled;
+	bool		 implicit_resume;
 	int64_t		 ws_pool_max_age;
 	int		 ws_pool_max_per_account;
 	int64_t		 ws_ping_interval;
@@ -42,6 +44,7 @@ struct codexpool_config {
 	int64_t		 affinity_ttl;
 	int64_t		 rate_limit_lock;
 	char		*models;
+	char		*model_map;
 };
 
 extern const struct cfg_key codexpool_cfg_keys[];

@@ -78,7 +78,19 @@ json_parse_buf(const char *buf, size_t len, char *err, size_t errlen)
 		}
 		if (o != NULL)
 			goto out;
+		if (jerr == json_tokener_success) {
+			/* the whole document is the literal null */
+			if (err != NULL && errlen > 0)
+				snprintf(err, errlen, "%s", JSON_ERR_NULL);
+			goto fail;
+		}
 		set_err(err, errlen, json_tokener_error_desc(jerr), len);
+		goto fail;
+	}
+	if (o == NULL && jerr == json_tokener_success) {
+		/* the whole document is the literal null */
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s", JSON_ERR_NULL);
 		goto fail;
 	}
 	if (o == NULL) {

@@ -11,6 +11,9 @@
 #include <json-c/json.h>
 
 #define JSON_MAX_DEPTH	64
+/* json_parse_buf's error for a document that is just null (valid JSON,
+ * but never what a caller wants). */
+#define JSON_ERR_NULL	"the document is JSON null"
 
 /* Strict parse of exactly len bytes (trailing bytes other than
  * whitespace are an error).  Returns a new object or NULL with err set. */

@@ -5,7 +5,7 @@
  * passes through log_redact() first, so a bearer token, a JWT or a refresh
  * token that slips into a message never reaches a log.  Objects that want
  * their lines grepped together (a request, an account, a connection) pass
- * a prefix: olog_info("rid=9c1e acct=3fa2", "...").
+ * a prefix: olog(LOG_LVL_INFO, "rid=9c1e acct=3fa2", "...").
  */
 #ifndef CODEXPOOL_LOG_H
 #define CODEXPOOL_LOG_H

@@ -2,16 +2,18 @@
  * Every message between the supervisor (codexpoold) and its workers.
  *
  * This is the one place that lists them; both sides include it.  Each
- * entry says who sends it, what the rid header field means, and the
- * payload in order, using the msg.h helpers (u8, u32, u64, str, blob).
- * Add new types at the end of a group; never renumber.
+ * entry says who sends it, what the rid header field means, the payload
+ * in wire order (u8, u32, u64, str, blob as in msg.h) and the msgcodec.h
+ * struct both sides encode and decode it with (struct m_*, functions
+ * m_*_encode/m_*_decode).  Add new types at the end of a group; never
+ * renumber; a payload change bumps MSG_PROTO_VERSION.
  */
 #ifndef CODEXPOOL_MSGTYPES_H
 #define CODEXPOOL_MSGTYPES_H
 
 #include <stdint.h>
 
-#define MSG_PROTO_VERSION	1
+#define MSG_PROTO_VERSION	2	/* 2: REQ_START attempt */
 
 enum msg_type {
 	MSG_NONE = 0,
@@ -19,6 +21,7 @@ enum msg_type {
 	/* ---- supervisor -> worker ------------------------------------ */
 
 	/* Settings the worker runs with; sent after HELLO and on reload.
+	 * struct m_config:
 	 * str upstream_host, u32 upstream_port, str upstream_path, u8 tls,
 	 * str ca_file ("" = system CAs), str proxy_host ("" = direct),
 	 * u32 proxy_port, u8 pool_enabled, u64 max_age_us,
@@ -27,61 +30,68 @@ enum msg_type {
 	MSG_CONFIG = 1,
 
 	/* Addresses of the upstream host, resolved by the supervisor (the
-	 * worker never does DNS).  u32 n, then n x str numeric address. */
+	 * worker never does DNS).  struct m_upstream_addrs:
+	 * u32 n (at most M_MAX_ADDRS), then n x str numeric address. */
 	MSG_UPSTREAM_ADDRS = 2,
 
-	/* Start one turn.  rid = request id.
+	/* Start one turn.  rid = request id.  struct m_req_start:
 	 * u64 key_hash (0: no conversation), str entry, str account_id,
 	 * str access_token, str session_id (sent upstream as session_id and
 	 * x-client-request-id; "" = none), u32 flags (REQ_F_*),
-	 * u64 owner_conn (REQ_F_CONTINUE: the connection that owns the
-	 * previous_response_id), u32 nheaders, nheaders x (str name, str value)
-	 * extra handshake headers, blob frame (the response.create JSON text). */
+	 * u32 attempt (1-based, for logs), u64 owner_conn (REQ_F_CONTINUE:
+	 * the connection that owns the previous_response_id), u32 nheaders
+	 * (at most M_MAX_HEADERS), nheaders x (str name, str value) extra
+	 * handshake headers, blob frame (the response.create JSON text). */
 	MSG_REQ_START = 3,
 
 	/* The client went away: abandon the turn and evict its connection
-	 * (tail frames must never reach the next turn).  rid; no payload. */
+	 * (tail frames must never reach the next turn).  rid; no payload
+	 * (m_req_cancel_encode/decode). */
 	MSG_REQ_CANCEL = 4,
 
 	/* Close every pooled connection of an account; busy ones after their
-	 * turn.  str entry. */
+	 * turn.  struct m_evict: str entry. */
 	MSG_EVICT = 5,
 
 	/* Close one pooled connection (the supervisor makes room under the
 	 * per-account cap); busy ones after their turn.
-	 * u64 conn_id, str reason. */
+	 * struct m_conn_close: u64 conn_id, str reason. */
 	MSG_CONN_CLOSE = 6,
 
-	/* Runtime switch.  u8 enabled.  Disabling closes idle pooled
+	/* Runtime switch.  struct m_pool_enable: u8 enabled.  Disabling closes idle pooled
 	 * connections at once and busy ones after their turn. */
 	MSG_POOL_ENABLE = 7,
 
-	/* Ask for counters.  rid = the control request; no payload. */
+	/* Ask for counters.  rid = the control request; no payload
+	 * (m_stats_req_encode/decode). */
 	MSG_STATS_REQ = 8,
 
 	/* Stop: refuse new turns, let running ones finish, close pooled
-	 * connections with code 1000, exit.  u64 grace_us. */
+	 * connections with code 1000, exit.  struct m_shutdown: u64 grace_us. */
 	MSG_SHUTDOWN = 9,
 
 	/* ---- worker -> supervisor ------------------------------------ */
 
-	/* The worker is up.  u32 proto version, u32 slot, u32 pid. */
+	/* The worker is up.  struct m_hello: u32 proto_version
+	 * (MSG_PROTO_VERSION), u32 slot, u32 pid. */
 	MSG_HELLO = 100,
 
 	/* How a turn is dispatched upstream; sent once per attempt (a stale
 	 * reuse sends a second one with DEC_RETRY_STALE).  rid.
-	 * u8 decision (DEC_*), u8 reason (BYP_*, for DEC_BYPASS), u64 conn_id
+	 * struct m_req_decision: u8 decision (DEC_*), u8 reason (BYP_*, for DEC_BYPASS), u64 conn_id
 	 * (pooled connection used, 0 for one-shot). */
 	MSG_REQ_DECISION = 101,
 
 	/* The first output frame arrived: the supervisor may now commit its
-	 * HTTP response headers.  rid; no payload.  REQ_EVENTs follow. */
+	 * HTTP response headers.  rid; no payload
+	 * (m_req_started_encode/decode).  REQ_EVENTs follow. */
 	MSG_REQ_STARTED = 102,
 
-	/* One upstream frame to relay, in order.  rid.  blob frame (JSON). */
+	/* One upstream frame to relay, in order.  rid.
+	 * struct m_req_event: blob frame (JSON). */
 	MSG_REQ_EVENT = 103,
 
-	/* The turn is over after it started.  rid.
+	/* The turn is over after it started.  rid.  struct m_req_done:
 	 * u8 outcome (DONE_*), str message (why, for DONE_STREAM_ERROR),
 	 * str response_id, u64 input_tokens, u64 cached_tokens,
 	 * u64 output_tokens, u64 conn_id (the pooled connection that now owns
@@ -89,23 +99,25 @@ enum msg_type {
 	MSG_REQ_DONE = 104,
 
 	/* The turn failed before it started: nothing reached the client.  rid.
+	 * struct m_req_error:
 	 * u32 http_status, u8 flags (ERR_F_*), str code, blob body (an
 	 * OpenAI-style error JSON, or the upstream error frame). */
 	MSG_REQ_ERROR = 105,
 
 	/* A codex.rate_limits frame (not relayed to clients).  rid.
-	 * str entry, blob frame. */
+	 * struct m_rate_limits: str entry, blob frame. */
 	MSG_RATE_LIMITS = 106,
 
 	/* A pooled connection finished its handshake and joined the pool.
-	 * u64 conn_id, u64 key_hash, str entry. */
+	 * struct m_conn_up: u64 conn_id, u64 key_hash, str entry. */
 	MSG_CONN_UP = 107,
 
 	/* A pooled connection left the pool (closed, died, expired, evicted).
-	 * u64 conn_id, str entry, str reason. */
+	 * struct m_conn_down: u64 conn_id, str entry, str reason. */
 	MSG_CONN_DOWN = 108,
 
-	/* Counters.  rid = the MSG_STATS_REQ's.  u32 n, n x (str name, u64 value). */
+	/* Counters.  rid = the MSG_STATS_REQ's.  struct m_stats:
+	 * u32 n (at most M_MAX_STATS), n x (str name, u64 value). */
 	MSG_STATS = 109,
 };
 
@@ -113,6 +125,10 @@ enum msg_type {
 #define REQ_F_POOLED	0x01	/* pooling allowed: pool enabled and a conversation */
 #define REQ_F_GRANT	0x02	/* a per-account cap slot is reserved: may open a new pooled connection */
 #define REQ_F_CONTINUE	0x04	/* previous_response_id: only owner_conn may serve it */
+/* A retry after a retryable failure: do not reuse the key's existing pooled
+ * connection; close it if idle and open a new pooled connection (DEC_NEW)
+ * when REQ_F_GRANT allows, else one-shot. */
+#define REQ_F_FRESH	0x08
 
 /* MSG_REQ_DECISION decisions */
 enum dispatch_decision {

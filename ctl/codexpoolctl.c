@@ -39,7 +39,8 @@ usage(void)
 	    "          pool enable|disable, drain <worker>, reload, config, stats reset,\n"
 	    "          account list|disable|enable|remove|reset|refresh <entry>,\n"
 	    "          account add --auth-json FILE [--label NAME],\n"
-	    "          account add --access-token T --refresh-token R [--label NAME], help\n"
+	    "          account add --access-token T --refresh-token R [--label NAME],\n"
+	    "          key add <label>, key list, key remove <label>, help\n"
 	    "Commands may be abbreviated to an unambiguous prefix.\n");
 	exit(2);
 }

@@ -24,6 +24,7 @@
 
 #include <event2/event.h>
 
+#include "apikeys.h"
 #include "hash.h"
 #include "idmap.h"
 #include "jsonutil.h"
@@ -144,6 +145,22 @@ accounts_find(const char *text)
 }
 
 /* ---- state changes ---------------------------------------------------- */
+
+static void (*listener)(struct account *, int);
+
+/* The turn lifecycle listens; accounts.c knows nothing of turns. */
+void
+accounts_set_listener(void (*fn)(struct account *a, int event))
+{
+	listener = fn;
+}
+
+static void
+notify(struct account *a, int event)
+{
+	if (listener != NULL)
+		listener(a, event);
+}
 
 /* Writes a status to the store, then memory; closes the pooled connections. */
 static void
@@ -376,6 +393,12 @@ on_flush(evutil_socket_t fd, short what, void *arg)
 		a->output_tokens += (uint64_t)a->d_output;
 		a->d_requests = a->d_input = a->d_cached = a->d_output = 0;
 	}
+	if (apikeys_dirty()) {
+		if (!any && store_begin(sv->store) != 0)
+			return;
+		any = true;
+		apikeys_flush(sv->store);
+	}
 	if (any && store_commit(sv->store) != 0)
 		log_warnx("cannot store usage: %s", store_errmsg(sv->store));
 	if (fd == -2)
@@ -442,8 +465,10 @@ on_refresh_done(const struct oauth_result *res, void *arg)
 		    res->refresh_token, res->id_token, exp > 0 ? exp : 0, now_unix()) != 0) {
 			log_warnx("account %s: refreshed token NOT stored (%s); keeping the old one",
 			    a->entry, store_errmsg(sv->store));
-			request_account_refreshed(a, false);
 			schedule_refresh(a, now_unix() + REFRESH_RETRY_MIN);
+			if (a->status == ST_REFRESHING)
+				set_status(a, ST_ACTIVE, NULL, 0);
+			notify(a, ACCT_EV_REFRESH_FAILED);
 			return;
 		}
 		replace_secret(&a->access_token, res->access_token);
@@ -461,7 +486,7 @@ on_refresh_done(const struct oauth_result *res, void *arg)
 		/* Pooled connections carry the old token in their handshake. */
 		sv_evict_account(a->entry);
 		schedule_refresh(a, refresh_due(a));
-		request_account_refreshed(a, true);
+		notify(a, ACCT_EV_REFRESHED);
 		return;
 	}
 	if (res->outcome == OAUTH_PERMANENT) {
@@ -471,7 +496,7 @@ on_refresh_done(const struct oauth_result *res, void *arg)
 		log_warnx("account %s: %s (%s); the account needs a new login", a->entry, why,
 		    res->message);
 		set_status(a, ST_EXPIRED, why, 0);
-		request_account_refreshed(a, false);
+		notify(a, ACCT_EV_REFRESH_FAILED);
 		return;
 	}
 	a->refresh_failures++;
@@ -482,8 +507,12 @@ on_refresh_done(const struct oauth_result *res, void *arg)
 		log_warnx("account %s: token refresh failed (%s), retrying in %" PRId64 "s",
 		    a->entry, res->message, wait);
 		schedule_refresh(a, now_unix() + wait);
+		/* Not stuck in 'refreshing' through the backoff: the token may
+		 * still work, and a turn that meets a 401 tries again. */
+		if (a->status == ST_REFRESHING)
+			set_status(a, ST_ACTIVE, NULL, 0);
 	}
-	request_account_refreshed(a, false);
+	notify(a, ACCT_EV_REFRESH_FAILED);
 }
 
 int
@@ -596,7 +625,7 @@ account_remove(struct account *a)
 	log_info("account %s removed", a->entry);
 	TAILQ_REMOVE(&sv->accounts, a, link);
 	sv->naccounts--;
-	request_account_refreshed(a, false);	/* turns waiting on it move or fail */
+	notify(a, ACCT_EV_REMOVED);	/* turns waiting on it move or fail */
 	a->removed = true;
 	if (a->refresh != NULL) {
 		oauth_cancel(a->refresh);

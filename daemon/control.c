@@ -38,9 +38,11 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "apikeys.h"
 #include "ctltable.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "msgcodec.h"
 #include "msgtypes.h"
 #include "store.h"
 #include "supervisor.h"
@@ -51,7 +53,6 @@
 #define CTL_MAX_ARGS		16
 #define CTL_MAX_OUTPUT		(256 * 1024)	/* unread answers above this: stop reading */
 #define CTL_STATS_WAIT		(500 * USEC_PER_MSEC)	/* for the workers' counters */
-#define CTL_MAX_WCOUNTERS	1024	/* counters in one MSG_STATS, at most */
 
 /* The workers' own counters for one answer (MSG_STATS_REQ / MSG_STATS). */
 struct wstats {
@@ -747,6 +748,20 @@ cmd_account_remove(struct ctl_out *o, int argc, char **argv)
 	kv_str(o, "removed", entry);
 }
 
+/* The key commands live in apikeys.c; this adapts their output. */
+static void
+run_keys(struct ctl_out *o, apikeys_ctl_fn *fn, int argc, char **argv)
+{
+	char err[512];
+
+	if (fn(o->json ? NULL : o->text, o->json, argc, argv, err, sizeof(err)) == -1)
+		out_error(o, "%s", err);
+}
+
+static void cmd_key_add(struct ctl_out *o, int c, char **v) { run_keys(o, apikeys_ctl_add, c, v); }
+static void cmd_key_list(struct ctl_out *o, int c, char **v) { run_keys(o, apikeys_ctl_list, c, v); }
+static void cmd_key_remove(struct ctl_out *o, int c, char **v) { run_keys(o, apikeys_ctl_remove, c, v); }
+
 static void cmd_help(struct ctl_out *, int, char **);
 
 static const struct ctl_cmd commands[] = {
@@ -770,6 +785,9 @@ static const struct ctl_cmd commands[] = {
 	{ { "account", "remove" },	1, 0, "account remove <entry>: forget an account and its tokens", cmd_account_remove },
 	{ { "account", "reset" },	1, 0, "account reset <entry>: clear a rate-limit lock or an error state", cmd_account_reset },
 	{ { "account", "refresh" },	1, 0, "account refresh <entry>: refresh the access token now", cmd_account_refresh },
+	{ { "key", "add" },		1, 0, "key add <label>: make a client API key; it is printed once, only its hash is kept", cmd_key_add },
+	{ { "key", "list" },		0, 0, "key list: client API keys with creation, last use and usage (never a key)", cmd_key_list },
+	{ { "key", "remove" },		1, 0, "key remove <label>: revoke a client API key at once", cmd_key_remove },
 	{ { "help" },			0, 0, "help: list the commands", cmd_help },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -1011,9 +1029,9 @@ control_on_worker_stats(int slot, const struct msg *m)
 {
 	struct ctl_client *cl;
 	struct wstats *ws = NULL;
-	struct msgreader r;
+	struct m_stats st;
 	uint64_t *val;
-	uint32_t n, i;
+	uint32_t i;
 	size_t k;
 
 	TAILQ_FOREACH(cl, &clients, link)
@@ -1026,20 +1044,14 @@ control_on_worker_stats(int slot, const struct msg *m)
 	    ws->answered[slot])
 		return;
 	val = ws->val + (size_t)slot * NWCOUNTERS;
-	msgreader_init(&r, m);
-	n = msg_get_u32(&r);
-	for (i = 0; i < n && i < CTL_MAX_WCOUNTERS && !r.failed; i++) {
-		const char *name = msg_get_str(&r);
-		uint64_t v = msg_get_u64(&r);
-		for (k = 0; name != NULL && k < NWCOUNTERS; k++)
-			if (strcmp(name, worker_cols[WCOUNTERS_FROM + k].name) == 0)
-				val[k] = v;
-	}
-	if (n > CTL_MAX_WCOUNTERS || msg_end(&r) == -1) {
-		log_warnx("worker %d: malformed counters", slot);
-		memset(val, 0, NWCOUNTERS * sizeof(*val));
-	} else {
+	if (m_stats_decode(m, &st) == 0) {
+		for (i = 0; i < st.nstats; i++)
+			for (k = 0; k < NWCOUNTERS; k++)
+				if (strcmp(st.stats[i].name, worker_cols[WCOUNTERS_FROM + k].name) == 0)
+					val[k] = st.stats[i].value;
 		ws->answered[slot] = true;
+	} else {
+		log_warnx("worker %d: malformed counters", slot);
 	}
 	ws->asked[slot] = false;
 	if (--ws->waiting == 0)

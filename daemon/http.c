@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,11 +15,14 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "apikeys.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "render.h"
 #include "supervisor.h"
 
 static struct evhttp_bound_socket *listener;
@@ -42,7 +46,7 @@ send_error(struct evhttp_request *http, int status, const char *type,
 	evbuffer_add(out, body, strlen(body));
 	evhttp_add_header(evhttp_request_get_output_headers(http),
 	    "Content-Type", "application/json");
-	evhttp_send_reply(http, status, NULL, out);
+	evhttp_send_reply(http, status, render_reason_phrase(status), out);
 	evbuffer_free(out);
 	free(body);
 }
@@ -55,7 +59,7 @@ send_json(struct evhttp_request *http, int status, const char *json)
 	evbuffer_add(out, json, strlen(json));
 	evhttp_add_header(evhttp_request_get_output_headers(http),
 	    "Content-Type", "application/json");
-	evhttp_send_reply(http, status, NULL, out);
+	evhttp_send_reply(http, status, render_reason_phrase(status), out);
 	evbuffer_free(out);
 }
 
@@ -80,20 +84,65 @@ handle_models(struct evhttp_request *http)
 	json_object_put(root);
 }
 
+/*
+ * Streamed replies are many small writes; with Nagle's algorithm on, each
+ * one after the first waits for the client's delayed ACK (40 ms on
+ * Linux).  libevent 2.1 gives no hook at accept, so the socket is set here,
+ * once per request (cheap, and idempotent on a kept-alive connection).
+ */
+static void
+set_nodelay(struct evhttp_request *http)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(http);
+	struct bufferevent *bev;
+	evutil_socket_t fd;
+	int one = 1;
+
+	if (evcon == NULL || (bev = evhttp_connection_get_bufferevent(evcon)) == NULL ||
+	    (fd = bufferevent_getfd(bev)) < 0)
+		return;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* The API routes: POST only, each a front-end of the turn lifecycle. */
+static const struct api_route {
+	const char	*path;
+	const char	*alias;		/* for clients given a base URL without /v1 */
+	void		(*handle)(struct evhttp_request *);
+} api_routes[] = {
+	{ "/v1/responses", "/responses", responses_handle },
+	{ "/v1/chat/completions", "/chat/completions", chat_handle },
+	{ "/v1/messages", "/messages", messages_handle },
+	{ "/v1/messages/count_tokens", "/messages/count_tokens", messages_count_tokens },
+	{ NULL, NULL, NULL },
+};
+
 static void
 on_request(struct evhttp_request *http, void *arg)
 {
+	const struct api_route *r;
 	const char *uri = evhttp_request_get_uri(http);
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(http);
 	char path[256];
 	size_t n = strcspn(uri, "?");
+	int auth_status;
 
+	set_nodelay(http);
 	if (n >= sizeof(path))
 		n = sizeof(path) - 1;
 	memcpy(path, uri, n);
 	path[n] = '\0';
 
-	if (strcmp(path, "/v1/responses") == 0 || strcmp(path, "/responses") == 0) {
+	/* Every route but /health needs a client key once one exists. */
+	if (strcmp(path, "/health") != 0 &&
+	    apikey_check(http, &auth_status) == NULL && auth_status != 0) {
+		apikey_reject(http, auth_status);
+		return;
+	}
+
+	for (r = api_routes; r->path != NULL; r++) {
+		if (strcmp(path, r->path) != 0 && (r->alias == NULL || strcmp(path, r->alias) != 0))
+			continue;
 		if (cmd != EVHTTP_REQ_POST) {
 			send_error(http, 405, "invalid_request_error", "method_not_allowed",
 			    "%s accepts POST only", path);
@@ -104,7 +153,7 @@ on_request(struct evhttp_request *http, void *arg)
 			    "codexpool is shutting down");
 			return;
 		}
-		request_handle_responses(http);
+		r->handle(http);
 		return;
 	}
 	if (strcmp(path, "/v1/models") == 0 || strcmp(path, "/models") == 0) {

@@ -23,9 +23,11 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "apikeys.h"
 #include "cfgkeys.h"
 #include "log.h"
 #include "supervisor.h"
+#include "turn.h"
 #include "worker.h"
 
 struct supervisor *sv;
@@ -314,6 +316,13 @@ main(int argc, char **argv)
 		fprintf(stderr, "codexpoold: log_level must be error, warn, info or debug\n");
 		goto out;
 	}
+	{
+		char merr[256];
+		if (model_map_check(sv->cfg.model_map, merr, sizeof(merr)) == -1) {
+			fprintf(stderr, "codexpoold: model_map: %s\n", merr);
+			goto out;
+		}
+	}
 	if (check_only) {
 		printf("configuration ok\n");
 		rc = 0;
@@ -349,6 +358,8 @@ main(int argc, char **argv)
 	idmap_init(&sv->reqs);
 	usage_window_reset(&sv->recent);
 	convlog_init(&sv->convs);
+	turn_init();
+	accounts_set_listener(turn_on_account_event);
 	sv->next_rid = 1;
 
 	sv->base = event_base_new();
@@ -357,16 +368,25 @@ main(int argc, char **argv)
 	signals_setup();
 	if (upstream_init() == -1)
 		goto out;
-	if (accounts_load() == -1)
+	if (accounts_load() == -1 || apikeys_load() == -1)
 		goto out;
-	/* Bind first, then drop root, then start workers as the user. */
+	{
+		char why[1024];
+		if (apikeys_check_listen(sv->cfg.listen, sv->cfg.allow_anonymous, why,
+		    sizeof(why)) == -1) {
+			log_warnx("refusing to start: %s", why);
+			goto out;
+		}
+	}
+	/* The store is open and the sockets bound while root; then drop
+	 * to the user, and the workers start as the user. */
 	if (http_start() == -1 || control_start() == -1)
 		goto out;
 	if (drop_privileges(sv->cfg.user) == -1)
 		goto out;
 	if (workers_start() == -1)
 		goto out;
-	request_janitor_start();
+	turn_janitor_start();
 	log_info("codexpoold %s ready: listening on %s, %d workers, pool %s",
 	    PACKAGE_VERSION, sv->listen_addr, sv->nslots,
 	    sv->pool_enabled ? "enabled" : "disabled");
@@ -383,11 +403,12 @@ main(int argc, char **argv)
 out:
 	if (sv->base) {
 		control_stop();
-		request_janitor_stop();
+		turn_janitor_stop();
 		workers_free();
-		request_free_all();
+		turn_free_all();
 		http_free();
 		accounts_free();	/* before the DNS base: a refresh may use it */
+		apikeys_free();		/* after the final usage flush */
 		upstream_free();
 		for (i = 0; i < (int)(sizeof(sv->ev_sig) / sizeof(sv->ev_sig[0])); i++)
 			if (sv->ev_sig[i])
@@ -399,6 +420,7 @@ out:
 	pm_free(&sv->pool);
 	idmap_free(&sv->reqs);
 	convlog_free(&sv->convs);
+	model_map_free();
 	if (wrote_pidfile)
 		unlink(sv->cfg.pidfile);
 	cfgset_free(&sv->cfgset);

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@ pm_init(struct poolmap *pm, int cap)
 	idmap_init(&pm->by_key);
 	idmap_init(&pm->by_response);
 	idmap_init(&pm->accounts);
+	idmap_init(&pm->pending);
 	pm->cap = cap;
 }
 
@@ -40,6 +42,7 @@ pm_free(struct poolmap *pm)
 	idmap_free(&pm->by_key);
 	idmap_free(&pm->by_response);
 	idmap_free(&pm->accounts);
+	idmap_free(&pm->pending);
 }
 
 void
@@ -87,22 +90,59 @@ conn_mark_closing(struct poolmap *pm, struct pm_conn *c)
 		idmap_del(&pm->by_key, c->key_hash);
 }
 
-int
-pm_reserve(struct poolmap *pm, const char *entry, uint64_t key_hash, usec_t now,
-    struct pm_conn **evict)
+static int
+pending_of(struct poolmap *pm, uint64_t key_hash)
+{
+	return (int)(uintptr_t)idmap_get(&pm->pending, key_hash);
+}
+
+static void
+pending_add(struct poolmap *pm, uint64_t key_hash, int d)
+{
+	int n = pending_of(pm, key_hash) + d;
+
+	if (key_hash == 0)
+		return;
+	if (n <= 0)
+		idmap_del(&pm->pending, key_hash);
+	else
+		idmap_put(&pm->pending, key_hash, (void *)(uintptr_t)n);
+}
+
+static void
+grant_reserve(struct poolmap *pm, struct pm_account *a, struct pm_grant *g)
+{
+	a->reserved++;
+	pending_add(pm, g->key_hash, 1);
+	g->reserved = true;
+}
+
+void
+pm_acquire(struct poolmap *pm, const char *entry, uint64_t key_hash, bool fresh,
+    usec_t now, struct pm_grant *g, struct pm_conn **evict)
 {
 	struct pm_account *a = pm_account(pm, entry);
 	struct pm_conn *c;
 
+	memset(g, 0, sizeof(*g));
+	g->key_hash = key_hash;
 	*evict = NULL;
 	if (key_hash != 0 && (c = idmap_get(&pm->by_key, key_hash)) != NULL) {
-		if (c->busy || pm->max_age <= 0 || now - c->created <= pm->max_age)
-			return 0;	/* the worker reuses it, or bypasses if busy */
-		conn_mark_closing(pm, c);	/* expired: the worker replaces it */
+		if (c->busy)
+			return;		/* the worker bypasses: one response per connection */
+		if (!fresh && (pm->max_age <= 0 || now - c->created <= pm->max_age)) {
+			c->busy = true;	/* claimed: not an LRU victim now */
+			g->claimed = c->id;
+			return;
+		}
+		/* expired, or a retry that must not reuse it: the worker replaces it */
+		conn_mark_closing(pm, c);
 	}
+	if (key_hash != 0 && pending_of(pm, key_hash) > 0)
+		return;		/* its new connection is already on the way */
 	if (a->live + a->reserved < pm->cap) {
-		a->reserved++;
-		return 1;
+		grant_reserve(pm, a, g);
+		return;
 	}
 	/* At the cap: close the least recently used idle connection rather
 	 * than sending this conversation one-shot for its whole life. */
@@ -111,21 +151,60 @@ pm_reserve(struct poolmap *pm, const char *entry, uint64_t key_hash, usec_t now,
 			conn_mark_closing(pm, c);
 			a->lru_evictions++;
 			pm->lru_evictions++;
-			a->reserved++;
+			grant_reserve(pm, a, g);
 			*evict = c;
-			return 1;
+			return;
 		}
 	}
-	return 0;
 }
 
 void
-pm_unreserve(struct poolmap *pm, const char *entry)
+pm_release(struct poolmap *pm, const char *entry, struct pm_grant *g)
 {
-	struct pm_account *a = pm_account(pm, entry);
+	struct pm_account *a;
+	struct pm_conn *c;
 
-	if (a->reserved > 0)
-		a->reserved--;
+	if (g->reserved) {
+		a = pm_account(pm, entry);
+		if (a->reserved > 0)
+			a->reserved--;
+		pending_add(pm, g->key_hash, -1);
+	}
+	if (g->claimed != 0 && (c = pm_find(pm, g->claimed)) != NULL)
+		c->busy = false;
+	g->reserved = false;
+	g->claimed = 0;
+}
+
+int
+pm_slot_of(const struct poolmap *pm, uint64_t key_hash)
+{
+	struct pm_conn *c;
+
+	if (key_hash == 0 || (c = idmap_get(&pm->by_key, key_hash)) == NULL)
+		return -1;
+	return c->slot;
+}
+
+void
+pm_set_chain(struct poolmap *pm, uint64_t conn_id, const struct resume_chain *chain)
+{
+	struct pm_conn *c = pm_find(pm, conn_id);
+
+	if (c != NULL)
+		c->chain = *chain;
+}
+
+void
+pm_set_conversation(struct poolmap *pm, uint64_t conn_id, uint64_t conv_hash,
+    const char *upconv)
+{
+	struct pm_conn *c = pm_find(pm, conn_id);
+
+	if (c == NULL)
+		return;
+	c->conv_hash = conv_hash;
+	strlcpy_safe(c->upconv, upconv ? upconv : "", sizeof(c->upconv));
 }
 
 static struct pm_conn *
@@ -157,29 +236,27 @@ conn_touch(struct pm_conn *c, usec_t now)
 }
 
 void
-pm_decision(struct poolmap *pm, const char *entry, bool reserved, int decision,
-    uint64_t conn_id, uint64_t key_hash, int slot, usec_t now)
+pm_decision(struct poolmap *pm, const char *entry, struct pm_grant *g, int decision,
+    uint64_t conn_id, int slot, usec_t now)
 {
 	struct pm_account *a = pm_account(pm, entry);
+	uint64_t claimed = g->claimed;
 	struct pm_conn *c;
 
-	if (decision == DEC_NEW && conn_id != 0) {
-		if (reserved && a->reserved > 0)
-			a->reserved--;
-		c = pm_find(pm, conn_id);
-		if (c == NULL)
-			c = conn_new(pm, conn_id, key_hash, a, slot, now);
-		c->busy = true;
-		c->last_decision = decision;
+	if (decision == DEC_REUSE && conn_id == claimed)
+		g->claimed = 0;		/* the claim became the turn's connection */
+	pm_release(pm, entry, g);
+	if (conn_id == 0 || (decision != DEC_NEW && decision != DEC_REUSE))
 		return;
+	if ((c = pm_find(pm, conn_id)) == NULL) {
+		if (decision != DEC_NEW)
+			return;
+		c = conn_new(pm, conn_id, g->key_hash, a, slot, now);
 	}
-	if (reserved && a->reserved > 0)
-		a->reserved--;
-	if (decision == DEC_REUSE && (c = pm_find(pm, conn_id)) != NULL) {
-		c->busy = true;
-		c->last_decision = decision;
+	c->busy = true;
+	c->last_decision = decision;
+	if (decision == DEC_REUSE)
 		conn_touch(c, now);
-	}
 }
 
 void

@@ -19,6 +19,7 @@
 #include <sys/queue.h>
 
 #include "idmap.h"
+#include "resume.h"
 #include "util.h"
 
 #define PM_ENTRY_MAX	64
@@ -49,7 +50,22 @@ struct pm_conn {
 	uint64_t	 last_input;
 	uint64_t	 last_cached;
 	int		 last_decision;	/* DEC_* of its latest turn */
+	uint64_t	 conv_hash;	/* the conversation it serves */
+	char		 upconv[40];	/* its prompt_cache_key upstream, "" none */
+	struct resume_chain chain;	/* what it has sent and received, for implicit resume */
 	TAILQ_ENTRY(pm_conn) lru;
+};
+
+/*
+ * What a turn holds of the map between its dispatch and the worker's
+ * decision: a cap slot for a new connection, or the idle connection it
+ * is about to reuse (marked busy at once, so it is never chosen as the
+ * least recently used victim while the turn is on its way to it).
+ */
+struct pm_grant {
+	uint64_t	 key_hash;
+	bool		 reserved;
+	uint64_t	 claimed;
 };
 
 struct poolmap {
@@ -57,6 +73,7 @@ struct poolmap {
 	struct idmap	 by_key;	/* key hash -> open, not closing pm_conn */
 	struct idmap	 by_response;	/* hash64(response id) -> pm_conn */
 	struct idmap	 accounts;	/* hash64(entry) -> pm_account */
+	struct idmap	 pending;	/* key hash -> reservations under way (count) */
 	int		 cap;		/* ws_pool_max_per_account */
 	usec_t		 max_age;	/* ws_pool_max_age: older connections are not reused */
 	uint64_t	 lru_evictions;
@@ -69,23 +86,32 @@ void	pm_set_max_age(struct poolmap *pm, usec_t max_age);
 struct pm_account *pm_account(struct poolmap *pm, const char *entry);
 
 /*
- * A new turn for key_hash of entry is about to be dispatched.  Returns 1
- * when a cap slot was reserved for it (the worker may open a pooled
- * connection), 0 when none is needed (the key already has a connection
- * young enough to reuse) or none is free.  An idle connection past
- * max_age is marked closing here, as the worker will close it.  When making room meant closing the account's least
- * recently used idle connection, *evict is set to it (already marked
- * closing); the caller tells its worker to close it.
+ * A new turn for key_hash of entry is about to be dispatched.  The grant
+ * says what it may do: reuse the key's idle connection (claimed), open a
+ * new pooled connection (reserved), or neither (the worker reuses a
+ * connection the map does not know yet, or bypasses).  A key gets one
+ * reservation at a time: a second first turn of the same conversation
+ * must not close another conversation's connection for nothing.  An idle
+ * connection past max_age is marked closing here, as the worker will
+ * close it.  When making room meant closing the account's least recently
+ * used idle connection, *evict is set to it (already marked closing); the
+ * caller tells its worker to close it.  fresh: the key's connection must
+ * not be reused (a retry): it is not claimed.
  */
-int	pm_reserve(struct poolmap *pm, const char *entry, uint64_t key_hash,
-	    usec_t now, struct pm_conn **evict);
-/* A reservation ended unused (the turn reused, bypassed or failed). */
-void	pm_unreserve(struct poolmap *pm, const char *entry);
-
-/* The worker's decision for a turn; a NEW one consumes the reservation
- * (the caller says whether it held one). */
-void	pm_decision(struct poolmap *pm, const char *entry, bool reserved,
-	    int decision, uint64_t conn_id, uint64_t key_hash, int slot, usec_t now);
+void	pm_acquire(struct poolmap *pm, const char *entry, uint64_t key_hash, bool fresh,
+	    usec_t now, struct pm_grant *g, struct pm_conn **evict);
+/* A grant given back unused (the turn moved, retried or failed). */
+void	pm_release(struct poolmap *pm, const char *entry, struct pm_grant *g);
+/* The worker's decision for a turn; it consumes the grant. */
+void	pm_decision(struct poolmap *pm, const char *entry, struct pm_grant *g,
+	    int decision, uint64_t conn_id, int slot, usec_t now);
+/* The worker a key's live connection is on, or -1. */
+int	pm_slot_of(const struct poolmap *pm, uint64_t key_hash);
+/* The conversation a connection holds after a completed turn. */
+void	pm_set_chain(struct poolmap *pm, uint64_t conn_id, const struct resume_chain *chain);
+/* What a connection serves, for continuations that name no conversation. */
+void	pm_set_conversation(struct poolmap *pm, uint64_t conn_id, uint64_t conv_hash,
+	    const char *upconv);
 void	pm_conn_up(struct poolmap *pm, uint64_t conn_id, uint64_t key_hash,
 	    const char *entry, int slot, usec_t now);
 void	pm_conn_down(struct poolmap *pm, uint64_t conn_id);

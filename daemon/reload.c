@@ -42,6 +42,11 @@ config_reload(char *report, size_t len)
 		cfgset_free(&cs);
 		return -1;
 	}
+	if (model_map_check(fresh.model_map, err, sizeof(err)) == -1) {
+		snprintf(report, len, "model_map: %s", err);
+		cfgset_free(&cs);
+		return -1;
+	}
 	for (k = codexpool_cfg_keys, i = 0; k->name != NULL; k++, i++) {
 		char val[256];
 		if (!cfg_differs(&sv->cfgset, &cs, k))

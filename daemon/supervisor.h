@@ -3,7 +3,7 @@
  *
  * One supervisor process: the client HTTP API, the control socket, the
  * account, DNS, and the worker slots, all on one libevent base.  Each
- * client turn is a struct client_req that lives from the HTTP request
+ * client turn is a struct turn (turn.h) that lives from the HTTP request
  * until its worker sends the final message for it.
  */
 #ifndef CODEXPOOL_SUPERVISOR_H
@@ -67,58 +67,6 @@ struct account {
 };
 TAILQ_HEAD(account_list, account);
 
-enum rq_state {
-	RQ_QUEUED,		/* waiting for its worker to come (back) up */
-	RQ_WAIT_TOKEN,		/* waiting for its account's token refresh after a 401 */
-	RQ_DISPATCHED,		/* REQ_START sent, nothing relayed yet */
-	RQ_STREAMING,		/* response started: headers committed */
-	RQ_FINISHED,		/* final message received */
-};
-
-struct client_req {
-	uint64_t		 rid;
-	enum rq_state		 state;
-	struct evhttp_request	*http;		/* NULL once the client is gone */
-	struct evhttp_connection *evcon;
-	bool			 stream;
-	bool			 client_gone;
-	bool			 cancel_sent;
-	bool			 reserved;	/* holds a poolmap cap reservation */
-	int			 slot;
-	int			 attempts;	/* REQ_STARTs sent (worker deaths retry) */
-	uint64_t		 key_hash;	/* 0: no conversation */
-	uint64_t		 conv_hash;	/* the conversation alone, for show conversations */
-	char			 conv_tag[9];	/* first hex of the conversation hash, for logs */
-	const char		*conv_source;	/* where the conversation came from */
-	struct account		*acct;
-	struct account		*tried[8];	/* accounts that failed this turn */
-	int			 ntried;
-	bool			 refreshed;	/* already retried after a token refresh */
-	bool			 moved;		/* served by another account than its affinity */
-	char			*conv;		/* the client's conversation, NULL if none */
-	struct json_object	*body;		/* the client's request, kept until started */
-	uint32_t		 flags;		/* REQ_F_* */
-	uint64_t		 owner_conn;
-	char			*session_id;
-	char			*frame;		/* response.create text, kept until started */
-	size_t			 framelen;
-	char			*fwd_headers;	/* "name\0value\0..." client headers passed upstream */
-	size_t			 fwd_len;
-	int			 nfwd;
-	uint64_t		 conn_id;	/* pooled connection serving it */
-	int			 decision;
-	int			 reason;	/* BYP_* of a bypass */
-	usec_t			 started_at;
-	usec_t			 last_write;	/* to the client, for SSE keepalives */
-	usec_t			 backlog_since;	/* unread output above max_client_buffer since */
-	/* stream:false aggregation */
-	struct json_object	*output;	/* array of output items */
-	struct json_object	*final;		/* the terminal event's response object */
-	size_t			 agg_bytes;
-	TAILQ_ENTRY(client_req)	 entry;		/* slot's list */
-};
-TAILQ_HEAD(client_req_list, client_req);
-
 enum slot_state {
 	SLOT_DOWN,		/* not running; respawn timer armed */
 	SLOT_STARTING,		/* forked, waiting for HELLO */
@@ -137,7 +85,7 @@ struct worker_slot {
 	usec_t			 started_at;
 	unsigned		 restarts;
 	usec_t			 backoff;
-	struct client_req_list	 reqs;		/* every request bound to this slot */
+	int			 nturns;	/* turns bound to this slot */
 	bool			 draining;	/* no new conversations; restart when idle */
 	uint64_t		 requests;
 	uint64_t		 decisions[8];	/* by DEC_* */
@@ -155,6 +103,11 @@ struct sv_stats {
 	uint64_t	client_aborts;
 	uint64_t	worker_restarts;
 	uint64_t	retried_on_respawn;
+	uint64_t	retries;		/* retryable failures sent again */
+	uint64_t	account_moves;		/* turns moved to another account */
+	uint64_t	resumed;		/* turns sent as an implicit resume */
+	uint64_t	resume_fallbacks;	/* resumes refused, sent again in full */
+	uint64_t	upstream_bytes;		/* response.create bytes sent */
 };
 
 struct upstream_target {
@@ -182,7 +135,7 @@ struct supervisor {
 	struct poolmap		 pool;
 	struct worker_slot	 slots[SV_MAX_WORKERS];
 	int			 nslots;
-	struct idmap		 reqs;		/* rid -> client_req */
+	struct idmap		 reqs;		/* rid -> struct turn */
 	uint64_t		 next_rid;
 	int			 inflight;
 	unsigned		 rr;		/* round robin for requests without a key */
@@ -224,17 +177,17 @@ int	workers_drain(int slot);
 int	workers_slot_inflight(int slot);
 void	workers_check_drained(int slot);
 
-/* request.c */
-void	request_account_refreshed(struct account *a, bool ok);
-void	request_handle_responses(struct evhttp_request *http);
-void	request_dispatch(struct client_req *rq);
-void	request_on_worker_msg(int slot, const struct msg *m);
-void	request_worker_died(int slot);
-void	request_worker_ready(int slot);
-void	request_free(struct client_req *rq);
-void	request_free_all(void);
-void	request_janitor_start(void);
-void	request_janitor_stop(void);
+/* front_responses.c: POST /v1/responses */
+void	responses_handle(struct evhttp_request *http);
+/* front_xlate.c: POST /v1/chat/completions, /v1/messages(/count_tokens) */
+void	chat_handle(struct evhttp_request *http);
+void	messages_handle(struct evhttp_request *http);
+void	messages_count_tokens(struct evhttp_request *http);
+/* model_map: 0, or -1 with why */
+int	model_map_check(const char *spec, char *err, size_t errlen);
+void	model_map_free(void);
+
+/* http.c: an error reply of our own, in the OpenAI shape */
 void	send_error(struct evhttp_request *http, int status, const char *type,
 	    const char *code, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
@@ -250,6 +203,13 @@ const char *conversation_of(struct evhttp_request *http, struct json_object *bod
 void	upstream_conversation_id(const char *entry, const char *conv, char out[40]);
 
 /* accounts.c */
+/* What accounts.c tells its listener (the turn lifecycle). */
+enum account_event {
+	ACCT_EV_REFRESHED = 1,	/* a new access token is in place */
+	ACCT_EV_REFRESH_FAILED,	/* a refresh ended without a new token */
+	ACCT_EV_REMOVED,	/* gone from the store */
+};
+void	accounts_set_listener(void (*fn)(struct account *a, int event));
 int	accounts_load(void);
 void	accounts_free(void);
 struct account *accounts_find(const char *text);	/* entry, label or account id */
@@ -291,9 +251,11 @@ void	control_on_worker_stats(int slot, const struct msg *m);
 /* reload.c: 0, or -1 with the reason; report lists what changed */
 int	config_reload(char *report, size_t len);
 
-/* pool actions shared by control and requests */
+/* poolact.c: pool actions shared by control, accounts and turns */
 /* Close an account's pooled connections everywhere; returns how many. */
 int	sv_evict_account(const char *entry);
 void	sv_set_pool_enabled(bool on);
+/* Tell a connection's worker to close it (it is already marked closing). */
+void	pool_close_conn(const struct pm_conn *c, const char *reason);
 
 #endif

@@ -22,8 +22,9 @@
 #include <event2/event.h>
 
 #include "log.h"
-#include "msgtypes.h"
+#include "msgcodec.h"
 #include "supervisor.h"
+#include "turn.h"
 
 #define BACKOFF_MIN	(100 * USEC_PER_MSEC)
 #define BACKOFF_MAX	(10 * USEC_PER_SEC)
@@ -69,23 +70,26 @@ void
 workers_send_config(int slot)
 {
 	const struct codexpool_config *c = &sv->cfg;
+	struct m_config mc = {
+		.upstream_host = sv->up.host,
+		.upstream_port = (uint32_t)sv->up.port,
+		.upstream_path = sv->up.path,
+		.tls = sv->up.tls,
+		.ca_file = c->upstream_ca_file,
+		.proxy_host = sv->up.proxy_host ? sv->up.proxy_addr : "",
+		.proxy_port = (uint32_t)sv->up.proxy_port,
+		.pool_enabled = sv->pool_enabled,
+		.max_age_us = (uint64_t)c->ws_pool_max_age,
+		.ping_interval_us = (uint64_t)c->ws_ping_interval,
+		.handshake_timeout_us = (uint64_t)c->handshake_timeout,
+		.response_start_timeout_us = (uint64_t)c->response_start_timeout,
+		.originator = c->originator,
+		.client_version = c->client_version,
+	};
 	struct msgbuf b;
 
 	msgbuf_init(&b);
-	msg_add_str(&b, sv->up.host);
-	msg_add_u32(&b, (uint32_t)sv->up.port);
-	msg_add_str(&b, sv->up.path);
-	msg_add_u8(&b, sv->up.tls);
-	msg_add_str(&b, c->upstream_ca_file);
-	msg_add_str(&b, sv->up.proxy_host ? sv->up.proxy_addr : "");
-	msg_add_u32(&b, (uint32_t)sv->up.proxy_port);
-	msg_add_u8(&b, sv->pool_enabled);
-	msg_add_u64(&b, (uint64_t)c->ws_pool_max_age);
-	msg_add_u64(&b, (uint64_t)c->ws_ping_interval);
-	msg_add_u64(&b, (uint64_t)c->handshake_timeout);
-	msg_add_u64(&b, (uint64_t)c->response_start_timeout);
-	msg_add_str(&b, c->originator);
-	msg_add_str(&b, c->client_version);
+	m_config_encode(&b, &mc);
 	workers_send(slot, MSG_CONFIG, 0, &b);
 	msgbuf_free(&b);
 }
@@ -93,15 +97,17 @@ workers_send_config(int slot)
 void
 workers_send_addrs(int slot)
 {
+	struct m_upstream_addrs ma;
 	struct msgbuf b;
 	int i;
 
 	if (sv->up.naddrs == 0)
 		return;
+	for (i = 0; i < sv->up.naddrs && i < M_MAX_ADDRS; i++)
+		ma.addrs[i] = sv->up.addrs[i];
+	ma.naddrs = (uint32_t)i;
 	msgbuf_init(&b);
-	msg_add_u32(&b, (uint32_t)sv->up.naddrs);
-	for (i = 0; i < sv->up.naddrs; i++)
-		msg_add_str(&b, sv->up.addrs[i]);
+	m_upstream_addrs_encode(&b, &ma);
 	workers_send(slot, MSG_UPSTREAM_ADDRS, 0, &b);
 	msgbuf_free(&b);
 }
@@ -174,7 +180,6 @@ workers_start(void)
 		struct worker_slot *w = &sv->slots[i];
 		w->index = i;
 		w->backoff = BACKOFF_MIN;
-		TAILQ_INIT(&w->reqs);
 		w->ev_respawn = evtimer_new(sv->base, on_respawn, w);
 		if (spawn(w) == -1)
 			return -1;
@@ -194,7 +199,7 @@ slot_lost(struct worker_slot *w)
 	msgchan_free(w->chan);
 	w->chan = NULL;
 	pm_slot_gone(&sv->pool, w->index);
-	request_worker_died(w->index);
+	turn_worker_died(w->index);
 }
 
 static void
@@ -212,23 +217,25 @@ on_respawn(evutil_socket_t fd, short what, void *arg)
 	w->restarts++;
 	sv->stats.worker_restarts++;
 	/* Turns that were waiting for this slot go out on the new worker. */
-	request_worker_ready(w->index);
+	turn_worker_ready(w->index);
 }
 
 static void
 handle_msg(struct worker_slot *w, const struct msg *m)
 {
-	struct msgreader r;
+	union {
+		struct m_hello		hello;
+		struct m_conn_up	up;
+		struct m_conn_down	down;
+		struct m_rate_limits	rl;
+	} p;
 
-	msgreader_init(&r, m);
 	switch (m->hdr.type) {
 	case MSG_HELLO: {
-		uint32_t version = msg_get_u32(&r);
-		(void)msg_get_u32(&r);
-		(void)msg_get_u32(&r);
-		if (msg_end(&r) == -1 || version != MSG_PROTO_VERSION) {
+		if (m_hello_decode(m, &p.hello) == -1 ||
+		    p.hello.proto_version != MSG_PROTO_VERSION) {
 			log_warnx("worker %d: speaks protocol %u, we speak %u; stopping it",
-			    w->index, version, MSG_PROTO_VERSION);
+			    w->index, p.hello.proto_version, MSG_PROTO_VERSION);
 			kill(w->pid, SIGTERM);
 			return;
 		}
@@ -236,35 +243,24 @@ handle_msg(struct worker_slot *w, const struct msg *m)
 		log_debug("worker %d: up (pid %d)", w->index, (int)w->pid);
 		break;
 	}
-	case MSG_CONN_UP: {
-		uint64_t id = msg_get_u64(&r);
-		uint64_t key = msg_get_u64(&r);
-		const char *entry = msg_get_str(&r);
-		if (msg_end(&r) == 0)
-			pm_conn_up(&sv->pool, id, key, entry, w->index, now_mono_usec());
+	case MSG_CONN_UP:
+		if (m_conn_up_decode(m, &p.up) == 0)
+			pm_conn_up(&sv->pool, p.up.conn_id, p.up.key_hash, p.up.entry,
+			    w->index, now_mono_usec());
 		break;
-	}
-	case MSG_CONN_DOWN: {
-		uint64_t id = msg_get_u64(&r);
-		(void)msg_get_str(&r);
-		(void)msg_get_str(&r);
-		if (msg_end(&r) == 0)
-			pm_conn_down(&sv->pool, id);
+	case MSG_CONN_DOWN:
+		if (m_conn_down_decode(m, &p.down) == 0)
+			pm_conn_down(&sv->pool, p.down.conn_id);
 		break;
-	}
-	case MSG_RATE_LIMITS: {
-		const char *entry = msg_get_str(&r);
-		size_t len = 0;
-		const void *frame = msg_get_blob(&r, &len);
-		if (msg_end(&r) == 0)
-			accounts_on_rate_limits(entry, frame, len);
+	case MSG_RATE_LIMITS:
+		if (m_rate_limits_decode(m, &p.rl) == 0)
+			accounts_on_rate_limits(p.rl.entry, p.rl.frame, p.rl.frame_len);
 		break;
-	}
 	case MSG_STATS:
 		control_on_worker_stats(w->index, m);	/* show workers, status */
 		break;
 	default:
-		request_on_worker_msg(w->index, m);
+		turn_on_worker_msg(w->index, m);
 		break;
 	}
 }
@@ -292,6 +288,29 @@ on_chan_read(evutil_socket_t fd, short what, void *arg)
 			log_warnx("worker %d: channel %s", w->index,
 			    rc == MSGCHAN_EOF ? "closed" : "broken");
 		slot_lost(w);
+	}
+}
+
+/* A dead worker's channel: handle every message it left, to the EOF. */
+static void
+chan_drain(struct worker_slot *w)
+{
+	struct msg m;
+	int rc, handled;
+
+	while (w->chan != NULL) {
+		rc = msgchan_read(w->chan);
+		handled = 0;
+		while (w->chan != NULL && msgchan_next(w->chan, &m) == 1) {
+			handle_msg(w, &m);
+			if (m.fd >= 0)
+				close(m.fd);
+			handled++;
+		}
+		/* EOF or an error ends it; so does a read that found nothing
+		 * (EAGAIN: something else still holds the worker's end). */
+		if (rc != MSGCHAN_OK || handled == 0)
+			break;
 	}
 }
 
@@ -334,6 +353,9 @@ workers_reap(void)
 		struct worker_slot *w = &sv->slots[i];
 		describe_exit(status, cause, sizeof(cause));
 		w->pid = 0;
+		/* Its last messages (a DONE, a CONN_DOWN) may still be in the
+		 * channel: SIGCHLD can come before the read event. */
+		chan_drain(w);
 		slot_lost(w);
 		if (sv->shutting_down) {
 			log_debug("worker %d (pid %d) stopped: %s", i, (int)pid, cause);
@@ -415,12 +437,13 @@ on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
 void
 workers_shutdown(usec_t grace)
 {
+	struct m_shutdown sd = { .grace_us = (uint64_t)grace };
 	struct msgbuf b;
 	struct timeval tv;
 	int i;
 
 	msgbuf_init(&b);
-	msg_add_u64(&b, (uint64_t)grace);
+	m_shutdown_encode(&b, &sd);
 	for (i = 0; i < sv->nslots; i++) {
 		evtimer_del(sv->slots[i].ev_respawn);
 		if (sv->slots[i].pid != 0) {
@@ -460,26 +483,22 @@ workers_drain(int slot)
 int
 workers_slot_inflight(int slot)
 {
-	struct client_req *rq;
-	int n = 0;
-
-	TAILQ_FOREACH(rq, &sv->slots[slot].reqs, entry)
-		n++;
-	return n;
+	return sv->slots[slot].nturns;
 }
 
 void
 workers_check_drained(int slot)
 {
 	struct worker_slot *w = &sv->slots[slot];
+	struct m_shutdown sd = { .grace_us = (uint64_t)sv->cfg.shutdown_timeout };
 	struct msgbuf b;
 
 	if (!w->draining || w->pid == 0 || w->state == SLOT_STOPPING ||
-	    !TAILQ_EMPTY(&w->reqs))
+	    w->nturns > 0)
 		return;
 	w->state = SLOT_STOPPING;
 	msgbuf_init(&b);
-	msg_add_u64(&b, (uint64_t)sv->cfg.shutdown_timeout);
+	m_shutdown_encode(&b, &sd);
 	workers_send(slot, MSG_SHUTDOWN, 0, &b);
 	msgbuf_free(&b);
 }

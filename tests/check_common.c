@@ -16,6 +16,7 @@ main(void)
 	srunner_add_suite(sr, make_suite_log());
 	srunner_add_suite(sr, make_suite_hash());
 	srunner_add_suite(sr, make_suite_msg());
+	srunner_add_suite(sr, make_suite_msgcodec());
 	srunner_add_suite(sr, make_suite_config());
 	srunner_add_suite(sr, make_suite_jsonutil());
 	srunner_add_suite(sr, make_suite_jwt());

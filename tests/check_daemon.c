@@ -1,4 +1,5 @@
-/* Unit tests for the supervisor's bookkeeping: the pool map. */
+/* Unit tests for the supervisor's pure modules: the pool map, reply
+ * rendering, and the upstream frame. */
 #include "config.h"
 
 #include <check.h>
@@ -6,52 +7,139 @@
 #include <string.h>
 
 #include "msgtypes.h"
+#include "jsonutil.h"
 #include "poolmap.h"
+#include "render.h"
+#include "resume.h"
+#include "upframe.h"
 
 #define A	"aaaaaaaaaaaaaaaa"
 #define B	"bbbbbbbbbbbbbbbb"
+
+/* A reservation for a new connection: 1 if granted. */
+static int
+reserve(struct poolmap *pm, const char *entry, uint64_t key, usec_t now,
+    struct pm_grant *g, struct pm_conn **evict)
+{
+	pm_acquire(pm, entry, key, false, now, g, evict);
+	return g->reserved ? 1 : 0;
+}
 
 /* Open a pooled connection for key through the full path the supervisor takes. */
 static void
 open_conn(struct poolmap *pm, const char *entry, uint64_t key, uint64_t id, int slot)
 {
 	struct pm_conn *evict;
-	int granted = pm_reserve(pm, entry, key, 300, &evict);
+	struct pm_grant g;
 
-	ck_assert_int_eq(granted, 1);
-	pm_decision(pm, entry, true, DEC_NEW, id, key, slot, 100);
+	ck_assert_int_eq(reserve(pm, entry, key, 300, &g, &evict), 1);
+	pm_decision(pm, entry, &g, DEC_NEW, id, slot, 100);
 	pm_conn_up(pm, id, key, entry, slot, 100);
 	pm_turn_end(pm, id, "resp_1", 2000, 0, 200);
+}
+
+/* A turn that reuses conn id of key from start to end. */
+static void
+reuse_turn(struct poolmap *pm, const char *entry, uint64_t key, uint64_t id, bool end)
+{
+	struct pm_conn *evict;
+	struct pm_grant g;
+
+	pm_acquire(pm, entry, key, false, 300, &g, &evict);
+	ck_assert_uint_eq(g.claimed, id);
+	pm_decision(pm, entry, &g, DEC_REUSE, id, 0, 300);
+	if (end)
+		pm_turn_end(pm, id, "resp_2", 2100, 2000, 400);
 }
 
 START_TEST(test_poolmap__reserve_under_cap)
 {
 	struct poolmap pm;
 	struct pm_conn *evict;
+	struct pm_grant g1, g2, g3, g4;
 
 	pm_init(&pm, 2);
-	ck_assert_int_eq(pm_reserve(&pm, A, 11, 300, &evict), 1);
+	ck_assert_int_eq(reserve(&pm, A, 11, 300, &g1, &evict), 1);
 	ck_assert_ptr_null(evict);
-	ck_assert_int_eq(pm_reserve(&pm, A, 12, 300, &evict), 1);
+	ck_assert_int_eq(reserve(&pm, A, 12, 300, &g2, &evict), 1);
 	/* two handshakes in progress already fill the cap */
-	ck_assert_int_eq(pm_reserve(&pm, A, 13, 300, &evict), 0);
+	ck_assert_int_eq(reserve(&pm, A, 13, 300, &g3, &evict), 0);
 	/* another account is not affected */
-	ck_assert_int_eq(pm_reserve(&pm, B, 14, 300, &evict), 1);
-	pm_unreserve(&pm, A);
-	ck_assert_int_eq(pm_reserve(&pm, A, 13, 300, &evict), 1);
+	ck_assert_int_eq(reserve(&pm, B, 14, 300, &g4, &evict), 1);
+	pm_release(&pm, A, &g1);
+	ck_assert(!g1.reserved);
+	ck_assert_int_eq(reserve(&pm, A, 13, 300, &g3, &evict), 1);
 	pm_free(&pm);
 }
 END_TEST
 
-START_TEST(test_poolmap__existing_key_needs_no_grant)
+START_TEST(test_poolmap__existing_key_is_claimed)
 {
 	struct poolmap pm;
 	struct pm_conn *evict;
+	struct pm_grant g, g2;
 
 	pm_init(&pm, 8);
 	open_conn(&pm, A, 42, 1001, 0);
-	ck_assert_int_eq(pm_reserve(&pm, A, 42, 300, &evict), 0);
+	pm_acquire(&pm, A, 42, false, 300, &g, &evict);
+	ck_assert(!g.reserved);
+	ck_assert_uint_eq(g.claimed, 1001);
+	ck_assert(pm_find(&pm, 1001)->busy);
 	ck_assert_ptr_null(evict);
+	/* a second turn meanwhile gets nothing: the worker bypasses (busy) */
+	pm_acquire(&pm, A, 42, false, 300, &g2, &evict);
+	ck_assert(!g2.reserved);
+	ck_assert_uint_eq(g2.claimed, 0);
+	/* the first one's decision went another way: the claim is let go */
+	pm_decision(&pm, A, &g, DEC_BYPASS, 0, 0, 300);
+	ck_assert(!pm_find(&pm, 1001)->busy);
+	pm_free(&pm);
+}
+END_TEST
+
+/* Defect: the LRU victim could be an idle connection whose next turn was
+ * already on its way to it. */
+START_TEST(test_poolmap__claimed_connection_is_no_lru_victim)
+{
+	struct poolmap pm;
+	struct pm_conn *evict;
+	struct pm_grant g, g2;
+
+	pm_init(&pm, 2);
+	open_conn(&pm, A, 1, 101, 0);
+	open_conn(&pm, A, 2, 102, 0);
+	/* 101 is the least recently used, and its next turn is dispatched */
+	pm_acquire(&pm, A, 1, false, 300, &g, &evict);
+	ck_assert_uint_eq(g.claimed, 101);
+	/* a new conversation at the cap must take 102, not 101 */
+	ck_assert_int_eq(reserve(&pm, A, 3, 300, &g2, &evict), 1);
+	ck_assert_ptr_nonnull(evict);
+	ck_assert_uint_eq(evict->id, 102);
+	ck_assert(!pm_find(&pm, 101)->closing);
+	pm_free(&pm);
+}
+END_TEST
+
+/* Defect: two first turns of one new conversation each reserved a slot
+ * and could close another conversation's connection for nothing. */
+START_TEST(test_poolmap__one_reservation_per_key)
+{
+	struct poolmap pm;
+	struct pm_conn *evict;
+	struct pm_grant g1, g2, g3;
+
+	pm_init(&pm, 2);
+	open_conn(&pm, A, 1, 101, 0);
+	ck_assert_int_eq(reserve(&pm, A, 7, 300, &g1, &evict), 1);
+	ck_assert_ptr_null(evict);
+	/* the same conversation's second first turn: no reservation, no victim */
+	ck_assert_int_eq(reserve(&pm, A, 7, 300, &g2, &evict), 0);
+	ck_assert_ptr_null(evict);
+	ck_assert(!pm_find(&pm, 101)->closing);
+	ck_assert_uint_eq(pm.lru_evictions, 0);
+	/* once the first one's decision is in, the key may reserve again */
+	pm_decision(&pm, A, &g1, DEC_BYPASS, 0, 0, 300);
+	ck_assert_int_eq(reserve(&pm, A, 7, 300, &g3, &evict), 1);
 	pm_free(&pm);
 }
 END_TEST
@@ -60,22 +148,22 @@ START_TEST(test_poolmap__lru_idle_evicted_at_cap)
 {
 	struct poolmap pm;
 	struct pm_conn *evict;
+	struct pm_grant g;
 	int busy;
 
 	pm_init(&pm, 2);
 	open_conn(&pm, A, 1, 101, 0);
 	open_conn(&pm, A, 2, 102, 1);
 	/* conn 101 is used again, so 102 is the least recently used */
-	pm_decision(&pm, A, false, DEC_REUSE, 101, 1, 0, 300);
-	pm_turn_end(&pm, 101, "resp_2", 2100, 2000, 400);
-	ck_assert_int_eq(pm_reserve(&pm, A, 3, 300, &evict), 1);
+	reuse_turn(&pm, A, 1, 101, true);
+	ck_assert_int_eq(reserve(&pm, A, 3, 300, &g, &evict), 1);
 	ck_assert_ptr_nonnull(evict);
 	ck_assert_uint_eq(evict->id, 102);
 	ck_assert(evict->closing);
 	ck_assert_uint_eq(pm.lru_evictions, 1);
 	/* the closing connection no longer owns its key: a new turn for key 2
 	 * needs a slot again, and the only idle one left is 101 */
-	ck_assert_int_eq(pm_reserve(&pm, A, 2, 300, &evict), 1);
+	ck_assert_int_eq(reserve(&pm, A, 2, 300, &g, &evict), 1);
 	ck_assert_ptr_nonnull(evict);
 	ck_assert_uint_eq(evict->id, 101);
 	ck_assert_int_eq(pm_count(&pm, &busy), 2);
@@ -89,13 +177,14 @@ START_TEST(test_poolmap__all_busy_at_cap_means_no_grant)
 {
 	struct poolmap pm;
 	struct pm_conn *evict;
+	struct pm_grant g;
 
 	pm_init(&pm, 2);
 	open_conn(&pm, A, 1, 101, 0);
 	open_conn(&pm, A, 2, 102, 0);
-	pm_decision(&pm, A, false, DEC_REUSE, 101, 1, 0, 300);
-	pm_decision(&pm, A, false, DEC_REUSE, 102, 2, 0, 300);
-	ck_assert_int_eq(pm_reserve(&pm, A, 3, 300, &evict), 0);
+	reuse_turn(&pm, A, 1, 101, false);
+	reuse_turn(&pm, A, 2, 102, false);
+	ck_assert_int_eq(reserve(&pm, A, 3, 300, &g, &evict), 0);
 	ck_assert_ptr_null(evict);
 	ck_assert_uint_eq(pm.lru_evictions, 0);
 	pm_free(&pm);
@@ -106,14 +195,14 @@ START_TEST(test_poolmap__failed_handshake_releases_slot)
 {
 	struct poolmap pm;
 	struct pm_conn *evict;
+	struct pm_grant g;
 
 	pm_init(&pm, 1);
-	ck_assert_int_eq(pm_reserve(&pm, A, 5, 300, &evict), 1);
-	pm_decision(&pm, A, true, DEC_NEW, 500, 5, 0, 100);
+	ck_assert_int_eq(reserve(&pm, A, 5, 300, &g, &evict), 1);
+	pm_decision(&pm, A, &g, DEC_NEW, 500, 0, 100);
 	/* the pooled handshake failed: the worker reports it down, then bypasses */
 	pm_conn_down(&pm, 500);
-	pm_decision(&pm, A, false, DEC_BYPASS, 0, 5, 0, 100);
-	ck_assert_int_eq(pm_reserve(&pm, A, 6, 300, &evict), 1);
+	ck_assert_int_eq(reserve(&pm, A, 6, 300, &g, &evict), 1);
 	pm_free(&pm);
 }
 END_TEST
@@ -129,7 +218,7 @@ START_TEST(test_poolmap__response_owner_newest_only)
 	ck_assert_ptr_nonnull(c);
 	ck_assert_uint_eq(c->id, 700);
 	ck_assert_int_eq(c->slot, 1);
-	pm_decision(&pm, A, false, DEC_REUSE, 700, 7, 1, 300);
+	reuse_turn(&pm, A, 7, 700, false);
 	pm_turn_end(&pm, 700, "resp_2", 3000, 2900, 400);
 	ck_assert_ptr_null(pm_owner(&pm, "resp_1"));
 	ck_assert_ptr_eq(pm_owner(&pm, "resp_2"), c);
@@ -143,6 +232,7 @@ START_TEST(test_poolmap__evict_account_and_slot_gone)
 {
 	struct poolmap pm;
 	struct pm_conn *evict;
+	struct pm_grant g;
 	int busy;
 
 	pm_init(&pm, 2);
@@ -151,7 +241,7 @@ START_TEST(test_poolmap__evict_account_and_slot_gone)
 	open_conn(&pm, B, 3, 103, 1);
 	ck_assert_int_eq(pm_evict_account(&pm, A), 2);
 	/* evicted connections stop counting at once */
-	ck_assert_int_eq(pm_reserve(&pm, A, 4, 300, &evict), 1);
+	ck_assert_int_eq(reserve(&pm, A, 4, 300, &g, &evict), 1);
 	ck_assert_ptr_null(evict);
 	pm_slot_gone(&pm, 1);
 	ck_assert_ptr_null(pm_find(&pm, 102));
@@ -166,14 +256,55 @@ START_TEST(test_poolmap__expired_connection_is_replaced)
 {
 	struct poolmap pm;
 	struct pm_conn *evict;
+	struct pm_grant g;
 
 	pm_init(&pm, 8);
 	pm_set_max_age(&pm, 1000);
 	open_conn(&pm, A, 9, 900, 0);		/* created at 100 */
-	ck_assert_int_eq(pm_reserve(&pm, A, 9, 1000, &evict), 0);	/* young: reuse */
-	ck_assert_int_eq(pm_reserve(&pm, A, 9, 1200, &evict), 1);	/* old: a new one */
+	pm_acquire(&pm, A, 9, false, 1000, &g, &evict);	/* young: reuse */
+	ck_assert(!g.reserved);
+	ck_assert_uint_eq(g.claimed, 900);
+	pm_release(&pm, A, &g);
+	ck_assert(!pm_find(&pm, 900)->busy);
+	ck_assert_int_eq(reserve(&pm, A, 9, 1200, &g, &evict), 1);	/* old: a new one */
 	ck_assert(pm_find(&pm, 900)->closing);
 	ck_assert_ptr_null(evict);
+	pm_free(&pm);
+}
+END_TEST
+
+/* A retry after a retryable failure must not reuse the key's connection. */
+START_TEST(test_poolmap__fresh_replaces_the_connection)
+{
+	struct poolmap pm;
+	struct pm_conn *evict;
+	struct pm_grant g;
+
+	pm_init(&pm, 8);
+	open_conn(&pm, A, 9, 900, 0);
+	pm_acquire(&pm, A, 9, true, 300, &g, &evict);
+	ck_assert(g.reserved);
+	ck_assert_uint_eq(g.claimed, 0);
+	ck_assert(pm_find(&pm, 900)->closing);
+	pm_free(&pm);
+}
+END_TEST
+
+/* Defect: after a drain, a conversation started during it was routed back
+ * to its hash slot, away from the connection it has on another worker. */
+START_TEST(test_poolmap__slot_of_follows_the_connection)
+{
+	struct poolmap pm;
+
+	pm_init(&pm, 8);
+	ck_assert_int_eq(pm_slot_of(&pm, 9), -1);
+	open_conn(&pm, A, 9, 900, 1);
+	ck_assert_int_eq(pm_slot_of(&pm, 9), 1);
+	pm_set_conversation(&pm, 900, 77, "cp_abc");
+	ck_assert_str_eq(pm_find(&pm, 900)->upconv, "cp_abc");
+	ck_assert_uint_eq(pm_find(&pm, 900)->conv_hash, 77);
+	pm_evict_account(&pm, A);
+	ck_assert_int_eq(pm_slot_of(&pm, 9), -1);
 	pm_free(&pm);
 }
 END_TEST
@@ -185,7 +316,11 @@ make_suite_poolmap(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_add_test(tc, test_poolmap__reserve_under_cap);
-	tcase_add_test(tc, test_poolmap__existing_key_needs_no_grant);
+	tcase_add_test(tc, test_poolmap__existing_key_is_claimed);
+	tcase_add_test(tc, test_poolmap__claimed_connection_is_no_lru_victim);
+	tcase_add_test(tc, test_poolmap__one_reservation_per_key);
+	tcase_add_test(tc, test_poolmap__fresh_replaces_the_connection);
+	tcase_add_test(tc, test_poolmap__slot_of_follows_the_connection);
 	tcase_add_test(tc, test_poolmap__lru_idle_evicted_at_cap);
 	tcase_add_test(tc, test_poolmap__all_busy_at_cap_means_no_grant);
 	tcase_add_test(tc, test_poolmap__failed_handshake_releases_slot);
@@ -196,12 +331,303 @@ make_suite_poolmap(void)
 	return s;
 }
 
+/* ---- render -------------------------------------------------------- */
+
+static char *
+buf_text(struct evbuffer *b)
+{
+	size_t n = evbuffer_get_length(b);
+	char *s = malloc(n + 1);
+
+	evbuffer_remove(b, s, n);
+	s[n] = '\0';
+	return s;
+}
+
+START_TEST(test_render__sse)
+{
+	struct evbuffer *b = evbuffer_new();
+	char *s;
+
+	render_sse(b, "response.created", "{\"a\":1}", 7);
+	render_sse(b, "", "x", 1);
+	s = buf_text(b);
+	ck_assert_str_eq(s, "event: response.created\ndata: {\"a\":1}\n\ndata: x\n\n");
+	free(s);
+	evbuffer_free(b);
+}
+END_TEST
+
+START_TEST(test_render__frame_type)
+{
+	char t[64];
+	const char *fast = "{\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}";
+	const char *slow = "{\"delta\":\"hi\",\"type\":\"response.completed\"}";
+
+	ck_assert_uint_eq(render_frame_type(fast, strlen(fast), t, sizeof(t)), 26);
+	ck_assert_str_eq(t, "response.output_text.delta");
+	render_frame_type(slow, strlen(slow), t, sizeof(t));
+	ck_assert_str_eq(t, "response.completed");
+	render_frame_type("nope", 4, t, sizeof(t));
+	ck_assert_str_eq(t, "");
+}
+END_TEST
+
+static void
+agg_feed(struct render_agg *a, const char *frame)
+{
+	char t[64];
+
+	render_frame_type(frame, strlen(frame), t, sizeof(t));
+	render_agg_event(a, t, frame, strlen(frame));
+}
+
+START_TEST(test_render__aggregate_completed)
+{
+	struct render_agg a;
+	struct render_reply r = { 0 };
+	struct json_object *o;
+	char err[64];
+
+	render_agg_init(&a, 1 << 20);
+	agg_feed(&a, "{\"type\":\"response.created\",\"response\":{\"id\":\"r1\"}}");
+	agg_feed(&a, "{\"type\":\"response.output_item.done\",\"item\":{\"type\":\"message\",\"id\":\"m1\"}}");
+	agg_feed(&a, "{\"type\":\"response.completed\",\"response\":{\"id\":\"r1\",\"status\":\"completed\",\"output\":[]}}");
+	render_agg_result(&a, DONE_COMPLETED, "", &r);
+	ck_assert_int_eq(r.status, 200);
+	o = json_parse_buf(r.body, r.len, err, sizeof(err));
+	ck_assert_ptr_nonnull(o);
+	ck_assert_str_eq(json_get_str(o, "id"), "r1");
+	ck_assert_int_eq((int)json_object_array_length(json_get_array(o, "output")), 1);
+	json_object_put(o);
+	free(r.body);
+	render_agg_free(&a);
+}
+END_TEST
+
+START_TEST(test_render__aggregate_failures)
+{
+	struct render_agg a;
+	struct render_reply r = { 0 };
+
+	render_agg_init(&a, 1 << 20);
+	agg_feed(&a, "{\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}");
+	render_agg_result(&a, DONE_FAILED, "", &r);
+	ck_assert_int_eq(r.status, 502);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"server_error\""));
+	ck_assert_ptr_nonnull(strstr(r.body, "boom"));
+	free(r.body);
+	render_agg_free(&a);
+
+	render_agg_init(&a, 1 << 20);
+	render_agg_result(&a, DONE_STREAM_ERROR, "reset", &r);
+	ck_assert_int_eq(r.status, 502);
+	ck_assert_ptr_nonnull(strstr(r.body, "stream_disconnected"));
+	ck_assert_ptr_nonnull(strstr(r.body, "reset"));
+	free(r.body);
+	render_agg_free(&a);
+
+	render_agg_init(&a, 10);
+	agg_feed(&a, "{\"type\":\"response.completed\",\"response\":{\"id\":\"r1\"}}");
+	render_agg_result(&a, DONE_COMPLETED, "", &r);
+	ck_assert_int_eq(r.status, 502);
+	ck_assert_ptr_nonnull(strstr(r.body, "response_too_large"));
+	free(r.body);
+	render_agg_free(&a);
+}
+END_TEST
+
+START_TEST(test_render__upstream_error)
+{
+	struct render_reply r = { 0 };
+	const char *body = "{\"type\":\"error\",\"status\":429,\"error\":{\"type\":\"usage_limit_reached\","
+	    "\"message\":\"slow down\",\"resets_in_seconds\":42}}";
+	const char *at = "{\"error\":{\"code\":\"x\",\"resets_at\":1100}}";
+	int64_t ra = -1;
+
+	render_upstream_error(429, "usage_limit_reached", body, strlen(body), 1000, &ra, &r);
+	ck_assert_int_eq(r.status, 429);
+	ck_assert_int_eq((int)ra, 42);
+	ck_assert_ptr_nonnull(strstr(r.body, "{\"error\":{"));
+	ck_assert_ptr_nonnull(strstr(r.body, "slow down"));
+	free(r.body);
+	ck_assert_int_eq((int)render_retry_after(at, strlen(at), 1000), 100);
+	ck_assert_int_eq((int)render_retry_after("{}", 2, 1000), -1);
+	ra = -1;
+	render_upstream_error(502, "bad", "not json", 8, 1000, &ra, &r);
+	ck_assert_int_eq(r.status, 502);
+	ck_assert_int_eq((int)ra, -1);
+	ck_assert_ptr_nonnull(strstr(r.body, "server_error"));
+	free(r.body);
+	ck_assert_str_eq(render_reason_phrase(429), "Too Many Requests");
+	ck_assert_str_eq(render_reason_phrase(503), "Service Unavailable");
+}
+END_TEST
+
+START_TEST(test_render__failed_event)
+{
+	size_t len;
+	char *s = render_failed_event("worker_crashed", "gone", &len);
+
+	ck_assert_str_eq(s, "{\"type\":\"response.failed\",\"response\":{\"status\":\"failed\","
+	    "\"error\":{\"code\":\"worker_crashed\",\"message\":\"gone\"}}}");
+	ck_assert_uint_eq(len, strlen(s));
+	free(s);
+}
+END_TEST
+
+/* ---- upframe ---------------------------------------------------------- */
+
+static struct json_object *
+frame_of(const char *body, const char *upconv)
+{
+	struct json_object *b, *f;
+	char err[64], *text;
+	size_t len;
+
+	b = json_parse_buf(body, strlen(body), err, sizeof(err));
+	ck_assert_ptr_nonnull(b);
+	text = upframe_build(b, upconv, "inst-1", 0, NULL, &len);
+	f = json_parse_buf(text, len, err, sizeof(err));
+	ck_assert_ptr_nonnull(f);
+	free(text);
+	json_object_put(b);
+	return f;
+}
+
+START_TEST(test_upframe__rewrites)
+{
+	struct json_object *f, *item;
+
+	f = frame_of("{\"model\":\"m\",\"input\":\"hi\",\"stream\":false,\"background\":true,"
+	    "\"prompt_cache_key\":\"client-key\",\"client_metadata\":{\"a\":\"b\"}}", "cp_1");
+	ck_assert_str_eq(json_get_str(f, "type"), "response.create");
+	ck_assert(json_get_bool(f, "stream", false));
+	ck_assert(!json_get_bool(f, "store", true));
+	ck_assert(!json_object_object_get_ex(f, "background", NULL));
+	ck_assert_str_eq(json_get_str(f, "prompt_cache_key"), "cp_1");
+	item = json_object_array_get_idx(json_get_array(f, "input"), 0);
+	ck_assert_str_eq(json_get_str(item, "role"), "user");
+	ck_assert_str_eq(json_get_str(json_object_array_get_idx(json_get_array(item, "content"), 0),
+	    "text"), "hi");
+	ck_assert_str_eq(json_get_str(json_get_obj(f, "client_metadata"), "a"), "b");
+	ck_assert_str_eq(json_get_str(json_get_obj(f, "client_metadata"),
+	    "x-codex-installation-id"), "inst-1");
+	json_object_put(f);
+
+	/* no conversation: the client's key never goes upstream */
+	f = frame_of("{\"model\":\"m\",\"input\":[],\"store\":true,\"prompt_cache_key\":\"k\"}", NULL);
+	ck_assert(!json_object_object_get_ex(f, "prompt_cache_key", NULL));
+	ck_assert(json_get_bool(f, "store", false));
+	json_object_put(f);
+}
+END_TEST
+
+/* ---- implicit resume --------------------------------------------------- */
+
+static struct json_object *
+js(const char *text)
+{
+	char err[64];
+	struct json_object *o = json_parse_buf(text, strlen(text), err, sizeof(err));
+
+	ck_assert_msg(o != NULL, "%s: %s", text, err);
+	return o;
+}
+
+START_TEST(test_resume__prefix_of_echoed_history)
+{
+	struct resume_chain c;
+	struct json_object *turn1, *out, *turn2, *edited, *same;
+
+	/* what the connection sent, and the output item it got back */
+	turn1 = js("[{\"role\":\"user\",\"content\":\"hi\"}]");
+	out = js("{\"type\":\"message\",\"id\":\"msg_1\",\"status\":\"completed\",\"role\":\"assistant\","
+	    "\"content\":[{\"type\":\"output_text\",\"text\":\"hello\",\"annotations\":[]}]}");
+	resume_chain_init(&c);
+	resume_chain_add_input(&c, turn1);
+	resume_chain_add(&c, out);
+	ck_assert_uint_eq(c.count, 2);
+	/* the client echoes the answer in its own shape, plus reasoning it kept */
+	turn2 = js("[{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"hi\"}]},"
+	    "{\"type\":\"reasoning\",\"encrypted_content\":\"x\"},"
+	    "{\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"hello\"}]},"
+	    "{\"role\":\"user\",\"content\":\"next\"}]");
+	ck_assert_int_eq(resume_prefix(&c, turn2), 3);
+	/* an edited history is not a continuation */
+	edited = js("[{\"role\":\"user\",\"content\":\"hi!\"},"
+	    "{\"role\":\"assistant\",\"content\":\"hello\"},{\"role\":\"user\",\"content\":\"next\"}]");
+	ck_assert_int_eq(resume_prefix(&c, edited), -1);
+	/* nothing new: no resume */
+	same = js("[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]");
+	ck_assert_int_eq(resume_prefix(&c, same), -1);
+	json_object_put(turn1);
+	json_object_put(out);
+	json_object_put(turn2);
+	json_object_put(edited);
+	json_object_put(same);
+}
+END_TEST
+
+START_TEST(test_resume__tool_calls_and_frame)
+{
+	struct resume_chain c, empty;
+	struct json_object *in, *call, *body, *f;
+	char *text, err[64];
+	size_t len;
+
+	in = js("[{\"role\":\"user\",\"content\":\"weather?\"}]");
+	call = js("{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"get\",\"arguments\":\"{}\"}");
+	resume_chain_init(&c);
+	resume_chain_add_input(&c, in);
+	resume_chain_add(&c, call);
+	body = js("{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"weather?\"},"
+	    "{\"type\":\"function_call\",\"call_id\":\"call_1\",\"name\":\"get\",\"arguments\":\"{}\"},"
+	    "{\"type\":\"function_call_output\",\"call_id\":\"call_1\",\"output\":\"sunny\"}]}");
+	ck_assert_int_eq(resume_prefix(&c, json_object_object_get(body, "input")), 2);
+	/* a different call id is another history */
+	resume_chain_init(&empty);
+	ck_assert_int_eq(resume_prefix(&empty, json_object_object_get(body, "input")), -1);
+	text = upframe_build(body, "cp_1", NULL, 2, "resp_9", &len);
+	f = json_parse_buf(text, len, err, sizeof(err));
+	ck_assert_str_eq(json_get_str(f, "previous_response_id"), "resp_9");
+	ck_assert_int_eq((int)json_object_array_length(json_get_array(f, "input")), 1);
+	ck_assert_str_eq(json_get_str(json_object_array_get_idx(json_get_array(f, "input"), 0),
+	    "type"), "function_call_output");
+	json_object_put(f);
+	free(text);
+	json_object_put(in);
+	json_object_put(call);
+	json_object_put(body);
+}
+END_TEST
+
+static Suite *
+make_suite_render(void)
+{
+	Suite *s = suite_create("render");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_render__sse);
+	tcase_add_test(tc, test_render__frame_type);
+	tcase_add_test(tc, test_render__aggregate_completed);
+	tcase_add_test(tc, test_render__aggregate_failures);
+	tcase_add_test(tc, test_render__upstream_error);
+	tcase_add_test(tc, test_render__failed_event);
+	tcase_add_test(tc, test_upframe__rewrites);
+	tcase_add_test(tc, test_resume__prefix_of_echoed_history);
+	tcase_add_test(tc, test_resume__tool_calls_and_frame);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
 int
 main(void)
 {
 	SRunner *sr = srunner_create(make_suite_poolmap());
 	int failed;
 
+	srunner_add_suite(sr, make_suite_render());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

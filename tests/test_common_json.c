@@ -64,6 +64,11 @@ START_TEST(test_jsonutil__parse_errors)
 	ck_assert_ptr_nonnull(strstr(err, "truncated"));
 	o = parse("{\"a\":", err, sizeof(err));
 	ck_assert_ptr_nonnull(strstr(err, "truncated"));
+	/* a document that is just null says so (it once said "success") */
+	ck_assert_ptr_null(parse("null", err, sizeof(err)));
+	ck_assert_str_eq(err, JSON_ERR_NULL);
+	ck_assert_ptr_null(parse(" null ", err, sizeof(err)));
+	ck_assert_str_eq(err, JSON_ERR_NULL);
 
 	/* Nesting deeper than JSON_MAX_DEPTH. */
 	memset(deep, '[', JSON_MAX_DEPTH + 1);

@@ -8,6 +8,7 @@ Suite	*make_suite_util(void);
 Suite	*make_suite_log(void);
 Suite	*make_suite_hash(void);
 Suite	*make_suite_msg(void);
+Suite	*make_suite_msgcodec(void);
 Suite	*make_suite_config(void);
 Suite	*make_suite_jsonutil(void);
 Suite	*make_suite_jwt(void);

@@ -33,6 +33,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "msg.h"
+#include "msgcodec.h"
 #include "msgtypes.h"
 #include "test_worker_suites.h"
 #include "testlib.h"
@@ -365,22 +366,27 @@ static void
 req_payload(struct msgbuf *b, uint64_t key, const char *entry, uint32_t flags,
     uint64_t owner, const char *frame)
 {
+	struct m_req_start p = {
+		.key_hash = key,
+		.entry = entry,
+		.account_id = K.acct.account_id,
+		.access_token = K.acct.access_token,
+		.session_id = "0199a3c2-7e1b-7c4d-9f00-5e1a2b3c4d5e",
+		.flags = flags,
+		.attempt = 1,
+		.owner_conn = owner,
+		.nheaders = 3,
+		.headers = {
+			{ "x-codex-turn-metadata", "{\"turn_id\":\"t1\"}" },
+			{ "host", "evil.example" },		/* never forwarded */
+			{ "x-codex-beta-features", "a\r\nx-injected: 1" }, /* CR/LF: dropped */
+		},
+		.frame = frame,
+		.frame_len = strlen(frame),
+	};
+
 	msgbuf_init(b);
-	msg_add_u64(b, key);
-	msg_add_str(b, entry);
-	msg_add_str(b, K.acct.account_id);
-	msg_add_str(b, K.acct.access_token);
-	msg_add_str(b, "0199a3c2-7e1b-7c4d-9f00-5e1a2b3c4d5e");
-	msg_add_u32(b, flags);
-	msg_add_u64(b, owner);
-	msg_add_u32(b, 3);
-	msg_add_str(b, "x-codex-turn-metadata");
-	msg_add_str(b, "{\"turn_id\":\"t1\"}");
-	msg_add_str(b, "host");			/* never forwarded */
-	msg_add_str(b, "evil.example");
-	msg_add_str(b, "x-codex-beta-features");
-	msg_add_str(b, "a\r\nx-injected: 1");	/* CR/LF: dropped */
-	msg_add_blob(b, frame, strlen(frame));
+	m_req_start_encode(b, &p);
 }
 
 static void

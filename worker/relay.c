@@ -28,6 +28,7 @@
 
 #include "jsonutil.h"
 #include "log.h"
+#include "msgcodec.h"
 #include "relay.h"
 #include "upstream.h"
 
@@ -54,6 +55,7 @@ struct request {
 	char		*access_token;
 	char		*session_id;
 	uint32_t	 flags;
+	uint32_t	 attempt;	/* the supervisor's, 1-based, for logs */
 	uint64_t	 owner_conn;
 	size_t		 nhdrs;
 	char		**hdr_names;
@@ -470,65 +472,46 @@ dispatch(struct request *req)
 static struct request *
 parse_start(struct worker *w, const struct msg *m, const char **why)
 {
-	struct msgreader r;
-	struct request *req = xcalloc(1, sizeof(*req));
-	const void *frame;
-	size_t i, flen;
-	uint32_t n;
+	struct m_req_start *p = xcalloc(1, sizeof(*p));
+	struct request *req;
+	uint32_t i;
 
+	if (m_req_start_decode(m, p) == -1) {
+		*why = "malformed MSG_REQ_START";
+		free(p);
+		return NULL;
+	}
+	if (p->frame_len == 0) {
+		*why = "empty response.create frame";
+		free(p);
+		return NULL;
+	}
+	req = xcalloc(1, sizeof(*req));
 	req->w = w;
 	req->rid = m->hdr.rid;
 	req->early_tail = &req->early;
-	msgreader_init(&r, m);
-	req->key_hash = msg_get_u64(&r);
-	req->entry = xstrdup(msg_get_str(&r));
-	req->account_id = xstrdup(msg_get_str(&r));
-	req->access_token = xstrdup(msg_get_str(&r));
-	req->session_id = xstrdup(msg_get_str(&r));
-	req->flags = msg_get_u32(&r);
-	req->owner_conn = msg_get_u64(&r);
-	n = msg_get_u32(&r);
-	if (!r.failed && n > 256) {
-		*why = "too many extra headers";
-		goto bad;
-	}
-	if (!r.failed && n > 0) {
-		req->hdr_names = xcalloc(n, sizeof(char *));
-		req->hdr_values = xcalloc(n, sizeof(char *));
-		for (i = 0; i < n && !r.failed; i++) {
-			req->hdr_names[i] = xstrdup(msg_get_str(&r));
-			req->hdr_values[i] = xstrdup(msg_get_str(&r));
-			req->nhdrs++;
+	req->key_hash = p->key_hash;
+	req->entry = xstrdup(p->entry);
+	req->account_id = xstrdup(p->account_id);
+	req->access_token = xstrdup(p->access_token);
+	req->session_id = xstrdup(p->session_id);
+	req->flags = p->flags;
+	req->attempt = p->attempt;
+	req->owner_conn = p->owner_conn;
+	if (p->nheaders > 0) {
+		req->hdr_names = xcalloc(p->nheaders, sizeof(char *));
+		req->hdr_values = xcalloc(p->nheaders, sizeof(char *));
+		for (i = 0; i < p->nheaders; i++) {
+			req->hdr_names[i] = xstrdup(p->headers[i].name);
+			req->hdr_values[i] = xstrdup(p->headers[i].value);
 		}
+		req->nhdrs = p->nheaders;
 	}
-	frame = msg_get_blob(&r, &flen);
-	if (msg_end(&r) != 0 || req->entry == NULL ||
-	    req->access_token == NULL) {
-		*why = "malformed MSG_REQ_START";
-		goto bad;
-	}
-	if (flen == 0) {
-		*why = "empty response.create frame";
-		goto bad;
-	}
-	req->frame = xmalloc(flen);
-	memcpy(req->frame, frame, flen);
-	req->frame_len = flen;
+	req->frame = xmalloc(p->frame_len);
+	memcpy(req->frame, p->frame, p->frame_len);
+	req->frame_len = p->frame_len;
+	free(p);
 	return req;
-bad:
-	req->w = NULL;
-	for (i = 0; i < req->nhdrs; i++) {
-		free(req->hdr_names[i]);
-		free(req->hdr_values[i]);
-	}
-	free(req->hdr_names);
-	free(req->hdr_values);
-	free(req->entry);
-	free(req->account_id);
-	freezero_str(req->access_token);
-	free(req->session_id);
-	free(req);
-	return NULL;
 }
 
 /* Answer a turn we could not even build a request for. */
