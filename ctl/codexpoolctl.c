@@ -4,7 +4,8 @@
  * Connects to the control socket, checks the protocol version in the
  * greeting, sends one command line, prints the answer (up to the empty
  * line that ends it) and exits 0, or prints the daemon's reason and
- * exits 1.  Connection problems exit 2.
+ * exits 1.  A wrong command line exits 2; a daemon that cannot be reached
+ * or does not speak our protocol exits 3, so scripts can tell them apart.
  */
 #include "config.h"
 
@@ -30,6 +31,10 @@
 #define MAX_REPLY		(16 * 1024 * 1024)
 #define MAX_AUTH_JSON		(128 * 1024)	/* encoded, within the daemon's 256 KiB line */
 
+#define EXIT_FAILED		1	/* the daemon refused or failed the command */
+#define EXIT_USAGE		2	/* the command line, the config or a file is wrong */
+#define EXIT_UNREACHABLE	3	/* no daemon to talk to, or not our protocol */
+
 static void
 usage(void)
 {
@@ -42,7 +47,7 @@ usage(void)
 	    "          account add --access-token T --refresh-token R [--label NAME],\n"
 	    "          key add <label>, key list, key remove <label>, help\n"
 	    "Commands may be abbreviated to an unambiguous prefix.\n");
-	exit(2);
+	exit(EXIT_USAGE);
 }
 
 /* The control socket named in the config file, if it names one. */
@@ -62,7 +67,7 @@ socket_from_config(const char *path, int explicit_path)
 			if (cfg_load_file(&cs, path, err, sizeof(err)) == -1) {
 				fprintf(stderr, "codexpoolctl: %s\n", err);
 				cfgset_free(&cs);
-				exit(2);
+				exit(EXIT_USAGE);
 			}
 		}
 		if (cfg.control_socket)
@@ -98,7 +103,7 @@ read_answer(int fd, size_t *len_out, int greeting)
 			n = (size_t)(end - buf) + (greeting || end == buf ? 1 : 2);
 			ans = malloc(n + 1);
 			if (ans == NULL)
-				exit(2);
+				exit(EXIT_USAGE);
 			memcpy(ans, buf, n);
 			/* drop the terminating empty line */
 			ans[greeting ? n : n - 1] = '\0';
@@ -110,29 +115,29 @@ read_answer(int fd, size_t *len_out, int greeting)
 		if (have == cap) {
 			if (cap >= MAX_REPLY) {
 				fprintf(stderr, "codexpoolctl: answer too large\n");
-				exit(2);
+				exit(EXIT_UNREACHABLE);
 			}
 			cap = cap ? cap * 2 : 65536;
 			buf = realloc(buf, cap);
 			if (buf == NULL)
-				exit(2);
+				exit(EXIT_USAGE);
 		}
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		int rc = poll(&pfd, 1, REPLY_TIMEOUT_MS);
 		if (rc == 0) {
 			fprintf(stderr, "codexpoolctl: no answer from codexpoold within %d s\n",
 			    REPLY_TIMEOUT_MS / 1000);
-			exit(2);
+			exit(EXIT_UNREACHABLE);
 		}
 		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
-			exit(2);
+			exit(EXIT_UNREACHABLE);
 		}
 		ssize_t r = read(fd, buf + have, cap - have);
 		if (r <= 0) {
 			fprintf(stderr, "codexpoolctl: codexpoold closed the connection\n");
-			exit(2);
+			exit(EXIT_UNREACHABLE);
 		}
 		have += (size_t)r;
 	}
@@ -144,11 +149,11 @@ check_word(const char *what, const char *w)
 {
 	if (*w == '\0') {
 		fprintf(stderr, "codexpoolctl: %s is empty\n", what);
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	if (strpbrk(w, " \t\r\n") != NULL) {
 		fprintf(stderr, "codexpoolctl: %s has a blank or a line break: '%s'\n", what, w);
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 }
 
@@ -167,35 +172,35 @@ read_auth_json(const char *file, size_t *lenp)
 
 	if ((fd = open(file, O_RDONLY | O_CLOEXEC)) == -1) {
 		fprintf(stderr, "codexpoolctl: %s: %s\n", file, strerror(errno));
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	if (fstat(fd, &st) == -1 || S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "codexpoolctl: %s: %s\n", file,
 		    S_ISDIR(st.st_mode) ? "is a directory, not an auth.json file" : strerror(errno));
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	data = malloc(MAX_AUTH_JSON + 1);
 	if (data == NULL)
-		exit(2);
+		exit(EXIT_USAGE);
 	/* a pipe or /dev/stdin works too: read until EOF, not st_size */
 	while ((n = read(fd, data + len, MAX_AUTH_JSON + 1 - len)) != 0) {
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
 			fprintf(stderr, "codexpoolctl: %s: %s\n", file, strerror(errno));
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 		len += (size_t)n;
 		if (len > MAX_AUTH_JSON) {
 			fprintf(stderr, "codexpoolctl: %s is too large for an auth.json (more than "
 			    "%d KiB)\n", file, MAX_AUTH_JSON / 1024);
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 	}
 	close(fd);
 	if (len == 0) {
 		fprintf(stderr, "codexpoolctl: %s is empty, not an auth.json\n", file);
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	*lenp = len;
 	return data;
@@ -229,11 +234,11 @@ account_add_line(int argc, char **argv, int *json)
 			    "--access-token T --refresh-token R, and optionally --label NAME%s%s%s\n",
 			    dst == NULL ? " (not '" : " (no value after ", argv[i],
 			    dst == NULL ? "')" : ")");
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 		if (*dst != NULL) {
 			fprintf(stderr, "codexpoolctl: account add: %s is given twice\n", argv[i]);
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 		*dst = argv[++i];
 	}
@@ -242,7 +247,7 @@ account_add_line(int argc, char **argv, int *json)
 	if (file != NULL && (access != NULL || refresh != NULL)) {
 		fprintf(stderr, "codexpoolctl: account add takes --auth-json FILE or the tokens, "
 		    "not both\n");
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	if (file != NULL) {
 		uint8_t *data = read_auth_json(file, &len);
@@ -250,13 +255,13 @@ account_add_line(int argc, char **argv, int *json)
 		b64 = malloc(cap);
 		if (b64 == NULL || b64url_encode(data, len, b64, cap) < 0) {
 			fprintf(stderr, "codexpoolctl: cannot encode %s\n", file);
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 		explicit_bzero(data, len);
 		free(data);
 		line = malloc(strlen(b64) + (label ? strlen(label) : 0) + 64);
 		if (line == NULL)
-			exit(2);
+			exit(EXIT_USAGE);
 		sprintf(line, "account add auth-json %s%s%s", b64, label ? " " : "", label ? label : "");
 		explicit_bzero(b64, strlen(b64));
 		free(b64);
@@ -265,13 +270,13 @@ account_add_line(int argc, char **argv, int *json)
 	if (access == NULL || refresh == NULL) {
 		fprintf(stderr, "codexpoolctl: account add needs --auth-json FILE, or both "
 		    "--access-token and --refresh-token\n");
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	check_word("the access token", access);
 	check_word("the refresh token", refresh);
 	line = malloc(strlen(access) + strlen(refresh) + (label ? strlen(label) : 0) + 64);
 	if (line == NULL)
-		exit(2);
+		exit(EXIT_USAGE);
 	sprintf(line, "account add tokens %s %s%s%s", access, refresh, label ? " " : "",
 	    label ? label : "");
 	return line;
@@ -326,7 +331,7 @@ main(int argc, char **argv)
 			cap += strlen(argv[i]) + 1;
 		line = malloc(cap + 8);
 		if (line == NULL)
-			exit(2);
+			exit(EXIT_USAGE);
 		off = 0;
 		line[0] = '\0';
 		for (int i = 0; i < argc; i++) {
@@ -344,7 +349,7 @@ main(int argc, char **argv)
 	}
 	cmd = realloc(line, strlen(line) + 16);
 	if (cmd == NULL)
-		exit(2);
+		exit(EXIT_USAGE);
 	line = cmd;
 	if (json)
 		strcat(line, " --json");
@@ -353,14 +358,14 @@ main(int argc, char **argv)
 	sun.sun_family = AF_UNIX;
 	if (strlen(sock) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "codexpoolctl: socket path too long: %s\n", sock);
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	strcpy(sun.sun_path, sock);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) == -1 ||
 	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
 		fprintf(stderr, "codexpoolctl: cannot connect to %s: %s (is codexpoold running?)\n",
 		    sock, strerror(errno));
-		exit(2);
+		exit(EXIT_UNREACHABLE);
 	}
 	greeting = read_answer(fd, &len, 1);
 	if (sscanf(greeting, "codexpool %d", &version) != 1)
@@ -368,13 +373,13 @@ main(int argc, char **argv)
 	free(greeting);
 	if (version == -1) {
 		fprintf(stderr, "codexpoolctl: %s does not speak the codexpool control protocol\n", sock);
-		exit(2);
+		exit(EXIT_UNREACHABLE);
 	}
 	if (version != CTL_PROTO_VERSION) {
 		fprintf(stderr, "codexpoolctl: codexpoold speaks control protocol %d, this "
 		    "codexpoolctl speaks %d; use the codexpoolctl that came with the daemon\n",
 		    version, CTL_PROTO_VERSION);
-		exit(2);
+		exit(EXIT_UNREACHABLE);
 	}
 	line[off++] = '\n';
 	for (size_t done = 0; done < off; ) {
@@ -384,7 +389,7 @@ main(int argc, char **argv)
 			if (errno == EPIPE)
 				break;
 			fprintf(stderr, "codexpoolctl: write: %s\n", strerror(errno));
-			exit(2);
+			exit(EXIT_UNREACHABLE);
 		}
 		done += (size_t)w;
 	}
@@ -396,13 +401,13 @@ main(int argc, char **argv)
 	if (strncmp(ans, "error: ", 7) == 0) {
 		fprintf(stderr, "codexpoolctl: %s", ans + 7);
 		free(ans);
-		return 1;
+		return EXIT_FAILED;
 	}
 	if (json && strstr(ans, "\"error\":") != NULL && ans[0] == '{' &&
 	    strncmp(ans, "{\"error\":", 9) == 0) {
 		fputs(ans, stdout);
 		free(ans);
-		return 1;
+		return EXIT_FAILED;
 	}
 	fputs(ans, stdout);
 	free(ans);

@@ -791,10 +791,6 @@ accounts_load(void)
 
 	TAILQ_INIT(&sv->accounts);
 	TAILQ_INIT(&sv->removed_accounts);
-	if (mkdir(sv->cfg.data_dir, 0700) == -1 && errno != EEXIST) {
-		log_warn("cannot create data_dir %s", sv->cfg.data_dir);
-		return -1;
-	}
 	snprintf(path, sizeof(path), "%s/codexpool.db", sv->cfg.data_dir);
 	if ((sv->store = store_open(path, err, sizeof(err))) == NULL) {
 		log_warnx("account store %s: %s", path, err);

@@ -206,6 +206,49 @@ daemonize(void)
 	return 0;
 }
 
+/*
+ * The account store's directory, with any missing parents, mode 0700: a
+ * fresh install need not prepare it.  An existing directory is left as the
+ * operator made it.
+ */
+static int
+data_dir_create(const char *dir)
+{
+	char path[4096], *p;
+	struct stat st;
+
+	if (dir[0] == '\0') {
+		log_warnx("data_dir is empty");
+		return -1;
+	}
+	if (stat(dir, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		log_warnx("data_dir %s is not a directory", dir);
+		return -1;
+	}
+	if (strlen(dir) >= sizeof(path)) {
+		log_warnx("data_dir path is too long: %s", dir);
+		return -1;
+	}
+	strlcpy_safe(path, dir, sizeof(path));
+	for (p = path + 1; ; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(path, 0700) == -1 && errno != EEXIST) {
+			log_warn("cannot create data_dir %s", path);
+			return -1;
+		}
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	log_info("created data_dir %s (mode 0700)", dir);
+	return 0;
+}
+
 /* Once the sockets are bound, a root daemon becomes the configured user. */
 static int
 drop_privileges(const char *user)
@@ -368,7 +411,8 @@ main(int argc, char **argv)
 	signals_setup();
 	if (upstream_init() == -1)
 		goto out;
-	if (accounts_load() == -1 || apikeys_load() == -1)
+	if (data_dir_create(sv->cfg.data_dir) == -1 || accounts_load() == -1 ||
+	    apikeys_load() == -1)
 		goto out;
 	{
 		char why[1024];

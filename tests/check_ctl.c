@@ -956,7 +956,7 @@ START_TEST(test_ctl__wrong_protocol_and_no_daemon)
 	ck_assert_int_ge(cfd, 0);
 	ck_assert_int_eq(write(cfd, "codexpool 99\n", 13), 13);
 	rc = ctl_wait(pid, outpath, &out);
-	note(failures, sizeof(failures), "protocol 99", rc, 2, out, "99", "protocol");
+	note(failures, sizeof(failures), "protocol 99", rc, 3, out, "99", "protocol");
 	free(out);
 	close(cfd);
 
@@ -965,7 +965,7 @@ START_TEST(test_ctl__wrong_protocol_and_no_daemon)
 	cfd = accept_within(lfd, WAIT_MS);
 	ck_assert_int_eq(write(cfd, "SSH-2.0-OpenSSH_9.2\r\n", 21), 21);
 	rc = ctl_wait(pid, outpath, &out);
-	note(failures, sizeof(failures), "not codexpool", rc, 2, out, "does not speak", NULL);
+	note(failures, sizeof(failures), "not codexpool", rc, 3, out, "does not speak", NULL);
 	free(out);
 	close(cfd);
 
@@ -975,21 +975,21 @@ START_TEST(test_ctl__wrong_protocol_and_no_daemon)
 	ck_assert_int_eq(write(cfd, "codexpool 1\n", 12), 12);
 	close(cfd);
 	rc = ctl_wait(pid, outpath, &out);
-	note(failures, sizeof(failures), "hang-up", rc, 2, out, "closed", NULL);
+	note(failures, sizeof(failures), "hang-up", rc, 3, out, "closed", NULL);
 	free(out);
 
 	/* a socket file nobody listens on any more */
 	close(lfd);
 	pid = ctl_spawn(sock, outpath, "status");
 	rc = ctl_wait(pid, outpath, &out);
-	note(failures, sizeof(failures), "dead socket", rc, 2, out, "is codexpoold running?", NULL);
+	note(failures, sizeof(failures), "dead socket", rc, 3, out, "is codexpoold running?", NULL);
 	free(out);
 
 	/* no socket file at all */
 	unlink(sock);
 	pid = ctl_spawn(sock, outpath, "status");
 	rc = ctl_wait(pid, outpath, &out);
-	note(failures, sizeof(failures), "no socket", rc, 2, out, "is codexpoold running?", sock);
+	note(failures, sizeof(failures), "no socket", rc, 3, out, "is codexpoold running?", sock);
 	free(out);
 
 	/* no command: usage, exit 2 */
