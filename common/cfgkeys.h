@@ -28,6 +28,7 @@ struct codexpool_config {
 	char		*data_dir;
 	char		*control_socket;
 	char		*control_group;
+	int64_t		 control_idle_timeout;
 	uint64_t	 max_body_size;
 	uint64_t	 max_client_buffer;
 	int		 max_clients;
