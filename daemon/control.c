@@ -213,6 +213,12 @@ cmd_status(struct ctl_out *o, int argc, char **argv)
 	}
 	kv_u64(o, "client_aborts", s->client_aborts);
 	kv_u64(o, "worker_restarts", s->worker_restarts);
+	kv_u64(o, "retries", s->retries);
+	kv_u64(o, "retried_on_respawn", s->retried_on_respawn);
+	kv_u64(o, "account_moves", s->account_moves);
+	kv_u64(o, "resumed", s->resumed);
+	kv_u64(o, "resume_fallbacks", s->resume_fallbacks);
+	kv_u64(o, "upstream_bytes", s->upstream_bytes);
 	control_counters(o);
 	worker_counter_sums(o);
 }
@@ -494,7 +500,8 @@ cmd_stats_reset(struct ctl_out *o, int argc, char **argv)
 
 static const struct ctl_column conversation_cols[] = {
 	COL("conv", CT_STR), COL("account", CT_STR), COL("worker", CT_INT), COL("turns", CT_UINT),
-	COL("idle", CT_UINT),
+	COL("idle", CT_UINT), COL("route", CT_STR), COL("key", CT_STR), COL("resumed", CT_UINT),
+	/* free text with blanks: always the last column */
 	COL_H("recent", CT_CUSTOM, "recent_turns(n:decision:cached/input[:miss])"),
 };
 
@@ -550,6 +557,9 @@ cmd_show_conversations(struct ctl_out *o, int argc, char **argv)
 		ctl_cell_int(&t, c->slot);
 		ctl_cell_uint(&t, c->turns);
 		ctl_cell_uint(&t, (uint64_t)((now - c->last_active) / USEC_PER_SEC));
+		ctl_cell_str(&t, c->route[0] ? c->route : "-");
+		ctl_cell_str(&t, c->key_label[0] ? c->key_label : "-");
+		ctl_cell_uint(&t, c->resumed);
 		evbuffer_drain(recent, evbuffer_get_length(recent));
 		recent_turns(c, o->json ? NULL : recent, turns);
 		evbuffer_add(recent, "", 1);
