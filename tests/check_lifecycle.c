@@ -128,6 +128,39 @@ wait_sim_num(struct e2e *e, const char *key, long long want)
 	return -1;
 }
 
+/* Pool decisions made so far, of every kind. */
+static long long
+decisions(struct e2e *e)
+{
+	static const char *const kinds[] = { "reuse", "new", "bypass", "retry_stale" };
+	char *out = NULL, needle[64], *p;
+	long long n = 0;
+	size_t i;
+
+	ck_assert_int_eq(ctl_run(e, &out, "status"), 0);
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		snprintf(needle, sizeof(needle), "decisions_%s: ", kinds[i]);
+		ck_assert_ptr_nonnull(p = strstr(out, needle));
+		n += strtoll(p + strlen(needle), NULL, 10);
+	}
+	free(out);
+	return n;
+}
+
+static int
+wait_decisions(struct e2e *e, long long want)
+{
+	int64_t end = tl_now_ms() + WAIT_MS;
+
+	while (tl_now_ms() < end) {
+		if (decisions(e) >= want)
+			return 0;
+		tl_msleep(20);
+	}
+	fprintf(stderr, "%lld pool decisions, never %lld\n", decisions(e), want);
+	return -1;
+}
+
 /* A field of the simulator's request record i (negative: from the end),
  * malloc'd; NULL if absent. */
 static char *
@@ -424,7 +457,7 @@ START_TEST(test_lifecycle__conversations_started_during_drain_stay_pooled)
 	struct tl_stream *s;
 	struct tl_response r;
 	char key[32], *out = NULL;
-	long long reuse, fresh, cap, conns;
+	long long decided, reuse, fresh, cap, conns;
 	int i, ncand = 0, pid0, found = 0;
 
 	e2e_start(&e, NULL, "ws_pool_max_per_account = 16");
@@ -436,12 +469,12 @@ START_TEST(test_lifecycle__conversations_started_during_drain_stay_pooled)
 	}
 	ck_assert_msg(found, "no conversation landed on worker 0");
 	hold = cand[ncand - 1];
-	reuse = status_num(&e, "decisions_reuse");
+	decided = decisions(&e);
 	ck_assert_int_eq(tl_sim_fault(&e.sim,
 	    "{\"kind\":\"slow_start\",\"ms\":8000,\"count\":1}"), 0);
 	s = send_turn(&e, &hold, "hold on", 0);
-	ck_assert_int_eq(wait_status(&e, "decisions_reuse", reuse + 1), 0);
 	ck_assert_int_eq(wait_sim_num(&e, "pending_faults", 0), 0);
+	ck_assert_int_eq(wait_decisions(&e, decided + 1), 0);
 	worker_rows(&e, before);
 	pid0 = before[0].pid;
 
@@ -501,11 +534,11 @@ START_TEST(test_lifecycle__worker_killed_mid_turn)
 	struct worker_row before[2], after[2];
 	struct tl_response r;
 	char key[32], *failed_data = NULL;
-	long long reuse, fresh, bypass;
-	int i, n = 0, first_a, completed, failed, pid0, slot = -1;
+	long long decided, fresh, bypass;
+	int i, n = 0, completed, failed, pid0, slot = -1;
 
-	/* streams of about two seconds */
-	e2e_start(&e, "--delta-delay-ms 50 --deltas 40", NULL);
+	/* streams of about two seconds; room for every search conversation */
+	e2e_start(&e, "--delta-delay-ms 50 --deltas 40", "ws_pool_max_per_account = 32");
 
 	/* p: a conversation on worker 0, idle */
 	for (i = 0; i < 8 && slot != 0; i++) {
@@ -518,7 +551,19 @@ START_TEST(test_lifecycle__worker_killed_mid_turn)
 	}
 	ck_assert_msg(slot == 0, "no conversation landed on worker 0");
 
-	/* b: a stream on worker 1 */
+	/* p's next turn waits upstream for its first frame on worker 0 (its
+	 * retry will not: the fault is used up) */
+	decided = decisions(&e);
+	ck_assert_int_eq(tl_sim_fault(&e.sim,
+	    "{\"kind\":\"slow_start\",\"ms\":10000,\"count\":1}"), 0);
+	pending = send_turn(&e, &p, "wait for it", 0);
+	ck_assert_int_eq(wait_sim_num(&e, "pending_faults", 0), 0);
+	ck_assert_int_eq(wait_decisions(&e, decided + 1), 0);
+
+	/* b: a stream on worker 1, a: one on worker 0, opened last so that
+	 * both surely still run (the new ones are counted) */
+	fresh = status_num(&e, "decisions_new");
+	bypass = status_num(&e, "decisions_bypass");
 	while (b == NULL && n < 8) {
 		snprintf(key, sizeof(key), "conv-b-%d", n);
 		conv_init(&cand[n], strdup(key));
@@ -530,20 +575,6 @@ START_TEST(test_lifecycle__worker_killed_mid_turn)
 		n++;
 	}
 	ck_assert_ptr_nonnull(b);
-
-	/* p's next turn waits upstream for its first frame on worker 0 (its
-	 * retry will not: the fault is used up) */
-	reuse = status_num(&e, "decisions_reuse");
-	ck_assert_int_eq(tl_sim_fault(&e.sim,
-	    "{\"kind\":\"slow_start\",\"ms\":10000,\"count\":1}"), 0);
-	pending = send_turn(&e, &p, "wait for it", 0);
-	ck_assert_int_eq(wait_status(&e, "decisions_reuse", reuse + 1), 0);
-	ck_assert_int_eq(wait_sim_num(&e, "pending_faults", 0), 0);
-
-	/* a: a stream on worker 0, opened last so it surely still runs */
-	fresh = status_num(&e, "decisions_new");
-	bypass = status_num(&e, "decisions_bypass");
-	first_a = n;
 	while (a == NULL && n < 16) {
 		snprintf(key, sizeof(key), "conv-a-%d", n);
 		conv_init(&cand[n], strdup(key));
@@ -575,9 +606,9 @@ START_TEST(test_lifecycle__worker_killed_mid_turn)
 	ck_assert_int_eq(failed, 0);
 	ck_assert_int_eq(tl_file_contains(e.log, "died before the response started: will retry"), 1);
 	/* the retry got a grant: a new pooled connection, no bypass (the
-	 * other new ones are a's search) */
-	ck_assert_int_eq(status_num(&e, "decisions_new"), fresh + (n - first_a) + 1);
+	 * other new ones are the n streams) */
 	ck_assert_int_eq(status_num(&e, "decisions_bypass"), bypass);
+	ck_assert_int_eq(status_num(&e, "decisions_new"), fresh + n + 1);
 	worker_rows(&e, after);
 	ck_assert_int_ne(after[0].pid, pid0);
 
@@ -711,16 +742,16 @@ START_TEST(test_lifecycle__account_error_after_client_left_still_locks_account)
 	struct e2e e;
 	struct conv c;
 	struct tl_stream *s;
-	long long reuse;
+	long long decided;
 
 	e2e_start(&e, NULL, NULL);
 	conv_init(&c, "conv-left");
 	ck_assert_int_eq(conv_turn(&e, &c, "hello", 0, NULL, NULL), 200);
 
 	ck_assert_int_eq(kill(e.sim.pid, SIGSTOP), 0);
-	reuse = status_num(&e, "decisions_reuse");
+	decided = decisions(&e);
 	s = send_turn(&e, &c, "over the limit [[sim:usage_limit]]", 1);
-	ck_assert_int_eq(wait_status(&e, "decisions_reuse", reuse + 1), 0);
+	ck_assert_int_eq(wait_decisions(&e, decided + 1), 0);
 	tl_stream_close(s, 1);
 	ck_assert_int_eq(kill(e.sim.pid, SIGCONT), 0);
 

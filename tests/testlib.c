@@ -981,6 +981,7 @@ struct tl_stream {
 	int		 timeout_ms;
 	struct buf	 sse;		/* undelivered SSE text */
 	const char	*method;	/* "HEAD" or "" */
+	int		 need_head;	/* sent by tl_stream_send, head not read yet */
 };
 
 char *
@@ -1131,6 +1132,7 @@ tl_stream_send(const struct tl_conn_opts *opts, const char *host, int port,
 	}
 	free(req);
 	s->method = strcmp(method, "HEAD") == 0 ? "HEAD" : "";
+	s->need_head = 1;
 	return s;
 }
 
@@ -1139,11 +1141,13 @@ tl_stream_head(struct tl_stream *s)
 {
 	int64_t deadline = tl_now_ms() + s->timeout_ms;
 
-	if (s->status != 0)
+	if (!s->need_head)
 		return 0;
+	s->need_head = 0;
 	if (read_response_head(&s->io, s->method, deadline, &s->status, &s->headers,
 	    &s->mode, &s->left) < 0) {
 		tl_err("no HTTP response (%s)", strerror(errno));
+		s->done = 1;
 		return -1;
 	}
 	if (s->mode == BODY_NONE || (s->mode == BODY_LENGTH && s->left == 0))
@@ -1201,7 +1205,7 @@ tl_stream_read(struct tl_stream *s, void *dst, size_t n, int timeout_ms)
 	ssize_t r;
 	size_t want;
 
-	if (s->status == 0 && tl_stream_head(s) < 0)
+	if (s->need_head && tl_stream_head(s) < 0)
 		return -1;
 	if (s->done || n == 0)
 		return 0;
