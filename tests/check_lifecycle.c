@@ -893,6 +893,74 @@ START_TEST(test_lifecycle__unauthorized_continuation_starts_a_refresh)
 }
 END_TEST
 
+/* ---- error replies --------------------------------------------------------- */
+
+/* The status line of a raw header block, without its CRLF, malloc'd. */
+static char *
+status_line(const struct tl_response *r)
+{
+	size_t n = strcspn(r->headers, "\r\n");
+	char *line = malloc(n + 1);
+
+	memcpy(line, r->headers, n);
+	line[n] = '\0';
+	return line;
+}
+
+/*
+ * A JSON null body is "must be a JSON object", not "invalid JSON".
+ *
+ * Sent with a trailing newline: the body "null" with nothing after it
+ * still gets invalid_json "invalid JSON at byte 4: success" (json-c
+ * completes the literal only at the NUL json_parse_buf feeds it, and
+ * that path does not check for null); see the report of this test.
+ */
+START_TEST(test_lifecycle__null_body_is_not_an_object)
+{
+	struct e2e e;
+	struct tl_response r;
+	char *line;
+
+	e2e_start(&e, NULL, NULL);
+	ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/responses", NULL, "null\n", 5,
+	    &r), 0);
+	line = status_line(&r);
+	ck_assert_str_eq(line, "HTTP/1.1 400 Bad Request");
+	ck_assert_msg(strstr(r.body, "\"invalid_body\"") != NULL &&
+	    strstr(r.body, "must be a JSON object") != NULL, "%s", r.body);
+	free(line);
+	tl_response_free(&r);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* Our error replies carry the standard reason phrase, which a client
+ * library may show. */
+START_TEST(test_lifecycle__error_replies_have_reason_phrases)
+{
+	struct e2e e;
+	struct conv c;
+	struct tl_response r;
+	char *line;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-phrases");
+	ck_assert_int_eq(conv_turn(&e, &c, "limit [[sim:usage_limit]]", 0, NULL, &r), 429);
+	line = status_line(&r);
+	ck_assert_str_eq(line, "HTTP/1.1 429 Too Many Requests");
+	free(line);
+	tl_response_free(&r);
+	/* the only account is locked now */
+	ck_assert_int_eq(conv_turn(&e, &c, "again", 0, NULL, &r), 503);
+	line = status_line(&r);
+	ck_assert_str_eq(line, "HTTP/1.1 503 Service Unavailable");
+	free(line);
+	tl_response_free(&r);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
 /*
  * Not tested here: TCP_NODELAY on accepted client sockets.  The option is
  * set on the daemon's side of the connection, which a client cannot read,
@@ -925,6 +993,8 @@ main(void)
 		T(test_lifecycle__account_error_after_client_left_still_locks_account),
 		T(test_lifecycle__transient_refresh_failure_after_401_leaves_account_active),
 		T(test_lifecycle__unauthorized_continuation_starts_a_refresh),
+		T(test_lifecycle__null_body_is_not_an_object),
+		T(test_lifecycle__error_replies_have_reason_phrases),
 #undef T
 #undef TLOOP
 	};
