@@ -625,6 +625,81 @@ START_TEST(test_lifecycle__worker_killed_mid_turn)
 }
 END_TEST
 
+/* ---- the pool cap --------------------------------------------------------- */
+
+/* Requests the simulator served on connection conn. */
+static int
+sim_requests_on(struct e2e *e, const char *conn)
+{
+	json_object *st = tl_sim_state(&e->sim), *reqs, *v;
+	size_t i;
+	int n = 0;
+
+	reqs = json_object_object_get(st, "requests");
+	for (i = 0; reqs && i < json_object_array_length(reqs); i++)
+		if (json_object_object_get_ex(json_object_array_get_idx(reqs, i), "conn", &v) &&
+		    strcmp(json_object_get_string(v), conn) == 0)
+			n++;
+	json_object_put(st);
+	return n;
+}
+
+/*
+ * At the account's cap, a new conversation closes the least recently used
+ * idle connection, but never one a turn was just dispatched to reuse: the
+ * supervisor claims it at dispatch.  The worker of that turn is stopped
+ * (SIGSTOP) so the turn is dispatched and not yet decided when the new
+ * conversation asks for room.
+ */
+START_TEST(test_lifecycle__connection_about_to_be_reused_is_not_the_lru_victim)
+{
+	struct e2e e;
+	struct conv x, y, z;
+	struct worker_row row[2];
+	struct tl_stream *sx, *sz;
+	struct tl_response r;
+	char *connx;
+	int slot;
+
+	e2e_start(&e, NULL, "ws_pool_max_per_account = 2");
+	conv_init(&x, "conv-lru-x");
+	conv_init(&y, "conv-lru-y");
+	conv_init(&z, "conv-lru-z");
+	slot = turn_on_slot(&e, &x, "hello");
+	connx = sim_request_field(&e, -1, "conn");
+	ck_assert_ptr_nonnull(connx);
+	ck_assert_int_eq(conv_turn(&e, &y, "hello", 0, NULL, NULL), 200);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 2), 0);
+	/* x is now the least recently used idle connection */
+	worker_rows(&e, row);
+	ck_assert_int_eq(kill(row[slot].pid, SIGSTOP), 0);
+	sx = send_turn(&e, &x, "again", 0);
+	ck_assert_int_eq(wait_status(&e, "requests_total", 3), 0);
+	sz = send_turn(&e, &z, "hello", 0);
+	ck_assert_int_eq(wait_status(&e, "requests_total", 4), 0);
+	ck_assert_int_eq(status_num(&e, "lru_evictions"), 1);
+	ck_assert_int_eq(kill(row[slot].pid, SIGCONT), 0);
+
+	ck_assert_int_eq(tl_stream_finish(sx, &r), 0);
+	ck_assert_msg(r.status == 200, "status %d: %.300s", r.status, r.body);
+	tl_response_free(&r);
+	ck_assert_int_eq(tl_stream_finish(sz, &r), 0);
+	ck_assert_msg(r.status == 200, "status %d: %.300s", r.status, r.body);
+	tl_response_free(&r);
+	/* x's turn ran on x's connection, which is still pooled */
+	ck_assert_int_eq(sim_requests_on(&e, connx), 2);
+	ck_assert_int_eq(conv_turn(&e, &x, "and again", 0, NULL, NULL), 200);
+	ck_assert_int_eq(sim_requests_on(&e, connx), 3);
+	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 2);
+	ck_assert_int_eq(status_num(&e, "lru_evictions"), 1);
+	free(connx);
+	conv_free(&x);
+	conv_free(&y);
+	conv_free(&z);
+	e2e_stop(&e);
+}
+END_TEST
+
 /* ---- 5. account changes close the account's connections upstream ------- */
 
 enum acct_change { CH_REFRESH, CH_USAGE_LIMIT, CH_FORBIDDEN, CH_DISABLE, CH_REMOVE, CH_COUNT };
@@ -988,6 +1063,7 @@ main(void)
 		T(test_lifecycle__persistent_overload_is_503_after_at_most_three_attempts),
 		T(test_lifecycle__conversations_started_during_drain_stay_pooled),
 		T(test_lifecycle__worker_killed_mid_turn),
+		T(test_lifecycle__connection_about_to_be_reused_is_not_the_lru_victim),
 		TLOOP(test_lifecycle__account_change_closes_its_upstream_connections, CH_COUNT),
 		T(test_lifecycle__session_header_wins_over_prompt_cache_key_and_history),
 		T(test_lifecycle__account_error_after_client_left_still_locks_account),
