@@ -6,26 +6,31 @@
  * Continuations keep their connection's prompt_cache_key, retryable
  * upstream errors are retried before the first byte, conversations
  * started during a drain stay pooled after it, a worker killed mid-turn
- * loses only its started streams, account state changes close the
- * account's connections upstream, the identity precedence, account errors
- * that arrive after the client left, a transient refresh failure, and a
- * 401 on a continuation.
+ * loses only its started streams, a connection about to be reused is not
+ * the cap's LRU victim, account state changes close the account's
+ * connections upstream, the identity precedence, account errors that
+ * arrive after the client left, a transient refresh failure, a 401 on a
+ * continuation, and error replies (null body, reason phrases).
+ *
+ * Some tests stop a process for a moment (SIGSTOP/SIGCONT) to hold a
+ * turn between two steps; none measures time.  LIFECYCLE_ONLY=word runs
+ * the tests whose name contains word.
  */
 #include "config.h"
 
-#include <check.h>
-#include <errno.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+
+#include <check.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include "e2e.h"
 
@@ -460,6 +465,7 @@ START_TEST(test_lifecycle__conversations_started_during_drain_stay_pooled)
 	long long decided, reuse, fresh, cap, conns;
 	int i, ncand = 0, pid0, found = 0;
 
+	/* a cap, with room for every conversation here */
 	e2e_start(&e, NULL, "ws_pool_max_per_account = 16");
 	/* a conversation on worker 0, to keep it busy while it drains */
 	for (ncand = 0; ncand < 6 && !found; ncand++) {
