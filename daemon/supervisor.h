@@ -197,6 +197,9 @@ void	http_stop_accepting(void);
 void	http_free(void);
 
 /* identity.c */
+/* A client's conversation key as codexpool keeps it (identity.c); NULL if
+ * blank.  Every source of a key goes through it. */
+char	*conversation_key(const char *s, size_t len);
 const char *conversation_of(struct evhttp_request *http, struct json_object *body,
 	    char **conv);
 /* The id sent upstream for (account, conversation): "cp_" + 32 hex. */
