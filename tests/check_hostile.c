@@ -291,6 +291,46 @@ START_TEST(test_hostile__long_session_keeps_its_account)
 }
 END_TEST
 
+/* The same rule for Claude Code's session header on /v1/messages. */
+START_TEST(test_hostile__long_claude_session_keeps_its_account)
+{
+	static const char body[] = "{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,"
+	    "\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}";
+	struct e2e e;
+	struct tl_response r;
+	char hdr[512], path[700], *first = NULL, *now;
+	int i;
+
+	e2e_start(&e, NULL, NULL);
+	tl_sim_auth_path(&e.sim, 2, path, sizeof(path));
+	ck_assert_int_eq(ctl_run(&e, NULL, "account add --auth-json %s --label second", path), 0);
+	memcpy(hdr, "x-claude-code-session-id: ", 26);
+	memset(hdr + 26, 'c', 300);
+	snprintf(hdr + 326, sizeof(hdr) - 326, "\r\nanthropic-version: 2023-06-01\r\n");
+	for (i = 0; i < 4; i++) {
+		if (i == 2) {
+			e2e_daemon_stop(&e);
+			e2e_daemon_start(&e);
+		}
+		ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/messages", hdr,
+		    body, strlen(body), &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		tl_response_free(&r);
+		now = last_sim_account(&e);
+		ck_assert_ptr_nonnull(now);
+		if (first == NULL)
+			first = now;
+		else {
+			ck_assert_str_eq(now, first);
+			free(now);
+		}
+	}
+	free(first);
+	ck_assert_int_eq(log_count(&e, "cannot store affinity"), 0);
+	e2e_stop(&e);
+}
+END_TEST
+
 /* A turn whose prompt_cache_key is the JSON text key (escapes and all). */
 static int
 turn_with_raw_key(struct e2e *e, const char *json_key)
@@ -351,6 +391,7 @@ hostile_suite(void)
 	tcase_add_test(tc, test_hostile__nonstream_client_leaves);
 	tcase_add_test(tc, test_hostile__stream_client_leaves_before_first_frame);
 	tcase_add_test(tc, test_hostile__long_session_keeps_its_account);
+	tcase_add_test(tc, test_hostile__long_claude_session_keeps_its_account);
 	tcase_add_test(tc, test_hostile__keys_with_nul_stay_distinct);
 	suite_add_tcase(s, tc);
 	return s;
