@@ -371,10 +371,9 @@ derive_conn_cap(void)
 	struct rlimit rl;
 	long long cur = 1024, reserve, cap;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-		cur = (long long)rl.rlim_cur;
-	else if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		cur = 1000000;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		cur = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 8000000 ? 8000000 :
+		    (long long)rl.rlim_cur;
 	reserve = FD_RESERVE_MIN + cur / 8;
 	cap = cur - reserve;
 	if (cap < 16)

@@ -167,6 +167,32 @@ START_TEST(test_hostile__fd_exhaustion_pauses_accept)
 }
 END_TEST
 
+/* A client that trickles its headers, never idle for long, is closed at
+ * client_request_timeout. */
+START_TEST(test_hostile__trickled_request_is_closed)
+{
+	struct e2e e;
+	int64_t end;
+	int fd, closed = 0;
+
+	e2e_start(&e, NULL, "client_request_timeout = 2s\nclient_idle_timeout = 60s\n");
+	fd = raw_connect(e.port);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_gt(send(fd, "POST /v1/responses HTTP/1.1\r\n", 30, MSG_NOSIGNAL), 0);
+	end = tl_now_ms() + WAIT_MS;
+	while (!closed && tl_now_ms() < end) {
+		if (send(fd, "X-Slow: 1\r\n", 11, MSG_NOSIGNAL) < 0)
+			closed = 1;
+		else
+			closed = wait_closed(fd, 300);
+	}
+	ck_assert_int_eq(closed, 1);
+	close(fd);
+	ck_assert_int_eq(simple_turn(&e, "after-trickle"), 200);
+	e2e_stop(&e);
+}
+END_TEST
+
 /* A /v1/responses request written on a raw socket; returns the socket. */
 static int
 send_raw_turn(struct e2e *e, const char *key, int stream)
@@ -388,6 +414,7 @@ hostile_suite(void)
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_hostile__connection_cap_refuses_and_idle_closes);
 	tcase_add_test(tc, test_hostile__fd_exhaustion_pauses_accept);
+	tcase_add_test(tc, test_hostile__trickled_request_is_closed);
 	tcase_add_test(tc, test_hostile__nonstream_client_leaves);
 	tcase_add_test(tc, test_hostile__stream_client_leaves_before_first_frame);
 	tcase_add_test(tc, test_hostile__long_session_keeps_its_account);
