@@ -32,6 +32,9 @@ struct codexpool_config {
 	uint64_t	 max_body_size;
 	uint64_t	 max_client_buffer;
 	int		 max_clients;
+	int		 max_client_connections;	/* 0: from RLIMIT_NOFILE */
+	int64_t		 client_idle_timeout;
+	int64_t		 client_request_timeout;
 	char		*log_level;
 	char		*log_file;
 	char		*pidfile;

@@ -212,6 +212,8 @@ cmd_status(struct ctl_out *o, int argc, char **argv)
 		kv_ratio(o, "prompt_cache_hit_rate_5m", cached5, in5);
 	}
 	kv_u64(o, "client_aborts", s->client_aborts);
+	kv_u64(o, "client_connections", (uint64_t)http_conn_count());
+	kv_u64(o, "client_connections_refused", s->client_conns_refused);
 	kv_u64(o, "worker_restarts", s->worker_restarts);
 	kv_u64(o, "retries", s->retries);
 	kv_u64(o, "retried_on_respawn", s->retried_on_respawn);
