@@ -1025,7 +1025,7 @@ static void
 run_route(struct route_result *m, enum route rt, int resume, int convs, int turns,
     int backends, int tokens)
 {
-	char simargs[128], conf[64], q[96];
+	char simargs[128], conf[96], q[96];
 	struct setup s;
 	json_object **hist = calloc((size_t)convs, sizeof(*hist));
 	double *ratios = calloc((size_t)(convs * turns), sizeof(double)), r, sum = 0;
@@ -1037,7 +1037,10 @@ run_route(struct route_result *m, enum route rt, int resume, int convs, int turn
 		die("out of memory");
 	memset(m, 0, sizeof(*m));
 	snprintf(simargs, sizeof(simargs), "--backends %d --accounts 1 --seed 42", backends);
-	snprintf(conf, sizeof(conf), "implicit_resume = %s", resume ? "yes" : "no");
+	/* one account holds every conversation: room for all of them (the
+	 * default of 8 would evict one on every turn of 20 interleaved) */
+	snprintf(conf, sizeof(conf), "implicit_resume = %s\nws_pool_max_per_account = %d",
+	    resume ? "yes" : "no", convs > 8 ? convs : 8);
 	start(&s, simargs, conf);
 	for (c = 0; c < convs; c++) {
 		hist[c] = json_object_new_array();
@@ -1118,8 +1121,9 @@ cmd_routes(int argc, char **argv)
 			run_route(&m[k][!resume], (enum route)k, resume, convs, turns,
 			    backends, tokens);
 	printf("%d conversations x %d turns per route, stateless clients (full history, "
-	    "stream:false), ~%d tokens of instructions/system text, %d simulated backends\n\n",
-	    convs, turns, tokens, backends);
+	    "stream:false), ~%d tokens of instructions/system text, %d simulated backends, "
+	    "one account, ws_pool_max_per_account = %d\n\n",
+	    convs, turns, tokens, backends, convs > 8 ? convs : 8);
 	printf("| route | implicit_resume | cached share mean (turns >= 2) | p10 | "
 	    "upstream connections | requests with previous_response_id | "
 	    "upstream bytes/turn | turn 1 | turns >= 2 | instructions share of bytes |\n");

@@ -815,17 +815,26 @@ merge_knobs(struct json_object *req, const struct sim_knobs *outside,
 }
 
 /* A function call asked for by a knob, or by "CALL:NAME" in the last user
- * text of a request that has tools.  NULL: answer with a message. */
+ * text of a request that has tools and does not end with a function call's
+ * output.  NULL: answer with a message. */
 static const char *
 pick_function_call(struct json_object *req, const char *user_text,
     struct sim_knobs *k)
 {
 	struct json_object *tools = json_get_array(req, "tools");
-	const char *p;
+	struct json_object *input = json_get_array(req, "input"), *last;
+	const char *p, *type;
 	size_t n;
 
 	if (k->function_call[0] != '\0')
 		return k->function_call;
+	/* The tool's result is in: the model answers it, as a real one would,
+	 * so a client resending the CALL: text does not loop. */
+	if (input != NULL && (n = json_object_array_length(input)) > 0 &&
+	    (last = json_object_array_get_idx(input, n - 1)) != NULL &&
+	    (type = json_get_str(last, "type")) != NULL &&
+	    strcmp(type, "function_call_output") == 0)
+		return NULL;
 	if (tools == NULL || json_object_array_length(tools) == 0 ||
 	    user_text == NULL || (p = strstr(user_text, "CALL:")) == NULL)
 		return NULL;
