@@ -27,13 +27,14 @@
  *	Each client runs the direct pass first (-r: the daemon's).
  *
  *   codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] [-i TOKENS]
- *			    [-R responses,chat,messages]
+ *			    [-p REPLY_BYTES] [-R responses,chat,messages]
  *	Stateless clients (full history every turn, ~TOKENS of instructions)
  *	on /v1/responses, /v1/chat/completions and /v1/messages, each once
  *	with implicit_resume = yes and once with no (a fresh simulator and
  *	daemon each).  Reports the cached share (turns >= 2), upstream
  *	connections, and the bytes of response.create the simulator received
  *	per turn, and the ratio of bytes without and with implicit resume.
+ *	-p pads every answer to REPLY_BYTES (the simulator's --reply-bytes).
  *
  * Everything it starts lives in a private temp dir and is stopped at exit.
  */
@@ -1023,7 +1024,7 @@ route_sim_totals(struct setup *s, struct route_result *m)
 
 static void
 run_route(struct route_result *m, enum route rt, int resume, int convs, int turns,
-    int backends, int tokens)
+    int backends, int tokens, int reply_bytes)
 {
 	char simargs[128], conf[96], q[96];
 	struct setup s;
@@ -1036,7 +1037,8 @@ run_route(struct route_result *m, enum route rt, int resume, int convs, int turn
 	if (hist == NULL || ratios == NULL || instr == NULL)
 		die("out of memory");
 	memset(m, 0, sizeof(*m));
-	snprintf(simargs, sizeof(simargs), "--backends %d --accounts 1 --seed 42", backends);
+	snprintf(simargs, sizeof(simargs), "--backends %d --accounts 1 --seed 42 "
+	    "--reply-bytes %d", backends, reply_bytes);
 	/* one account holds every conversation: room for all of them (the
 	 * default of 8 would evict one on every turn of 20 interleaved) */
 	snprintf(conf, sizeof(conf), "implicit_resume = %s\nws_pool_max_per_account = %d",
@@ -1083,21 +1085,31 @@ run_route(struct route_result *m, enum route rt, int resume, int convs, int turn
 	free(instr);
 }
 
+static const char *
+optarg_num(int n)
+{
+	static char buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", n);
+	return buf;
+}
+
 static int
 cmd_routes(int argc, char **argv)
 {
-	int convs = 20, turns = 8, backends = 8, tokens = 7000, ch, k, resume;
+	int convs = 20, turns = 8, backends = 8, tokens = 7000, reply_bytes = 0, ch, k, resume;
 	struct route_result m[ROUTE_COUNT][2];
 	bool want[ROUTE_COUNT] = { true, true, true };
 	char list[64], *tok, *save = NULL;
 
 	optind = 1;
-	while ((ch = getopt(argc, argv, "c:t:b:i:R:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:t:b:i:p:R:")) != -1) {
 		switch (ch) {
 		case 'c': convs = atoi(optarg); break;
 		case 't': turns = atoi(optarg); break;
 		case 'b': backends = atoi(optarg); break;
 		case 'i': tokens = atoi(optarg); break;
+		case 'p': reply_bytes = atoi(optarg); break;
 		case 'R':
 			memset(want, 0, sizeof(want));
 			snprintf(list, sizeof(list), "%s", optarg);
@@ -1109,21 +1121,24 @@ cmd_routes(int argc, char **argv)
 			break;
 		default:
 			die("usage: codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] "
-			    "[-i TOKENS] [-R responses,chat,messages]");
+			    "[-i TOKENS] [-p REPLY_BYTES] [-R responses,chat,messages]");
 		}
 	}
 	if (convs < 1 || convs > 1000 || turns < 2 || turns > 100 || backends < 1 ||
-	    tokens < 1 || tokens > 200000 || convs * turns > 10000)
+	    tokens < 1 || tokens > 200000 || convs * turns > 10000 || reply_bytes < 0 ||
+	    reply_bytes > 1000000)
 		die("need 1..1000 conversations, 2..100 turns (at most 10000 turns in all, "
-		    "the simulator's record ring), 1 backend, 1..200000 tokens");
+		    "the simulator's record ring), 1 backend, 1..200000 tokens, "
+		    "0..1000000 reply bytes");
 	for (k = 0; k < ROUTE_COUNT; k++)
 		for (resume = 1; want[k] && resume >= 0; resume--)
 			run_route(&m[k][!resume], (enum route)k, resume, convs, turns,
-			    backends, tokens);
+			    backends, tokens, reply_bytes);
 	printf("%d conversations x %d turns per route, stateless clients (full history, "
-	    "stream:false), ~%d tokens of instructions/system text, %d simulated backends, "
-	    "one account, ws_pool_max_per_account = %d\n\n",
-	    convs, turns, tokens, backends, convs > 8 ? convs : 8);
+	    "stream:false), ~%d tokens of instructions/system text, replies of %s bytes, "
+	    "%d simulated backends, one account, ws_pool_max_per_account = %d\n\n",
+	    convs, turns, tokens, reply_bytes ? optarg_num(reply_bytes) : "~60",
+	    backends, convs > 8 ? convs : 8);
 	printf("| route | implicit_resume | cached share mean (turns >= 2) | p10 | "
 	    "upstream connections | requests with previous_response_id | "
 	    "upstream bytes/turn | turn 1 | turns >= 2 | instructions share of bytes |\n");
@@ -1178,6 +1193,6 @@ main(int argc, char **argv)
 	    "                               [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS] [-g GAP_MS]\n"
 	    "                               [-C node-fetch,node-http,python] [-r]\n"
 	    "       codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] [-i TOKENS]\n"
-	    "                              [-R responses,chat,messages]\n");
+	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n");
 	return 2;
 }
