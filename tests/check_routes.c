@@ -457,7 +457,7 @@ chat_add_tool_round(struct chat *c, const char *id, const char *name, const char
 /* The turn after the tool ran: a normal answer on the same connection,
  * from the warm cache. */
 static void
-chat_tool_result_turn(struct e2e *e, struct chat *c)
+chat_tool_result_turn(struct e2e *e, struct chat *c, bool resumed)
 {
 	json_object *req = chat_request(c, 0), *ans;
 	long long items = -1;
@@ -472,22 +472,31 @@ chat_tool_result_turn(struct e2e *e, struct chat *c)
 	ck_assert_int_eq(sim_num(e, "connections_total"), 1);
 	share = sim_last_cached_share(e);
 	ck_assert_msg(share >= 0.9, "tool result turn cached %.2f", share);
-	/* the client's echo of the call matched the upstream's output: only
-	 * the tool's output went up, continuing the call's response */
-	ck_assert_msg(sim_last_continued(e, &items), "the tool message went upstream in full");
-	ck_assert_int_eq(items, 1);
+	if (resumed) {
+		/* the client's echo of the call matched the upstream's output:
+		 * only the tool's output went up, continuing the call's response */
+		ck_assert_msg(sim_last_continued(e, &items), "the tool message went upstream in full");
+		ck_assert_int_eq(items, 1);
+	} else {
+		/* the user message, the call and its output */
+		ck_assert(!sim_last_continued(e, &items));
+		ck_assert_int_eq(items, 3);
+	}
 	json_object_put(ans);
 	json_object_put(req);
 }
 
+/* _i 0: implicit resume (the default); 1: implicit_resume = no, so the
+ * tool's result goes up with the whole history and the call in it. */
 START_TEST(test_routes__chat_tool_call_round_trip)
 {
 	struct e2e e;
 	struct chat c;
 	json_object *req, *ans, *tc;
+	bool full_body = _i == 1;
 	int status;
 
-	e2e_start(&e, NULL, NULL);
+	e2e_start(&e, NULL, full_body ? "implicit_resume = no" : NULL);
 	chat_init(&c, e.instructions, NULL);
 	json_object_array_add(c.messages, msg("user", "Please CALL:lookup the word pool."));
 	req = chat_request(&c, 0);
@@ -504,7 +513,7 @@ START_TEST(test_routes__chat_tool_call_round_trip)
 	chat_add_tool_round(&c, jstr(tc, "id"), "lookup", jstr(tc, "function.arguments"));
 	json_object_put(ans);
 	json_object_put(req);
-	chat_tool_result_turn(&e, &c);
+	chat_tool_result_turn(&e, &c, !full_body);
 	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 1);
 	json_object_put(c.messages);
 	e2e_stop(&e);
@@ -565,7 +574,7 @@ START_TEST(test_routes__chat_tool_call_streamed)
 	tl_response_free(&r);
 	json_object_put(req);
 	chat_add_tool_round(&c, id, name, args);
-	chat_tool_result_turn(&e, &c);
+	chat_tool_result_turn(&e, &c, true);
 	json_object_put(c.messages);
 	e2e_stop(&e);
 }
@@ -797,7 +806,7 @@ make_suite_routes(void)
 	tcase_add_test(tc, test_routes__count_tokens);
 	tcase_add_test(tc, test_routes__bad_input_in_each_shape);
 	tcase_add_test(tc, test_routes__messages_upstream_limit_in_anthropic_shape);
-	tcase_add_test(tc, test_routes__chat_tool_call_round_trip);
+	tcase_add_loop_test(tc, test_routes__chat_tool_call_round_trip, 0, 2);
 	tcase_add_test(tc, test_routes__chat_tool_call_streamed);
 	tcase_add_test(tc, test_routes__messages_tool_use_round_trip);
 	tcase_add_test(tc, test_routes__messages_tool_use_streamed);
