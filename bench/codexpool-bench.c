@@ -26,6 +26,16 @@
  *	an inter-event gap of GAP_MS or more, and daemon minus direct.
  *	Each client runs the direct pass first (-r: the daemon's).
  *
+ *   codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] [-i TOKENS]
+ *			    [-p REPLY_BYTES] [-R responses,chat,messages]
+ *	Stateless clients (full history every turn, ~TOKENS of instructions)
+ *	on /v1/responses, /v1/chat/completions and /v1/messages, each once
+ *	with implicit_resume = yes and once with no (a fresh simulator and
+ *	daemon each).  Reports the cached share (turns >= 2), upstream
+ *	connections, and the bytes of response.create the simulator received
+ *	per turn, and the ratio of bytes without and with implicit resume.
+ *	-p pads every answer to REPLY_BYTES (the simulator's --reply-bytes).
+ *
  * Everything it starts lives in a private temp dir and is stopped at exit.
  */
 #include "config.h"
@@ -833,6 +843,339 @@ cmd_latency(int argc, char **argv)
 	return errors ? 1 : 0;
 }
 
+/* ---- per-route benchmark: implicit resume on and off ------------------ */
+
+enum route { ROUTE_RESPONSES, ROUTE_CHAT, ROUTE_MESSAGES, ROUTE_COUNT };
+
+static const char *route_names[ROUTE_COUNT] = { "responses", "chat", "messages" };
+
+/* A value at a dotted path ("usage.prompt_tokens", "choices.0.message"). */
+static json_object *
+jget(json_object *o, const char *path)
+{
+	char buf[128], *tok, *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (tok = strtok_r(buf, ".", &save); tok && o; tok = strtok_r(NULL, ".", &save)) {
+		if (json_object_is_type(o, json_type_array))
+			o = json_object_array_get_idx(o, (size_t)atoi(tok));
+		else if (!json_object_object_get_ex(o, tok, &o))
+			o = NULL;
+	}
+	return o;
+}
+
+static long long
+jget_num(json_object *o, const char *path)
+{
+	json_object *v = jget(o, path);
+
+	return v ? (long long)json_object_get_int64(v) : -1;
+}
+
+static json_object *
+text_msg(const char *role, const char *text)
+{
+	json_object *m = json_object_new_object();
+
+	json_object_object_add(m, "role", json_object_new_string(role));
+	json_object_object_add(m, "content", json_object_new_string(text));
+	return m;
+}
+
+/*
+ * One non-streamed turn of a stateless client on route: the full history
+ * (history already ends with the new user message) and the system text,
+ * as each API carries them; the answer is appended to history as the
+ * client would resend it.  *ratio is cached / prompt tokens.
+ */
+static int
+route_turn(struct setup *s, enum route rt, int conv, json_object *history,
+    const char *system, double *ratio)
+{
+	static const char *paths[ROUTE_COUNT] = { "/v1/responses", "/v1/chat/completions",
+	    "/v1/messages" };
+	json_object *req = json_object_new_object(), *ans, *out, *all;
+	struct tl_response r;
+	char key[64], headers[160];
+	const char *body, *text;
+	long long in, cached;
+	size_t i;
+	int rc = -1;
+
+	snprintf(key, sizeof(key), "bench-route-%d", conv);
+	headers[0] = '\0';
+	switch (rt) {
+	case ROUTE_RESPONSES:	/* as the Codex CLI: instructions and a cache key */
+		json_object_object_add(req, "model", json_object_new_string("gpt-5.4"));
+		json_object_object_add(req, "instructions", json_object_new_string(system));
+		json_object_object_add(req, "prompt_cache_key", json_object_new_string(key));
+		json_object_object_add(req, "input", json_object_get(history));
+		break;
+	case ROUTE_CHAT:	/* the system message leads; no session header */
+		all = json_object_new_array();
+		json_object_array_add(all, text_msg("system", system));
+		for (i = 0; i < json_object_array_length(history); i++)
+			json_object_array_add(all, json_object_get(
+			    json_object_array_get_idx(history, i)));
+		json_object_object_add(req, "model", json_object_new_string("gpt-5.4"));
+		json_object_object_add(req, "messages", all);
+		break;
+	case ROUTE_MESSAGES:	/* as Claude Code: its session header */
+		json_object_object_add(req, "model", json_object_new_string("claude-opus-5-5"));
+		json_object_object_add(req, "max_tokens", json_object_new_int(4096));
+		json_object_object_add(req, "system", json_object_new_string(system));
+		json_object_object_add(req, "messages", json_object_get(history));
+		snprintf(headers, sizeof(headers), "x-claude-code-session-id: %s\r\n"
+		    "anthropic-version: 2023-06-01\r\n", key);
+		break;
+	default:
+		abort();
+	}
+	body = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	if (tl_http("127.0.0.1", s->port, "POST", paths[rt], headers[0] ? headers : NULL,
+	    body, strlen(body), &r) != 0) {
+		json_object_put(req);
+		return -1;
+	}
+	json_object_put(req);
+	if (r.status != 200 || (ans = tl_response_json(&r)) == NULL) {
+		fprintf(stderr, "codexpool-bench: %s: HTTP %d: %.300s\n", route_names[rt],
+		    r.status, r.body ? r.body : "");
+		tl_response_free(&r);
+		return -1;
+	}
+	tl_response_free(&r);
+	switch (rt) {
+	case ROUTE_RESPONSES:
+		in = jget_num(ans, "usage.input_tokens");
+		cached = jget_num(ans, "usage.input_tokens_details.cached_tokens");
+		if ((out = jget(ans, "output")) == NULL)
+			break;
+		for (i = 0; i < json_object_array_length(out); i++) {
+			json_object *item = NULL;
+
+			json_object_deep_copy(json_object_array_get_idx(out, i), &item, NULL);
+			json_object_object_del(item, "id");
+			json_object_object_del(item, "status");
+			json_object_array_add(history, item);
+		}
+		*ratio = in > 0 ? (double)cached / (double)in : 0;
+		rc = 0;
+		break;
+	case ROUTE_CHAT:
+		in = jget_num(ans, "usage.prompt_tokens");
+		cached = jget_num(ans, "usage.prompt_tokens_details.cached_tokens");
+		if ((text = json_object_get_string(jget(ans, "choices.0.message.content"))) == NULL)
+			break;
+		json_object_array_add(history, text_msg("assistant", text));
+		*ratio = in > 0 ? (double)cached / (double)in : 0;
+		rc = 0;
+		break;
+	case ROUTE_MESSAGES:
+		/* Anthropic's input_tokens are the uncached ones */
+		in = jget_num(ans, "usage.input_tokens");
+		cached = jget_num(ans, "usage.cache_read_input_tokens");
+		if ((text = json_object_get_string(jget(ans, "content.0.text"))) == NULL)
+			break;
+		json_object_array_add(history, text_msg("assistant", text));
+		*ratio = in + cached > 0 ? (double)cached / (double)(in + cached) : 0;
+		rc = 0;
+		break;
+	default:
+		break;
+	}
+	json_object_put(ans);
+	return rc;
+}
+
+struct route_result {
+	double		 mean, p10;		/* cached share, turns >= 2 */
+	long long	 connections;
+	long long	 requests, resumed;	/* seen by the simulator */
+	long long	 bytes, bytes_first;	/* all turns, turn 1 */
+	long long	 instr_bytes;		/* of bytes: the instructions */
+	long long	 instr_first;		/* of bytes_first */
+};
+
+/* What the simulator saw: its counters and request records. */
+static void
+route_sim_totals(struct setup *s, struct route_result *m)
+{
+	json_object *st = tl_sim_state(&s->sim), *reqs;
+	size_t i;
+
+	if (st == NULL)
+		die("cannot read /sim/state");
+	m->connections = jget_num(st, "connections_total");
+	m->bytes = jget_num(st, "request_bytes_total");
+	m->requests = jget_num(st, "requests_total");
+	reqs = jget(st, "requests");
+	for (i = 0; reqs && i < json_object_array_length(reqs); i++) {
+		json_object *rq = json_object_array_get_idx(reqs, i), *v;
+
+		if (json_object_object_get_ex(rq, "previous_response_id", &v) &&
+		    json_object_is_type(v, json_type_string))
+			m->resumed++;
+		m->instr_bytes += jget_num(rq, "instructions_bytes");
+	}
+	json_object_put(st);
+}
+
+static void
+run_route(struct route_result *m, enum route rt, int resume, int convs, int turns,
+    int backends, int tokens, int reply_bytes)
+{
+	char simargs[128], conf[96], q[96];
+	struct setup s;
+	json_object **hist = calloc((size_t)convs, sizeof(*hist));
+	double *ratios = calloc((size_t)(convs * turns), sizeof(double)), r, sum = 0;
+	char **instr = calloc((size_t)convs, sizeof(char *));
+	struct route_result first;
+	int c, t, n = 0;
+
+	if (hist == NULL || ratios == NULL || instr == NULL)
+		die("out of memory");
+	memset(m, 0, sizeof(*m));
+	snprintf(simargs, sizeof(simargs), "--backends %d --accounts 1 --seed 42 "
+	    "--reply-bytes %d", backends, reply_bytes);
+	/* one account holds every conversation: room for all of them (the
+	 * default of 8 would evict one on every turn of 20 interleaved) */
+	snprintf(conf, sizeof(conf), "implicit_resume = %s\nws_pool_max_per_account = %d",
+	    resume ? "yes" : "no", convs > 8 ? convs : 8);
+	start(&s, simargs, conf);
+	for (c = 0; c < convs; c++) {
+		hist[c] = json_object_new_array();
+		/* tokens x 4 bytes of instructions, different per conversation */
+		instr[c] = tl_text((size_t)tokens * 4 / 1024 + 1, (unsigned)c + 100);
+		instr[c][(size_t)tokens * 4] = '\0';
+	}
+	/* Interleave conversations turn by turn, as concurrent users would. */
+	for (t = 0; t < turns; t++) {
+		for (c = 0; c < convs; c++) {
+			snprintf(q, sizeof(q), "question %d of conversation %d: what next?", t + 1, c);
+			json_object_array_add(hist[c], rt == ROUTE_RESPONSES ?
+			    tl_msg("user", q) : text_msg("user", q));
+			if (route_turn(&s, rt, c, hist[c], instr[c], &r) != 0)
+				die("%s, implicit_resume %s: turn %d of conversation %d failed; see %s",
+				    route_names[rt], resume ? "yes" : "no", t + 1, c, s.log);
+			if (t >= 1) {
+				ratios[n++] = r;
+				sum += r;
+			}
+		}
+		if (t == 0) {
+			memset(&first, 0, sizeof(first));
+			route_sim_totals(&s, &first);
+			m->bytes_first = first.bytes;
+			m->instr_first = first.instr_bytes;
+		}
+	}
+	route_sim_totals(&s, m);
+	qsort(ratios, (size_t)n, sizeof(double), cmp_double);
+	m->mean = n ? sum / n : 0;
+	m->p10 = n ? ratios[n / 10] : 0;
+	for (c = 0; c < convs; c++) {
+		json_object_put(hist[c]);
+		free(instr[c]);
+	}
+	stop(&s);
+	free(hist);
+	free(ratios);
+	free(instr);
+}
+
+static const char *
+optarg_num(int n)
+{
+	static char buf[32];
+
+	snprintf(buf, sizeof(buf), "%d", n);
+	return buf;
+}
+
+static int
+cmd_routes(int argc, char **argv)
+{
+	int convs = 20, turns = 8, backends = 8, tokens = 7000, reply_bytes = 0, ch, k, resume;
+	struct route_result m[ROUTE_COUNT][2];
+	bool want[ROUTE_COUNT] = { true, true, true };
+	char list[64], *tok, *save = NULL;
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "c:t:b:i:p:R:")) != -1) {
+		switch (ch) {
+		case 'c': convs = atoi(optarg); break;
+		case 't': turns = atoi(optarg); break;
+		case 'b': backends = atoi(optarg); break;
+		case 'i': tokens = atoi(optarg); break;
+		case 'p': reply_bytes = atoi(optarg); break;
+		case 'R':
+			memset(want, 0, sizeof(want));
+			snprintf(list, sizeof(list), "%s", optarg);
+			for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+				for (k = 0; k < ROUTE_COUNT; k++)
+					if (strcmp(tok, route_names[k]) == 0)
+						want[k] = true;
+			}
+			break;
+		default:
+			die("usage: codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] "
+			    "[-i TOKENS] [-p REPLY_BYTES] [-R responses,chat,messages]");
+		}
+	}
+	if (convs < 1 || convs > 1000 || turns < 2 || turns > 100 || backends < 1 ||
+	    tokens < 1 || tokens > 200000 || convs * turns > 10000 || reply_bytes < 0 ||
+	    reply_bytes > 1000000)
+		die("need 1..1000 conversations, 2..100 turns (at most 10000 turns in all, "
+		    "the simulator's record ring), 1 backend, 1..200000 tokens, "
+		    "0..1000000 reply bytes");
+	for (k = 0; k < ROUTE_COUNT; k++)
+		for (resume = 1; want[k] && resume >= 0; resume--)
+			run_route(&m[k][!resume], (enum route)k, resume, convs, turns,
+			    backends, tokens, reply_bytes);
+	printf("%d conversations x %d turns per route, stateless clients (full history, "
+	    "stream:false), ~%d tokens of instructions/system text, replies of %s bytes, "
+	    "%d simulated backends, one account, ws_pool_max_per_account = %d\n\n",
+	    convs, turns, tokens, reply_bytes ? optarg_num(reply_bytes) : "~60",
+	    backends, convs > 8 ? convs : 8);
+	printf("| route | implicit_resume | cached share mean (turns >= 2) | p10 | "
+	    "upstream connections | requests with previous_response_id | "
+	    "upstream bytes/turn | turn 1 | turns >= 2 | instructions share of bytes |\n");
+	printf("|---|---|---|---|---|---|---|---|---|---|\n");
+	for (k = 0; k < ROUTE_COUNT; k++) {
+		for (resume = 1; want[k] && resume >= 0; resume--) {
+			struct route_result *x = &m[k][!resume];
+			printf("| %s | %s | %.3f | %.3f | %lld | %lld / %lld | %lld | %lld | %lld | "
+			    "%.0f%% |\n", route_names[k], resume ? "yes" : "no", x->mean, x->p10,
+			    x->connections, x->resumed, x->requests,
+			    x->bytes / (convs * turns), x->bytes_first / convs,
+			    (x->bytes - x->bytes_first) / (convs * (turns - 1)),
+			    x->bytes ? 100.0 * (double)x->instr_bytes / (double)x->bytes : 0);
+		}
+	}
+	/* What implicit resume can shrink: everything but the instructions,
+	 * which go upstream every turn either way. */
+	printf("\n| route | upstream bytes, no / yes: all turns | turns >= 2 | "
+	    "without instructions, bytes/turn >= 2: no / yes | ratio |\n|---|---|---|---|---|\n");
+	for (k = 0; k < ROUTE_COUNT; k++) {
+		struct route_result *y = &m[k][0], *n = &m[k][1];
+		double ny, nn;
+
+		if (!want[k])
+			continue;
+		nn = (double)(n->bytes - n->bytes_first - (n->instr_bytes - n->instr_first)) /
+		    (convs * (turns - 1));
+		ny = (double)(y->bytes - y->bytes_first - (y->instr_bytes - y->instr_first)) /
+		    (convs * (turns - 1));
+		printf("| %s | %.2fx | %.2fx | %.0f / %.0f | %.2fx |\n", route_names[k],
+		    (double)n->bytes / (double)y->bytes,
+		    (double)(n->bytes - n->bytes_first) / (double)(y->bytes - y->bytes_first),
+		    nn, ny, ny > 0 ? nn / ny : 0);
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -843,9 +1186,13 @@ main(int argc, char **argv)
 		return cmd_cache(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "latency") == 0)
 		return cmd_latency(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "routes") == 0)
+		return cmd_routes(argc - 1, argv + 1);
 	fprintf(stderr, "usage: codexpool-bench demo | cache [-c CONVS] [-t TURNS] [-b BACKENDS] [-k KIB]\n"
 	    "       codexpool-bench latency [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-i TOKENS]\n"
 	    "                               [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS] [-g GAP_MS]\n"
-	    "                               [-C node-fetch,node-http,python] [-r]\n");
+	    "                               [-C node-fetch,node-http,python] [-r]\n"
+	    "       codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] [-i TOKENS]\n"
+	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n");
 	return 2;
 }

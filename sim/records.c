@@ -83,6 +83,7 @@ records_reset(struct sim_records *r)
 	r->handshakes_total = 0;
 	r->handshakes_rejected = 0;
 	r->requests_total = 0;
+	r->request_bytes_total = 0;
 	json_object_put(r->total_by_account);
 	r->total_by_account = json_object_new_object();
 }
@@ -154,6 +155,8 @@ records_state(const struct sim_records *r)
 	    json_object_new_int64((int64_t)r->handshakes_rejected));
 	json_object_object_add(o, "requests_total",
 	    json_object_new_int64((int64_t)r->requests_total));
+	json_object_object_add(o, "request_bytes_total",
+	    json_object_new_int64((int64_t)r->request_bytes_total));
 	json_object_object_add(o, "handshakes", ring_array(&r->handshakes));
 	json_object_object_add(o, "requests", ring_array(&r->requests));
 	return o;

@@ -29,6 +29,7 @@ struct sim_records {
 	uint64_t	handshakes_total;
 	uint64_t	handshakes_rejected;
 	uint64_t	requests_total;
+	uint64_t	request_bytes_total;	/* bytes of every request message */
 	struct json_object *open_by_account;	/* account -> open count */
 	struct json_object *total_by_account;	/* account -> opened since reset */
 };

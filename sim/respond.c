@@ -142,11 +142,13 @@ jstr_or_null(const char *s)
 
 /* The per-request record for /sim/state; the caller fills in the rest. */
 static struct json_object *
-new_record(const struct sim_session *s, struct json_object *req)
+new_record(const struct sim_session *s, struct json_object *req, size_t bytes)
 {
 	struct json_object *r = json_object_new_object();
 	const char *pck = req ? json_get_str(req, "prompt_cache_key") : NULL;
 	const char *prev = req ? json_get_str(req, "previous_response_id") : NULL;
+	const char *instr;
+	struct json_object *input;
 
 	json_object_object_add(r, "conn", json_object_new_int64((int64_t)s->conn_id));
 	json_object_object_add(r, "backend", json_object_new_int(s->backend));
@@ -157,6 +159,16 @@ new_record(const struct sim_session *s, struct json_object *req)
 	json_object_object_add(r, "previous_response_id", jstr_or_null(prev));
 	json_object_object_add(r, "generate", json_object_new_boolean(
 	    req ? json_get_bool(req, "generate", true) : true));
+	/* what went upstream: the message's size, its input items, and the
+	 * share of it that is instructions */
+	json_object_object_add(r, "bytes", json_object_new_int64((int64_t)bytes));
+	json_object_object_add(r, "input_items", json_object_new_int(
+	    req && json_object_object_get_ex(req, "input", &input) &&
+	    json_object_is_type(input, json_type_array) ?
+	    (int)json_object_array_length(input) : -1));
+	json_object_object_add(r, "instructions_bytes", json_object_new_int64(
+	    req && (instr = json_get_str(req, "instructions")) != NULL ?
+	    (int64_t)strlen(instr) : 0));
 	json_object_object_add(r, "input_tokens", json_object_new_int64(0));
 	json_object_object_add(r, "cached_tokens", json_object_new_int64(0));
 	json_object_object_add(r, "prompt_tokens", json_object_new_int64(0));
@@ -170,9 +182,9 @@ new_record(const struct sim_session *s, struct json_object *req)
 
 static void
 record_error(struct sim *sim, const struct sim_session *s, struct json_object *req,
-    const char *code)
+    size_t bytes, const char *code)
 {
-	struct json_object *r = new_record(s, req);
+	struct json_object *r = new_record(s, req, bytes);
 
 	json_object_object_add(r, "error", json_object_new_string(code));
 	records_add_request(&sim->rec, r);
@@ -803,17 +815,26 @@ merge_knobs(struct json_object *req, const struct sim_knobs *outside,
 }
 
 /* A function call asked for by a knob, or by "CALL:NAME" in the last user
- * text of a request that has tools.  NULL: answer with a message. */
+ * text of a request that has tools and does not end with a function call's
+ * output.  NULL: answer with a message. */
 static const char *
 pick_function_call(struct json_object *req, const char *user_text,
     struct sim_knobs *k)
 {
 	struct json_object *tools = json_get_array(req, "tools");
-	const char *p;
+	struct json_object *input = json_get_array(req, "input"), *last;
+	const char *p, *type;
 	size_t n;
 
 	if (k->function_call[0] != '\0')
 		return k->function_call;
+	/* The tool's result is in: the model answers it, as a real one would,
+	 * so a client resending the CALL: text does not loop. */
+	if (input != NULL && (n = json_object_array_length(input)) > 0 &&
+	    (last = json_object_array_get_idx(input, n - 1)) != NULL &&
+	    (type = json_get_str(last, "type")) != NULL &&
+	    strcmp(type, "function_call_output") == 0)
+		return NULL;
 	if (tools == NULL || json_object_array_length(tools) == 0 ||
 	    user_text == NULL || (p = strstr(user_text, "CALL:")) == NULL)
 		return NULL;
@@ -871,6 +892,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 	memset(plan, 0, sizeof(*plan));
 	memset(&g, 0, sizeof(g));
 	sbuf_init(&prompt, sim->o.max_message * 2 + (1u << 20));
+	sim->rec.request_bytes_total += len;
 
 	req = json_parse_buf(msg, len, err, sizeof(err));
 	if (req == NULL || !json_object_is_type(req, json_type_object)) {
@@ -878,7 +900,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 		    req == NULL ? err : "not an object");
 		error_plan(plan, 400, "invalid_request_error", "invalid_json", msgbuf, NULL);
 		plan->urgent = 1;
-		record_error(sim, s, NULL, "invalid_json");
+		record_error(sim, s, NULL, len, "invalid_json");
 		goto out;
 	}
 	type = json_get_str(req, "type");
@@ -890,13 +912,13 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 		error_plan(plan, 400, "invalid_request_error", "unsupported_message_type",
 		    msgbuf, "type");
 		plan->urgent = 1;
-		record_error(sim, s, req, "unsupported_message_type");
+		record_error(sim, s, req, len, "unsupported_message_type");
 		goto out;
 	}
 	if (s->sse && !json_get_bool(req, "stream", false)) {
 		error_plan(plan, 400, "invalid_request_error", "invalid_value",
 		    "Stream must be set to true", "stream");
-		record_error(sim, s, req, "invalid_value");
+		record_error(sim, s, req, len, "invalid_value");
 		goto out;
 	}
 	if (merge_knobs(req, outside, &knobs, err, sizeof(err)) < 0) {
@@ -905,7 +927,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 		error_plan(plan, 400, "invalid_request_error", "invalid_sim_option",
 		    msgbuf, err);
 		plan->urgent = 1;
-		record_error(sim, s, req, "invalid_sim_option");
+		record_error(sim, s, req, len, "invalid_sim_option");
 		goto out;
 	}
 	if (s->busy) {
@@ -915,7 +937,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 		    "Wait until the response is finished before creating a new one.",
 		    NULL);
 		plan->urgent = 1;
-		record_error(sim, s, req, "conversation_already_has_active_response");
+		record_error(sim, s, req, len, "conversation_already_has_active_response");
 		goto out;
 	}
 	if (sim->o.max_conn_age > 0 &&
@@ -924,7 +946,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 		    "websocket_connection_limit_reached",
 		    "Responses websocket connection limit reached (60 minutes). "
 		    "Create a new websocket connection to continue.", NULL);
-		record_error(sim, s, req, "websocket_connection_limit_reached");
+		record_error(sim, s, req, len, "websocket_connection_limit_reached");
 		goto out;
 	}
 
@@ -936,7 +958,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 			error_plan(plan, 400, "invalid_request_error",
 			    "previous_response_not_found", msgbuf,
 			    "previous_response_id");
-			record_error(sim, s, req, "previous_response_not_found");
+			record_error(sim, s, req, len, "previous_response_not_found");
 			goto out;
 		}
 		sbuf_add(&prompt, s->last_prompt, s->last_prompt_len);
@@ -947,20 +969,20 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 	    !json_object_is_type(input, json_type_string)) {
 		error_plan(plan, 400, "invalid_request_error", "invalid_type",
 		    "Invalid type for 'input': expected an array or a string.", "input");
-		record_error(sim, s, req, "invalid_type");
+		record_error(sim, s, req, len, "invalid_type");
 		goto out;
 	}
 	if (prompt_add_input(&prompt, input) < 0 || prompt.overflow) {
 		error_plan(plan, 400, "invalid_request_error", "context_length_exceeded",
 		    "The prompt is larger than this simulator accepts.", "input");
-		record_error(sim, s, req, "context_length_exceeded");
+		record_error(sim, s, req, len, "context_length_exceeded");
 		goto out;
 	}
 	user_text = prompt_last_user_text(input);
 	if (choose_fault(sim, user_text, &fault) < 0) {
 		error_plan(plan, 400, "invalid_request_error", "invalid_sim_marker",
 		    "Unknown fault in [[sim:...]] marker.", "input");
-		record_error(sim, s, req, "invalid_sim_marker");
+		record_error(sim, s, req, len, "invalid_sim_marker");
 		goto out;
 	}
 
@@ -981,7 +1003,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 	if (cache_probe_init(&probe, s->account, pck, prompt.buf, prompt.len) < 0) {
 		error_plan(plan, 500, "server_error", "server_error",
 		    "Out of memory.", NULL);
-		record_error(sim, s, req, "server_error");
+		record_error(sim, s, req, len, "server_error");
 		goto out;
 	}
 	prompt_toks = probe.tokens;
@@ -1082,7 +1104,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 
 	if (store)
 		prompt_cache_store(sim->backends[s->backend], &probe);
-	rec = new_record(s, req);
+	rec = new_record(s, req, len);
 	json_object_object_add(rec, "input_tokens", json_object_new_int64(g.input_tokens));
 	json_object_object_add(rec, "cached_tokens", json_object_new_int64(g.cached_tokens));
 	json_object_object_add(rec, "prompt_tokens", json_object_new_int64(prompt_toks));

@@ -3,11 +3,15 @@
  * /v1/messages, through the real daemon and simulator: every turn of a
  * conversation rides one pooled upstream WebSocket from its first turn,
  * the cache is as warm as on /v1/responses, and answers and errors come
- * in each route's own shape.
+ * in each route's own shape.  Tool calls go both ways (the simulator
+ * calls a function when the request has tools and the user text says
+ * CALL:NAME), and implicit resume sends only the new items upstream
+ * (checked in the simulator's request records).
  */
 #include "config.h"
 
 #include <check.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,6 +340,458 @@ START_TEST(test_routes__messages_upstream_limit_in_anthropic_shape)
 }
 END_TEST
 
+/* ---- tool calls, both ways, and implicit resume ----------------------- */
+
+/* The simulator's newest request record (owned), or NULL. */
+static json_object *
+sim_last_request(struct e2e *e)
+{
+	json_object *st = tl_sim_state(&e->sim), *reqs, *last = NULL;
+	size_t n;
+
+	if (st != NULL && json_object_object_get_ex(st, "requests", &reqs) &&
+	    (n = json_object_array_length(reqs)) > 0)
+		last = json_object_get(json_object_array_get_idx(reqs, n - 1));
+	json_object_put(st);
+	return last;
+}
+
+/* The newest request's cached share, as the simulator billed it. */
+static double
+sim_last_cached_share(struct e2e *e)
+{
+	json_object *rq = sim_last_request(e);
+	double r;
+
+	ck_assert_ptr_nonnull(rq);
+	ck_assert(jnum(rq, "input_tokens") > 0);
+	r = (double)jnum(rq, "cached_tokens") / (double)jnum(rq, "input_tokens");
+	json_object_put(rq);
+	return r;
+}
+
+/* The newest request went upstream as a continuation (or not). */
+static bool
+sim_last_continued(struct e2e *e, long long *items)
+{
+	json_object *rq = sim_last_request(e);
+	bool cont;
+
+	ck_assert_ptr_nonnull(rq);
+	cont = jstr(rq, "previous_response_id") != NULL;
+	if (items != NULL)
+		*items = jnum(rq, "input_items");
+	json_object_put(rq);
+	return cont;
+}
+
+/* [{"type":"function","function":{"name":"lookup",..}}] */
+static json_object *
+chat_tools(void)
+{
+	json_object *tools = json_object_new_array(), *t = json_object_new_object();
+	json_object *f = json_object_new_object();
+
+	json_object_object_add(f, "name", json_object_new_string("lookup"));
+	json_object_object_add(f, "description", json_object_new_string("Look a word up."));
+	json_object_object_add(f, "parameters", json_tokener_parse(
+	    "{\"type\":\"object\",\"properties\":{\"input\":{\"type\":\"string\"}}}"));
+	json_object_object_add(t, "type", json_object_new_string("function"));
+	json_object_object_add(t, "function", f);
+	json_object_array_add(tools, t);
+	return tools;
+}
+
+static json_object *
+chat_request(struct chat *c, int stream)
+{
+	json_object *req = json_object_new_object();
+
+	json_object_object_add(req, "model", json_object_new_string("gpt-5.4"));
+	json_object_object_add(req, "messages", json_object_get(c->messages));
+	json_object_object_add(req, "tools", chat_tools());
+	if (stream)
+		json_object_object_add(req, "stream", json_object_new_boolean(1));
+	return req;
+}
+
+/* Arguments text parses as a JSON object with the simulator's "input". */
+static void
+assert_call_arguments(const char *args)
+{
+	json_object *a;
+
+	ck_assert_ptr_nonnull(args);
+	a = json_tokener_parse(args);
+	ck_assert_msg(a != NULL && json_object_is_type(a, json_type_object),
+	    "arguments are not a JSON object: %s", args);
+	ck_assert_ptr_nonnull(jstr(a, "input"));
+	json_object_put(a);
+}
+
+/* The assistant's tool call and the tool's result, as a chat client
+ * appends them. */
+static void
+chat_add_tool_round(struct chat *c, const char *id, const char *name, const char *args)
+{
+	json_object *m = json_object_new_object(), *tcs = json_object_new_array();
+	json_object *tc = json_object_new_object(), *f = json_object_new_object();
+
+	json_object_object_add(f, "name", json_object_new_string(name));
+	json_object_object_add(f, "arguments", json_object_new_string(args));
+	json_object_object_add(tc, "id", json_object_new_string(id));
+	json_object_object_add(tc, "type", json_object_new_string("function"));
+	json_object_object_add(tc, "function", f);
+	json_object_array_add(tcs, tc);
+	json_object_object_add(m, "role", json_object_new_string("assistant"));
+	json_object_object_add(m, "content", NULL);
+	json_object_object_add(m, "tool_calls", tcs);
+	json_object_array_add(c->messages, m);
+	m = json_object_new_object();
+	json_object_object_add(m, "role", json_object_new_string("tool"));
+	json_object_object_add(m, "tool_call_id", json_object_new_string(id));
+	json_object_object_add(m, "content", json_object_new_string("lookup says: 42"));
+	json_object_array_add(c->messages, m);
+}
+
+/* The turn after the tool ran: a normal answer on the same connection,
+ * from the warm cache. */
+static void
+chat_tool_result_turn(struct e2e *e, struct chat *c, bool resumed)
+{
+	json_object *req = chat_request(c, 0), *ans;
+	long long items = -1;
+	int status;
+	double share;
+
+	ans = post_json(e, "/v1/chat/completions", c->headers, req, &status, NULL);
+	ck_assert_int_eq(status, 200);
+	ck_assert_str_eq(jstr(ans, "choices.0.finish_reason"), "stop");
+	ck_assert_ptr_nonnull(jstr(ans, "choices.0.message.content"));
+	ck_assert_ptr_null(jpath(ans, "choices.0.message.tool_calls"));
+	ck_assert_int_eq(sim_num(e, "connections_total"), 1);
+	share = sim_last_cached_share(e);
+	ck_assert_msg(share >= 0.9, "tool result turn cached %.2f", share);
+	if (resumed) {
+		/* the client's echo of the call matched the upstream's output:
+		 * only the tool's output went up, continuing the call's response */
+		ck_assert_msg(sim_last_continued(e, &items), "the tool message went upstream in full");
+		ck_assert_int_eq(items, 1);
+	} else {
+		/* the user message, the call and its output */
+		ck_assert(!sim_last_continued(e, &items));
+		ck_assert_int_eq(items, 3);
+	}
+	json_object_put(ans);
+	json_object_put(req);
+}
+
+/* _i 0: implicit resume (the default); 1: implicit_resume = no, so the
+ * tool's result goes up with the whole history and the call in it. */
+START_TEST(test_routes__chat_tool_call_round_trip)
+{
+	struct e2e e;
+	struct chat c;
+	json_object *req, *ans, *tc;
+	bool full_body = _i == 1;
+	int status;
+
+	e2e_start(&e, NULL, full_body ? "implicit_resume = no" : NULL);
+	chat_init(&c, e.instructions, NULL);
+	json_object_array_add(c.messages, msg("user", "Please CALL:lookup the word pool."));
+	req = chat_request(&c, 0);
+	ans = post_json(&e, "/v1/chat/completions", NULL, req, &status, NULL);
+	ck_assert_int_eq(status, 200);
+	ck_assert_str_eq(jstr(ans, "choices.0.finish_reason"), "tool_calls");
+	tc = jpath(ans, "choices.0.message.tool_calls.0");
+	ck_assert_ptr_nonnull(tc);
+	ck_assert_ptr_nonnull(jstr(tc, "id"));
+	ck_assert(strlen(jstr(tc, "id")) > 0);
+	ck_assert_str_eq(jstr(tc, "type"), "function");
+	ck_assert_str_eq(jstr(tc, "function.name"), "lookup");
+	assert_call_arguments(jstr(tc, "function.arguments"));
+	chat_add_tool_round(&c, jstr(tc, "id"), "lookup", jstr(tc, "function.arguments"));
+	json_object_put(ans);
+	json_object_put(req);
+	chat_tool_result_turn(&e, &c, !full_body);
+	ck_assert_int_eq(status_num(&e, "decisions_reuse"), 1);
+	json_object_put(c.messages);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_routes__chat_tool_call_streamed)
+{
+	struct e2e e;
+	struct chat c;
+	json_object *req, *events, *ev, *tcs, *tc;
+	struct tl_response r;
+	char id[128] = "", name[64] = "", args[1024] = "";
+	const char *body, *finish = NULL, *v;
+	int pieces = 0;
+	size_t i, j;
+
+	e2e_start(&e, NULL, NULL);
+	chat_init(&c, e.instructions, NULL);
+	json_object_array_add(c.messages, msg("user", "Now CALL:lookup for the word cache."));
+	req = chat_request(&c, 1);
+	body = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/chat/completions", NULL,
+	    body, strlen(body), &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "data: [DONE]"));
+	events = tl_sse_events(r.body);
+	for (i = 0; i < json_object_array_length(events); i++) {
+		ev = json_object_array_get_idx(events, i);
+		if ((v = jstr(ev, "choices.0.finish_reason")) != NULL)
+			finish = v;
+		if ((tcs = jpath(ev, "choices.0.delta.tool_calls")) == NULL)
+			continue;
+		for (j = 0; j < json_object_array_length(tcs); j++) {
+			tc = json_object_array_get_idx(tcs, j);
+			ck_assert_int_eq(jnum(tc, "index"), 0);
+			if ((v = jstr(tc, "id")) != NULL) {
+				ck_assert_str_eq(jstr(tc, "type"), "function");
+				snprintf(id, sizeof(id), "%s", v);
+			}
+			if ((v = jstr(tc, "function.name")) != NULL)
+				snprintf(name, sizeof(name), "%s", v);
+			if ((v = jstr(tc, "function.arguments")) != NULL && *v) {
+				ck_assert(strlen(args) + strlen(v) < sizeof(args));
+				strcat(args, v);
+				pieces++;
+			}
+		}
+	}
+	ck_assert_ptr_nonnull(finish);
+	ck_assert_str_eq(finish, "tool_calls");
+	ck_assert(id[0] != '\0');
+	ck_assert_str_eq(name, "lookup");
+	/* the simulator streams the arguments in several deltas */
+	ck_assert_msg(pieces >= 2, "%d argument pieces", pieces);
+	assert_call_arguments(args);
+	json_object_put(events);
+	tl_response_free(&r);
+	json_object_put(req);
+	chat_add_tool_round(&c, id, name, args);
+	chat_tool_result_turn(&e, &c, true);
+	json_object_put(c.messages);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* [{"name":"lookup","description":..,"input_schema":{..}}] */
+static json_object *
+anthropic_tools(void)
+{
+	json_object *tools = json_object_new_array(), *t = json_object_new_object();
+
+	json_object_object_add(t, "name", json_object_new_string("lookup"));
+	json_object_object_add(t, "description", json_object_new_string("Look a word up."));
+	json_object_object_add(t, "input_schema", json_tokener_parse(
+	    "{\"type\":\"object\",\"properties\":{\"input\":{\"type\":\"string\"}}}"));
+	json_object_array_add(tools, t);
+	return tools;
+}
+
+static json_object *
+messages_tool_turn(struct e2e *e, json_object *messages, int stream, int *status,
+    char **raw)
+{
+	json_object *req = json_object_new_object(), *ans;
+
+	json_object_object_add(req, "model", json_object_new_string("claude-opus-5-5"));
+	json_object_object_add(req, "max_tokens", json_object_new_int(4096));
+	json_object_object_add(req, "system", json_object_new_string(e->instructions));
+	json_object_object_add(req, "messages", json_object_get(messages));
+	json_object_object_add(req, "tools", anthropic_tools());
+	if (stream)
+		json_object_object_add(req, "stream", json_object_new_boolean(1));
+	ans = post_json(e, "/v1/messages", "x-claude-code-session-id: tools-session\r\n"
+	    "anthropic-version: 2023-06-01\r\n", req, status, raw);
+	json_object_put(req);
+	return ans;
+}
+
+/* The assistant's tool_use and the user's tool_result, as Claude Code
+ * appends them. */
+static void
+messages_add_tool_round(json_object *msgs, const char *id, const char *name,
+    json_object *input)
+{
+	json_object *m = json_object_new_object(), *content = json_object_new_array();
+	json_object *b = json_object_new_object();
+
+	json_object_object_add(b, "type", json_object_new_string("tool_use"));
+	json_object_object_add(b, "id", json_object_new_string(id));
+	json_object_object_add(b, "name", json_object_new_string(name));
+	json_object_object_add(b, "input", json_object_get(input));
+	json_object_array_add(content, b);
+	json_object_object_add(m, "role", json_object_new_string("assistant"));
+	json_object_object_add(m, "content", content);
+	json_object_array_add(msgs, m);
+	m = json_object_new_object();
+	content = json_object_new_array();
+	b = json_object_new_object();
+	json_object_object_add(b, "type", json_object_new_string("tool_result"));
+	json_object_object_add(b, "tool_use_id", json_object_new_string(id));
+	json_object_object_add(b, "content", json_object_new_string("lookup says: 42"));
+	json_object_array_add(content, b);
+	json_object_object_add(m, "role", json_object_new_string("user"));
+	json_object_object_add(m, "content", content);
+	json_object_array_add(msgs, m);
+}
+
+static void
+messages_tool_result_turn(struct e2e *e, json_object *msgs)
+{
+	json_object *ans;
+	long long items = -1;
+	int status;
+	double share;
+
+	ans = messages_tool_turn(e, msgs, 0, &status, NULL);
+	ck_assert_int_eq(status, 200);
+	ck_assert_str_eq(jstr(ans, "stop_reason"), "end_turn");
+	ck_assert_str_eq(jstr(ans, "content.0.type"), "text");
+	ck_assert_ptr_nonnull(jstr(ans, "content.0.text"));
+	ck_assert_int_eq(sim_num(e, "connections_total"), 1);
+	share = sim_last_cached_share(e);
+	ck_assert_msg(share >= 0.9, "tool_result turn cached %.2f", share);
+	/* the client's echo of the call matched the upstream's output: only
+	 * the tool's output went up, continuing the call's response */
+	ck_assert_msg(sim_last_continued(e, &items), "the tool_result went upstream in full");
+	ck_assert_int_eq(items, 1);
+	json_object_put(ans);
+}
+
+START_TEST(test_routes__messages_tool_use_round_trip)
+{
+	struct e2e e;
+	json_object *msgs = json_object_new_array(), *ans, *content, *b, *tu = NULL;
+	int status;
+	size_t i;
+
+	e2e_start(&e, NULL, NULL);
+	json_object_array_add(msgs, msg("user", "Please CALL:lookup the word socket."));
+	ans = messages_tool_turn(&e, msgs, 0, &status, NULL);
+	ck_assert_int_eq(status, 200);
+	ck_assert_str_eq(jstr(ans, "stop_reason"), "tool_use");
+	content = jpath(ans, "content");
+	ck_assert_ptr_nonnull(content);
+	for (i = 0; i < json_object_array_length(content); i++) {
+		b = json_object_array_get_idx(content, i);
+		if (jstr(b, "type") && strcmp(jstr(b, "type"), "tool_use") == 0)
+			tu = b;
+	}
+	ck_assert_ptr_nonnull(tu);
+	ck_assert_ptr_nonnull(jstr(tu, "id"));
+	ck_assert(strlen(jstr(tu, "id")) > 0);
+	ck_assert_str_eq(jstr(tu, "name"), "lookup");
+	ck_assert(json_object_is_type(jpath(tu, "input"), json_type_object));
+	ck_assert_ptr_nonnull(jstr(tu, "input.input"));
+	messages_add_tool_round(msgs, jstr(tu, "id"), "lookup", jpath(tu, "input"));
+	json_object_put(ans);
+	messages_tool_result_turn(&e, msgs);
+	json_object_put(msgs);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_routes__messages_tool_use_streamed)
+{
+	struct e2e e;
+	json_object *msgs = json_object_new_array(), *ans, *events, *ev, *input;
+	char id[128] = "", name[64] = "", partial[1024] = "", *raw = NULL;
+	const char *type, *v, *stop = NULL;
+	int status, pieces = 0;
+	size_t i;
+
+	e2e_start(&e, NULL, NULL);
+	json_object_array_add(msgs, msg("user", "Stream it and CALL:lookup the word warm."));
+	ans = messages_tool_turn(&e, msgs, 1, &status, &raw);
+	ck_assert_int_eq(status, 200);
+	events = tl_sse_events(raw);
+	for (i = 0; i < json_object_array_length(events); i++) {
+		ev = json_object_array_get_idx(events, i);
+		if ((type = jstr(ev, "type")) == NULL)
+			continue;
+		if (strcmp(type, "content_block_start") == 0 &&
+		    (v = jstr(ev, "content_block.type")) != NULL && strcmp(v, "tool_use") == 0) {
+			snprintf(id, sizeof(id), "%s", jstr(ev, "content_block.id"));
+			snprintf(name, sizeof(name), "%s", jstr(ev, "content_block.name"));
+		} else if (strcmp(type, "content_block_delta") == 0 &&
+		    (v = jstr(ev, "delta.type")) != NULL && strcmp(v, "input_json_delta") == 0) {
+			v = jstr(ev, "delta.partial_json");
+			ck_assert_ptr_nonnull(v);
+			ck_assert(strlen(partial) + strlen(v) < sizeof(partial));
+			strcat(partial, v);
+			pieces++;
+		} else if (strcmp(type, "message_delta") == 0)
+			stop = jstr(ev, "delta.stop_reason");
+	}
+	ck_assert_ptr_nonnull(stop);
+	ck_assert_str_eq(stop, "tool_use");
+	ck_assert(id[0] != '\0');
+	ck_assert_str_eq(name, "lookup");
+	ck_assert_msg(pieces >= 2, "%d input_json_delta pieces", pieces);
+	input = json_tokener_parse(partial);
+	ck_assert_msg(input != NULL && json_object_is_type(input, json_type_object),
+	    "partial_json pieces do not make an object: %s", partial);
+	ck_assert_ptr_nonnull(jstr(input, "input"));
+	messages_add_tool_round(msgs, id, name, input);
+	json_object_put(input);
+	json_object_put(events);
+	json_object_put(ans);
+	free(raw);
+	messages_tool_result_turn(&e, msgs);
+	json_object_put(msgs);
+	e2e_stop(&e);
+}
+END_TEST
+
+/*
+ * Implicit resume: from turn 2 a stateless chat client's full history goes
+ * upstream as only its new message plus previous_response_id, the answer
+ * as warm as ever; a client that edits an earlier message gets its whole
+ * body sent.
+ */
+START_TEST(test_routes__chat_implicit_resume_and_edited_history)
+{
+	struct e2e e;
+	struct chat c;
+	json_object *first;
+	long long items = -1;
+	double r;
+
+	e2e_start(&e, NULL, NULL);
+	chat_init(&c, e.instructions, "x-session-id: resume-chat\r\n");
+	r = chat_turn(&e, &c, "first question");
+	ck_assert(!sim_last_continued(&e, NULL));
+	r = chat_turn(&e, &c, "second question");
+	ck_assert_msg(r >= 0.9, "turn 2 cached %.2f", r);
+	ck_assert_msg(sim_last_continued(&e, &items), "turn 2 went upstream in full");
+	/* the new user message alone: the rest is the previous response */
+	ck_assert_int_eq(items, 1);
+	r = chat_turn(&e, &c, "third question");
+	ck_assert_msg(r >= 0.9, "turn 3 cached %.2f", r);
+	ck_assert(sim_last_continued(&e, &items));
+	ck_assert_int_eq(items, 1);
+	ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
+
+	/* edit the first user message: nothing upstream holds this history */
+	first = json_object_array_get_idx(c.messages, 1);
+	json_object_object_add(first, "content", json_object_new_string("first question, edited"));
+	r = chat_turn(&e, &c, "fourth question");
+	ck_assert_msg(!sim_last_continued(&e, &items),
+	    "an edited history went upstream as a continuation");
+	/* system + 3 user + 3 assistant + the new user message */
+	ck_assert_int_eq(items, 7);
+	json_object_put(c.messages);
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_routes(void)
 {
@@ -350,6 +806,11 @@ make_suite_routes(void)
 	tcase_add_test(tc, test_routes__count_tokens);
 	tcase_add_test(tc, test_routes__bad_input_in_each_shape);
 	tcase_add_test(tc, test_routes__messages_upstream_limit_in_anthropic_shape);
+	tcase_add_loop_test(tc, test_routes__chat_tool_call_round_trip, 0, 2);
+	tcase_add_test(tc, test_routes__chat_tool_call_streamed);
+	tcase_add_test(tc, test_routes__messages_tool_use_round_trip);
+	tcase_add_test(tc, test_routes__messages_tool_use_streamed);
+	tcase_add_test(tc, test_routes__chat_implicit_resume_and_edited_history);
 	suite_add_tcase(s, tc);
 	return s;
 }
