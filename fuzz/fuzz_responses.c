@@ -51,16 +51,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* What a pooled connection would remember after this turn... */
 	resume_chain_init(&all);
 	resume_chain_add_input(&all, input);
-	if (resume_prefix(&all, input) != -1)
-		abort();	/* nothing new after the whole input */
+	skip = resume_prefix(&all, input);
+	n = json_object_is_type(input, json_type_array) ? json_object_array_length(input) : 0;
+	if (skip != -1 && (skip < 1 || (size_t)skip >= n))
+		abort();	/* a first new item out of the input */
 
 	/* ...and a history of the input's first half: the rest is new. */
 	resume_chain_init(&half);
-	n = json_object_is_type(input, json_type_array) ? json_object_array_length(input) : 0;
 	for (i = 0; i < n / 2; i++)
 		resume_chain_add(&half, json_object_array_get_idx(input, i));
 	skip = resume_prefix(&half, input);
-	if (skip != -1 && (skip < 0 || (size_t)skip >= n))
+	if (skip != -1 && (skip < 1 || (size_t)skip >= n))
 		abort();
 
 	frame_of(body, NULL, 0, NULL);
