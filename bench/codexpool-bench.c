@@ -14,11 +14,25 @@
  *	upstream connections opened, time to first byte, and the latency the
  *	daemon adds per relayed event.
  *
+ *   codexpool-bench latency [-c CONVS] [-t TURNS] [-j CONCURRENCY]
+ *			     [-i TOKENS] [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS]
+ *			     [-g GAP_MS] [-C CLIENTS] [-r]
+ *	The same streamed workload, in one run, through the daemon and
+ *	straight to the simulator over HTTP/SSE, driven by stock HTTP
+ *	clients (bench/clients: Node's fetch and http module, Python's
+ *	http.client) so it sees what real clients see, delayed ACKs
+ *	included.  Reports time to first event, per-event relay latency
+ *	(arrival minus the simulator's sim_sent_us), turn time, turns with
+ *	an inter-event gap of GAP_MS or more, and daemon minus direct.
+ *	Each client runs the direct pass first (-r: the daemon's).
+ *
  * Everything it starts lives in a private temp dir and is stopped at exit.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -432,6 +446,393 @@ cmd_cache(int argc, char **argv)
 	return 0;
 }
 
+/* ---- latency benchmark ------------------------------------------------ */
+
+#ifndef BENCH_SRCDIR
+#define BENCH_SRCDIR	"."
+#endif
+
+/* Goals for what the daemon adds over the direct path, in microseconds. */
+#define GOAL_TTFT_P50	500
+#define GOAL_TTFT_P99	2000
+#define GOAL_RELAY_P50	100
+#define GOAL_RELAY_P99	1000
+
+struct client_def {
+	const char	*name;		/* for -C and the tables */
+	const char	*interp;	/* run through PATH */
+	const char	*script;	/* under bench/clients/ */
+	const char	*api;		/* the script's "api" */
+};
+
+static const struct client_def clients[] = {
+	{ "node-fetch",	"node",		"latency.mjs",	"fetch" },
+	{ "node-http",	"node",		"latency.mjs",	"http" },
+	{ "python",	"python3",	"latency.py",	NULL },
+};
+
+struct lat_opts {
+	int	convs, turns, concurrency, tokens;
+	int	first_ms, delta_ms, deltas, gap_ms;
+	int	daemon_first;		/* -r: run the daemon's pass first */
+	char	clients[128];
+};
+
+/* A growing array of samples, in microseconds. */
+struct samples {
+	double	*v;
+	size_t	 n, cap;
+};
+
+static void
+samples_add(struct samples *s, double x)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 256;
+		if ((s->v = realloc(s->v, s->cap * sizeof(*s->v))) == NULL)
+			die("out of memory");
+	}
+	s->v[s->n++] = x;
+}
+
+/* Nearest-rank percentile (p in 0..100); NAN when empty.  Sorts. */
+static double
+pct(struct samples *s, double p)
+{
+	size_t k;
+
+	if (s->n == 0)
+		return NAN;
+	qsort(s->v, s->n, sizeof(double), cmp_double);
+	k = (size_t)ceil(p / 100.0 * (double)s->n);
+	return s->v[k > 0 ? k - 1 : 0];
+}
+
+struct path_stats {
+	struct samples	 ttft, ttft_first, relay, total;
+	int		 turns, errors, gap_turns;
+	char		 first_error[160];
+	double		 ttft50, ttft99, relay50, relay99, total50, total99, first50;
+};
+
+static void
+stats_free(struct path_stats *p)
+{
+	free(p->ttft.v);
+	free(p->ttft_first.v);
+	free(p->relay.v);
+	free(p->total.v);
+}
+
+static void
+stats_collect(struct path_stats *p, json_object *turns, int gap_us)
+{
+	size_t i, j, n = json_object_array_length(turns);
+
+	memset(p, 0, sizeof(*p));
+	for (i = 0; i < n; i++) {
+		json_object *t = json_object_array_get_idx(turns, i), *v, *relay;
+		int status = 0, turn = 0;
+
+		p->turns++;
+		if (json_object_object_get_ex(t, "status", &v))
+			status = json_object_get_int(v);
+		if (json_object_object_get_ex(t, "turn", &v))
+			turn = json_object_get_int(v);
+		if (status != 200 || (json_object_object_get_ex(t, "error", &v) &&
+		    json_object_get_type(v) == json_type_string)) {
+			if (p->errors++ == 0)
+				snprintf(p->first_error, sizeof(p->first_error),
+				    "HTTP %d: %s", status, json_object_get_type(v) ==
+				    json_type_string ? json_object_get_string(v) : "");
+			continue;
+		}
+		/* Turn 1 opens the daemon's upstream connection: its first
+		 * event is shown apart from the steady state. */
+		v = json_object_object_get(t, "ttft_us");
+		samples_add(turn == 0 ? &p->ttft_first : &p->ttft, json_object_get_double(v));
+		if (turn > 0)
+			samples_add(&p->total, json_object_get_double(
+			    json_object_object_get(t, "total_us")));
+		if (json_object_get_int64(json_object_object_get(t, "max_gap_us")) >= gap_us)
+			p->gap_turns++;
+		relay = json_object_object_get(t, "relay_us");
+		for (j = 0; relay && j < json_object_array_length(relay); j++)
+			samples_add(&p->relay, json_object_get_double(
+			    json_object_array_get_idx(relay, j)));
+	}
+	p->ttft50 = pct(&p->ttft, 50);
+	p->ttft99 = pct(&p->ttft, 99);
+	p->relay50 = pct(&p->relay, 50);
+	p->relay99 = pct(&p->relay, 99);
+	p->total50 = pct(&p->total, 50);
+	p->total99 = pct(&p->total, 99);
+	p->first50 = pct(&p->ttft_first, 50);
+}
+
+static json_object *
+target(const char *name, const char *url, json_object *headers)
+{
+	json_object *t = json_object_new_object();
+
+	json_object_object_add(t, "name", json_object_new_string(name));
+	json_object_object_add(t, "url", json_object_new_string(url));
+	json_object_object_add(t, "headers", headers ? headers : json_object_new_object());
+	return t;
+}
+
+/* The client's config, 0600 (it holds the simulator's bearer token). */
+static void
+write_client_config(struct setup *s, const struct lat_opts *o,
+    const struct client_def *c, const char *path)
+{
+	json_object *cfg = json_object_new_object(), *targets, *h, *direct, *daemon;
+	struct tl_account a;
+	char url[256], *bearer;
+	const char *text;
+
+	if (tl_sim_account(&s->sim, 1, &a) != 0)
+		die("cannot read the simulator's account");
+	targets = json_object_new_array();
+	h = json_object_new_object();
+	if ((bearer = malloc(strlen(a.access_token) + 8)) == NULL)
+		die("out of memory");
+	sprintf(bearer, "Bearer %s", a.access_token);
+	json_object_object_add(h, "authorization", json_object_new_string(bearer));
+	free(bearer);
+	json_object_object_add(h, "chatgpt-account-id", json_object_new_string(a.account_id));
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/backend-api/codex/responses",
+	    s->sim.port);
+	direct = target("direct", url, h);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/responses", s->port);
+	daemon = target("daemon", url, NULL);
+	json_object_array_add(targets, o->daemon_first ? daemon : direct);
+	json_object_array_add(targets, o->daemon_first ? direct : daemon);
+	json_object_object_add(cfg, "targets", targets);
+	if (c->api)
+		json_object_object_add(cfg, "api", json_object_new_string(c->api));
+	json_object_object_add(cfg, "conversations", json_object_new_int(o->convs));
+	json_object_object_add(cfg, "turns", json_object_new_int(o->turns));
+	json_object_object_add(cfg, "concurrency", json_object_new_int(o->concurrency));
+	json_object_object_add(cfg, "instructions_bytes", json_object_new_int(o->tokens * 4));
+	json_object_object_add(cfg, "timeout_ms", json_object_new_int(WAIT_MS));
+	json_object_object_add(cfg, "warmup_turns", json_object_new_int(2));
+	/* spread the starts over one turn's pacing */
+	json_object_object_add(cfg, "stagger_ms", json_object_new_int(
+	    (o->first_ms + o->deltas * o->delta_ms) / o->concurrency));
+	text = json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PLAIN);
+	if (tl_write_file(path, text, strlen(text), 0600) != 0)
+		die("cannot write %s", path);
+	json_object_put(cfg);
+	tl_account_free(&a);
+}
+
+static const char *
+srcdir(void)
+{
+	const char *d = getenv("CODEXPOOL_SRCDIR");
+
+	return d && *d ? d : BENCH_SRCDIR;
+}
+
+/* Runs one client; returns its parsed result, or NULL (with a note). */
+static json_object *
+run_client(struct setup *s, const struct lat_opts *o, const struct client_def *c)
+{
+	char cfg[800], out[800], log[800], script[1024];
+	char *argv[] = { (char *)c->interp, script, cfg, out, NULL };
+	json_object *res;
+	int rc;
+
+	snprintf(script, sizeof(script), "%s/bench/clients/%s", srcdir(), c->script);
+	if (access(script, R_OK) != 0)
+		die("cannot read %s (set CODEXPOOL_SRCDIR to the source tree)", script);
+	snprintf(cfg, sizeof(cfg), "%s/%s.json", s->dir, c->name);
+	snprintf(out, sizeof(out), "%s/%s.result.json", s->dir, c->name);
+	snprintf(log, sizeof(log), "%s/%s.log", s->dir, c->name);
+	write_client_config(s, o, c, cfg);
+	rc = tl_run(log, argv, 30 * 60 * 1000);
+	if (rc == 127) {
+		printf("(%s skipped: %s is not installed)\n", c->name, c->interp);
+		return NULL;
+	}
+	res = rc == 0 ? json_object_from_file(out) : NULL;
+	if (res == NULL) {
+		char *text = tl_read_file(log, NULL);
+
+		fprintf(stderr, "codexpool-bench: client %s failed (exit %d):\n%s\n",
+		    c->name, rc, text ? text : "");
+		free(text);
+	}
+	return res;
+}
+
+static json_object *
+result_turns(json_object *res, const char *target_name)
+{
+	json_object *results = json_object_object_get(res, "results");
+	size_t i;
+
+	for (i = 0; results && i < json_object_array_length(results); i++) {
+		json_object *r = json_object_array_get_idx(results, i);
+		const char *n = json_object_get_string(json_object_object_get(r, "target"));
+
+		if (n && strcmp(n, target_name) == 0)
+			return json_object_object_get(r, "turns");
+	}
+	return NULL;
+}
+
+static const char *
+verdict(double added, double goal)
+{
+	return isnan(added) ? "n/a" : added <= goal ? "ok" : "MISSED";
+}
+
+static int
+cmd_latency(int argc, char **argv)
+{
+	struct lat_opts o = { .convs = 20, .turns = 8, .concurrency = 10,
+	    .tokens = 7000, .first_ms = 50, .delta_ms = 5, .deltas = 8,
+	    .gap_ms = 30, .clients = "node-fetch,node-http,python" };
+	struct path_stats st[sizeof(clients) / sizeof(clients[0])][2];
+	json_object *res[sizeof(clients) / sizeof(clients[0])] = { NULL };
+	static const char *paths[2] = { "direct", "daemon" };
+	char simargs[256];
+	struct setup s;
+	size_t i;
+	int ch, k, ran = 0, errors = 0, missed = 0;
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "c:t:j:i:f:d:n:g:C:r")) != -1) {
+		switch (ch) {
+		case 'c': o.convs = atoi(optarg); break;
+		case 't': o.turns = atoi(optarg); break;
+		case 'j': o.concurrency = atoi(optarg); break;
+		case 'i': o.tokens = atoi(optarg); break;
+		case 'f': o.first_ms = atoi(optarg); break;
+		case 'd': o.delta_ms = atoi(optarg); break;
+		case 'n': o.deltas = atoi(optarg); break;
+		case 'g': o.gap_ms = atoi(optarg); break;
+		case 'C': snprintf(o.clients, sizeof(o.clients), "%s", optarg); break;
+		case 'r': o.daemon_first = 1; break;
+		default:
+			die("usage: codexpool-bench latency [-c CONVS] [-t TURNS] "
+			    "[-j CONCURRENCY] [-i TOKENS] [-f FIRST_MS] [-d DELTA_MS] "
+			    "[-n DELTAS] [-g GAP_MS] [-C node-fetch,node-http,python] [-r]");
+		}
+	}
+	if (o.convs < 1 || o.turns < 2 || o.concurrency < 1 || o.tokens < 0 ||
+	    o.tokens > 200000 || o.first_ms < 0 || o.delta_ms < 0 || o.deltas < 1 ||
+	    o.gap_ms < 1)
+		die("need at least 1 conversation, 2 turns, concurrency 1, 1 delta, "
+		    "a gap of 1 ms, at most 200000 tokens, no negative delays");
+	if (o.delta_ms >= o.gap_ms)
+		die("-d %d: the pacing itself would count as a gap of -g %d ms",
+		    o.delta_ms, o.gap_ms);
+
+	/* One backend: the direct path's requests, each a new connection to
+	 * the load balancer, see the same warm cache as the daemon's. */
+	snprintf(simargs, sizeof(simargs), "--backends 1 --accounts 1 --seed 42 "
+	    "--first-event-ms %d --delta-delay-ms %d --deltas %d",
+	    o.first_ms, o.delta_ms, o.deltas);
+	start(&s, simargs, NULL);
+	printf("%d conversations x %d turns, concurrency %d, ~%d tokens of instructions, "
+	    "stream:true, full history every turn\n"
+	    "simulator pacing: first event after %d ms, %d deltas %d ms apart; "
+	    "each client: %s pass first\n\n", o.convs, o.turns, o.concurrency,
+	    o.tokens, o.first_ms, o.deltas, o.delta_ms,
+	    o.daemon_first ? "daemon" : "direct");
+	for (i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+		char list[130], *tok, *save = NULL;
+		int wanted = 0;
+
+		snprintf(list, sizeof(list), "%s", o.clients);
+		for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+			if (strcmp(tok, clients[i].name) == 0)
+				wanted = 1;
+		if (!wanted)
+			continue;
+		if ((res[i] = run_client(&s, &o, &clients[i])) == NULL)
+			continue;
+		for (k = 0; k < 2; k++) {
+			json_object *turns = result_turns(res[i], paths[k]);
+			if (turns == NULL)
+				die("client %s reported nothing for %s", clients[i].name, paths[k]);
+			stats_collect(&st[i][k], turns, o.gap_ms * 1000);
+			errors += st[i][k].errors;
+			if (st[i][k].errors)
+				fprintf(stderr, "codexpool-bench: %s, %s: %d failed turns, "
+				    "the first: %s\n", clients[i].name, paths[k],
+				    st[i][k].errors, st[i][k].first_error);
+		}
+		ran++;
+	}
+	stop(&s);
+	if (ran == 0)
+		die("no client ran (-C %s)", o.clients);
+
+	printf("| client | path | turns (errors) | TTFT p50 | TTFT p99 | "
+	    "relay/event p50 | relay/event p99 | turn p50 | turn p99 | "
+	    "turns with a gap >= %d ms |\n", o.gap_ms);
+	printf("|---|---|---|---|---|---|---|---|---|---|\n");
+	for (i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+		if (res[i] == NULL)
+			continue;
+		for (k = 0; k < 2; k++) {
+			struct path_stats *p = &st[i][k];
+			printf("| %s | %s | %d (%d) | %.2f ms | %.2f ms | %.3f ms | %.3f ms | "
+			    "%.1f ms | %.1f ms | %d |\n", clients[i].name, paths[k],
+			    p->turns, p->errors, p->ttft50 / 1000, p->ttft99 / 1000,
+			    p->relay50 / 1000, p->relay99 / 1000, p->total50 / 1000,
+			    p->total99 / 1000, p->gap_turns);
+		}
+	}
+	printf("\nTTFT and turn time: turns 2..%d (turn 1 opens the daemon's upstream "
+	    "connection); relay and gaps: every turn.\n\n", o.turns);
+	printf("| client | added TTFT p50 (goal <= %.1f ms) | added TTFT p99 (<= %.1f ms) | "
+	    "added relay p50 (<= %.1f ms) | added relay p99 (<= %.1f ms) | "
+	    "first-turn TTFT p50 direct / daemon |\n", GOAL_TTFT_P50 / 1000.0,
+	    GOAL_TTFT_P99 / 1000.0, GOAL_RELAY_P50 / 1000.0, GOAL_RELAY_P99 / 1000.0);
+	printf("|---|---|---|---|---|---|\n");
+	for (i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+		struct path_stats *d, *x;
+		double a[4];
+		const char *v[4];
+		int m;
+
+		if (res[i] == NULL)
+			continue;
+		d = &st[i][0];
+		x = &st[i][1];
+		a[0] = x->ttft50 - d->ttft50;
+		a[1] = x->ttft99 - d->ttft99;
+		a[2] = x->relay50 - d->relay50;
+		a[3] = x->relay99 - d->relay99;
+		v[0] = verdict(a[0], GOAL_TTFT_P50);
+		v[1] = verdict(a[1], GOAL_TTFT_P99);
+		v[2] = verdict(a[2], GOAL_RELAY_P50);
+		v[3] = verdict(a[3], GOAL_RELAY_P99);
+		for (m = 0; m < 4; m++)
+			if (strcmp(v[m], "ok") != 0)
+				missed++;
+		printf("| %s | %+.2f ms %s | %+.2f ms %s | %+.3f ms %s | %+.3f ms %s | "
+		    "%.1f / %.1f ms |\n", clients[i].name, a[0] / 1000, v[0], a[1] / 1000,
+		    v[1], a[2] / 1000, v[2], a[3] / 1000, v[3], d->first50 / 1000,
+		    x->first50 / 1000);
+	}
+	printf("\n%s; %d failed turns\n", missed ? "some goals MISSED" : "all goals met",
+	    errors);
+	for (i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+		if (res[i] == NULL)
+			continue;
+		for (k = 0; k < 2; k++)
+			stats_free(&st[i][k]);
+		json_object_put(res[i]);
+	}
+	return errors ? 1 : 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -440,6 +841,11 @@ main(int argc, char **argv)
 		return cmd_demo();
 	if (argc >= 2 && strcmp(argv[1], "cache") == 0)
 		return cmd_cache(argc - 1, argv + 1);
-	fprintf(stderr, "usage: codexpool-bench demo | cache [-c CONVS] [-t TURNS] [-b BACKENDS] [-k KIB]\n");
+	if (argc >= 2 && strcmp(argv[1], "latency") == 0)
+		return cmd_latency(argc - 1, argv + 1);
+	fprintf(stderr, "usage: codexpool-bench demo | cache [-c CONVS] [-t TURNS] [-b BACKENDS] [-k KIB]\n"
+	    "       codexpool-bench latency [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-i TOKENS]\n"
+	    "                               [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS] [-g GAP_MS]\n"
+	    "                               [-C node-fetch,node-http,python] [-r]\n");
 	return 2;
 }

@@ -22,6 +22,8 @@ static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL
 const struct cfg_key codexpool_cfg_keys[] = {
 	{ "listen", CFG_ADDRESS, OFF(listen), "127.0.0.1:8080", 0, 0, 0,
 	  "address of the client HTTP API (host:port or [v6]:port; port 0 = any free port)", NULL },
+	{ "allow_anonymous", CFG_BOOL, OFF(allow_anonymous), "no", 0, 0, 0,
+	  "serve clients without an API key on a non-loopback listen address while no key exists (codexpoolctl key add); otherwise codexpoold refuses to start", NULL },
 	{ "workers", CFG_INT, OFF(workers), "0", 0, 0, 256,
 	  "number of worker processes; 0 = one per CPU", NULL },
 	{ "upstream_url", CFG_STRING, OFF(upstream_url),
@@ -62,6 +64,9 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "unix socket for codexpoolctl", NULL },
 	{ "control_group", CFG_STRING, OFF(control_group), NULL, 0, 0, 0,
 	  "group whose members may also use the control socket (mode 0660); unset = root and the daemon's user only", NULL },
+	{ "control_idle_timeout", CFG_DURATION, OFF(control_idle_timeout), "60s", R,
+	  1 * US_S, 24 * US_H,
+	  "close a control connection that sends nothing and reads nothing for this long", NULL },
 	{ "max_body_size", CFG_SIZE, OFF(max_body_size), "32M", R,
 	  1 * KIB, 1 * GIB,
 	  "largest client request body accepted", NULL },

@@ -11,6 +11,7 @@
 
 struct codexpool_config {
 	char		*listen;
+	bool		 allow_anonymous;	/* no API key needed on a public listen */
 	int		 workers;		/* 0 = number of CPUs */
 	char		*upstream_url;
 	char		*upstream_ca_file;
@@ -27,6 +28,7 @@ struct codexpool_config {
 	char		*data_dir;
 	char		*control_socket;
 	char		*control_group;
+	int64_t		 control_idle_timeout;
 	uint64_t	 max_body_size;
 	uint64_t	 max_client_buffer;
 	int		 max_clients;

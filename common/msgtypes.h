@@ -127,7 +127,8 @@ enum msg_type {
 #define REQ_F_CONTINUE	0x04	/* previous_response_id: only owner_conn may serve it */
 /* A retry after a retryable failure: do not reuse the key's existing pooled
  * connection; close it if idle and open a new pooled connection (DEC_NEW)
- * when REQ_F_GRANT allows, else one-shot. */
+ * when REQ_F_GRANT allows, else one-shot.  REQ_F_CONTINUE wins over it
+ * (only the owner can serve a continuation). */
 #define REQ_F_FRESH	0x08
 
 /* MSG_REQ_DECISION decisions */

@@ -24,6 +24,7 @@
 
 #include <event2/event.h>
 
+#include "apikeys.h"
 #include "hash.h"
 #include "idmap.h"
 #include "jsonutil.h"
@@ -391,6 +392,12 @@ on_flush(evutil_socket_t fd, short what, void *arg)
 		a->cached_tokens += (uint64_t)a->d_cached;
 		a->output_tokens += (uint64_t)a->d_output;
 		a->d_requests = a->d_input = a->d_cached = a->d_output = 0;
+	}
+	if (apikeys_dirty()) {
+		if (!any && store_begin(sv->store) != 0)
+			return;
+		any = true;
+		apikeys_flush(sv->store);
 	}
 	if (any && store_commit(sv->store) != 0)
 		log_warnx("cannot store usage: %s", store_errmsg(sv->store));
@@ -784,10 +791,6 @@ accounts_load(void)
 
 	TAILQ_INIT(&sv->accounts);
 	TAILQ_INIT(&sv->removed_accounts);
-	if (mkdir(sv->cfg.data_dir, 0700) == -1 && errno != EEXIST) {
-		log_warn("cannot create data_dir %s", sv->cfg.data_dir);
-		return -1;
-	}
 	snprintf(path, sizeof(path), "%s/codexpool.db", sv->cfg.data_dir);
 	if ((sv->store = store_open(path, err, sizeof(err))) == NULL) {
 		log_warnx("account store %s: %s", path, err);

@@ -68,7 +68,8 @@ convlog_miss_reason(uint32_t turn, int decision, int reason, uint64_t input,
 
 void
 convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
-    int decision, int reason, uint64_t input, uint64_t cached, usec_t now)
+    int decision, int reason, uint64_t input, uint64_t cached,
+    const struct conv_who *who, usec_t now)
 {
 	struct conv_rec *c;
 	struct conv_turn *t;
@@ -107,4 +108,12 @@ convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
 	t->input = input;
 	t->cached = cached;
 	t->miss = convlog_miss_reason(c->turns, decision, reason, input, cached, c->moved);
+	t->resumed = who != NULL && who->resumed;
+	if (who != NULL) {
+		strlcpy_safe(c->route, who->route ? who->route : "", sizeof(c->route));
+		strlcpy_safe(c->key_label, who->key_label ? who->key_label : "",
+		    sizeof(c->key_label));
+		if (who->resumed)
+			c->resumed++;
+	}
 }

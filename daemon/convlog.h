@@ -22,7 +22,15 @@ struct conv_turn {
 	int		 reason;	/* BYP_* for a bypass */
 	uint64_t	 input;
 	uint64_t	 cached;
+	bool		 resumed;	/* sent as an implicit resume */
 	const char	*miss;		/* why it missed the cache, NULL if it hit */
+};
+
+/* Who a turn was for, beyond its numbers. */
+struct conv_who {
+	const char	*route;		/* "responses", "chat", "messages" */
+	const char	*key_label;	/* the client API key's label, "" none */
+	bool		 resumed;
 };
 
 struct conv_rec {
@@ -32,6 +40,9 @@ struct conv_rec {
 	uint32_t	 turns;
 	usec_t		 last_active;
 	bool		 moved;		/* served by another account than before */
+	char		 route[16];	/* of its latest turn */
+	char		 key_label[64];
+	uint32_t	 resumed;	/* turns sent as an implicit resume */
 	struct conv_turn ring[CONVLOG_TURNS];
 	TAILQ_ENTRY(conv_rec) lru;
 };
@@ -47,7 +58,8 @@ void	convlog_init(struct convlog *cl);
 void	convlog_free(struct convlog *cl);
 /* Record a finished turn; decision/reason are the last dispatch decision. */
 void	convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
-	    int decision, int reason, uint64_t input, uint64_t cached, usec_t now);
+	    int decision, int reason, uint64_t input, uint64_t cached,
+	    const struct conv_who *who, usec_t now);
 /* Why a turn with these numbers missed, or NULL if it hit. */
 const char *convlog_miss_reason(uint32_t turn, int decision, int reason,
 	    uint64_t input, uint64_t cached, bool moved);

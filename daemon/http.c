@@ -19,6 +19,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "apikeys.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "render.h"
@@ -124,12 +125,20 @@ on_request(struct evhttp_request *http, void *arg)
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(http);
 	char path[256];
 	size_t n = strcspn(uri, "?");
+	int auth_status;
 
 	set_nodelay(http);
 	if (n >= sizeof(path))
 		n = sizeof(path) - 1;
 	memcpy(path, uri, n);
 	path[n] = '\0';
+
+	/* Every route but /health needs a client key once one exists. */
+	if (strcmp(path, "/health") != 0 &&
+	    apikey_check(http, &auth_status) == NULL && auth_status != 0) {
+		apikey_reject(http, auth_status);
+		return;
+	}
 
 	for (r = api_routes; r->path != NULL; r++) {
 		if (strcmp(path, r->path) != 0 && (r->alias == NULL || strcmp(path, r->alias) != 0))

@@ -23,6 +23,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "apikeys.h"
 #include "cfgkeys.h"
 #include "log.h"
 #include "supervisor.h"
@@ -205,6 +206,49 @@ daemonize(void)
 	return 0;
 }
 
+/*
+ * The account store's directory, with any missing parents, mode 0700: a
+ * fresh install need not prepare it.  An existing directory is left as the
+ * operator made it.
+ */
+static int
+data_dir_create(const char *dir)
+{
+	char path[4096], *p;
+	struct stat st;
+
+	if (dir[0] == '\0') {
+		log_warnx("data_dir is empty");
+		return -1;
+	}
+	if (stat(dir, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		log_warnx("data_dir %s is not a directory", dir);
+		return -1;
+	}
+	if (strlen(dir) >= sizeof(path)) {
+		log_warnx("data_dir path is too long: %s", dir);
+		return -1;
+	}
+	strlcpy_safe(path, dir, sizeof(path));
+	for (p = path + 1; ; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(path, 0700) == -1 && errno != EEXIST) {
+			log_warn("cannot create data_dir %s", path);
+			return -1;
+		}
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	log_info("created data_dir %s (mode 0700)", dir);
+	return 0;
+}
+
 /* Once the sockets are bound, a root daemon becomes the configured user. */
 static int
 drop_privileges(const char *user)
@@ -367,8 +411,17 @@ main(int argc, char **argv)
 	signals_setup();
 	if (upstream_init() == -1)
 		goto out;
-	if (accounts_load() == -1)
+	if (data_dir_create(sv->cfg.data_dir) == -1 || accounts_load() == -1 ||
+	    apikeys_load() == -1)
 		goto out;
+	{
+		char why[1024];
+		if (apikeys_check_listen(sv->cfg.listen, sv->cfg.allow_anonymous, why,
+		    sizeof(why)) == -1) {
+			log_warnx("refusing to start: %s", why);
+			goto out;
+		}
+	}
 	/* The store is open and the sockets bound while root; then drop
 	 * to the user, and the workers start as the user. */
 	if (http_start() == -1 || control_start() == -1)
@@ -399,6 +452,7 @@ out:
 		turn_free_all();
 		http_free();
 		accounts_free();	/* before the DNS base: a refresh may use it */
+		apikeys_free();		/* after the final usage flush */
 		upstream_free();
 		for (i = 0; i < (int)(sizeof(sv->ev_sig) / sizeof(sv->ev_sig[0])); i++)
 			if (sv->ev_sig[i])

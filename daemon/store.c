@@ -72,6 +72,16 @@ static const char *const migrations[] = {
 	") WITHOUT ROWID;"
 	"CREATE INDEX responses_by_entry ON responses(entry);"
 	"CREATE INDEX responses_by_age ON responses(created_at);",
+	/* 1 -> 2: client API keys, only their SHA-256 */
+	"CREATE TABLE api_keys ("
+	"  label TEXT PRIMARY KEY NOT NULL,"
+	"  hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),"
+	"  created INTEGER NOT NULL,"
+	"  last_used INTEGER NOT NULL DEFAULT 0,"
+	"  requests INTEGER NOT NULL DEFAULT 0,"
+	"  input_tokens INTEGER NOT NULL DEFAULT 0,"
+	"  cached_tokens INTEGER NOT NULL DEFAULT 0"
+	") WITHOUT ROWID;",
 };
 #define NMIGRATIONS	((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -105,6 +115,10 @@ enum stmt_id {
 	S_RESP_GET,
 	S_RESP_FORGET,
 	S_RESP_SWEEP,
+	S_KEY_INSERT,
+	S_KEY_LIST,
+	S_KEY_REMOVE,
+	S_KEY_USAGE,
 	S_COUNT
 };
 
@@ -146,6 +160,13 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_RESP_GET] = "SELECT entry, conversation FROM responses WHERE response_id = ?1",
 	[S_RESP_FORGET] = "DELETE FROM responses WHERE response_id = ?1",
 	[S_RESP_SWEEP] = "DELETE FROM responses WHERE created_at < ?1",
+	[S_KEY_INSERT] = "INSERT INTO api_keys (label, hash, created) VALUES (?1, ?2, ?3)",
+	[S_KEY_LIST] = "SELECT label, hash, created, last_used, requests, input_tokens,"
+	    " cached_tokens FROM api_keys ORDER BY created, label",
+	[S_KEY_REMOVE] = "DELETE FROM api_keys WHERE label = ?1",
+	[S_KEY_USAGE] = "UPDATE api_keys SET requests = requests + ?2,"
+	    " input_tokens = input_tokens + ?3, cached_tokens = cached_tokens + ?4,"
+	    " last_used = max(last_used, ?5) WHERE label = ?1",
 };
 
 static const char *const status_names[ST_NSTATUS] = {
@@ -1278,4 +1299,163 @@ int
 store_response_sweep(struct store *st, int64_t now, int64_t max_age, size_t *removed)
 {
 	return sweep(st, S_RESP_SWEEP, now - max_age, removed, "response sweep");
+}
+
+/* ---- client API keys ---- */
+
+static bool
+valid_key_label(const char *label)
+{
+	return valid_text(label, STORE_KEY_LABEL_MAX);
+}
+
+int
+store_apikey_insert(struct store *st, const char *label,
+    const uint8_t hash[STORE_KEY_HASH_LEN], int64_t created)
+{
+	sqlite3_stmt *s = stmt_get(st, S_KEY_INSERT);
+	bool reopen;
+	int rc;
+
+	if (!valid_key_label(label)) {
+		store_seterr(st, "bad key label (1-%d bytes, no control characters)",
+		    STORE_KEY_LABEL_MAX);
+		return -1;
+	}
+	bind_text(s, 1, label);
+	sqlite3_bind_blob(s, 2, hash, STORE_KEY_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, created);
+	if (durable_begin(st, &reopen) != 0) {
+		stmt_done(s);
+		return -1;
+	}
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		rc = 0;
+	else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+		if (strstr(sqlite3_errmsg(st->db), "api_keys.hash") != NULL)
+			store_seterr(st, "a key with the same hash already exists");
+		else
+			store_seterr(st, "a key labelled \"%s\" already exists", label);
+		rc = -1;
+	} else
+		rc = sql_fail(st, "insert key");
+	stmt_done(s);
+	durable_end(st, reopen);
+	return rc;
+}
+
+int
+store_apikey_list(struct store *st, struct store_apikey **vp, size_t *np)
+{
+	sqlite3_stmt *s = stmt_get(st, S_KEY_LIST);
+	struct store_apikey *v = NULL, *k;
+	size_t n = 0, cap = 0;
+	const void *h;
+	int rc;
+
+	*vp = NULL;
+	*np = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (n == STORE_LIST_MAX) {
+			store_seterr(st, "list keys: more than %d", STORE_LIST_MAX);
+			goto fail;
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		k = &v[n];
+		memset(k, 0, sizeof(*k));
+		h = sqlite3_column_blob(s, 1);
+		if (h == NULL || sqlite3_column_bytes(s, 1) != STORE_KEY_HASH_LEN) {
+			store_seterr(st, "list keys: a row has a bad hash");
+			goto fail;
+		}
+		memcpy(k->hash, h, STORE_KEY_HASH_LEN);
+		k->label = col_dup(s, 0);
+		k->created = sqlite3_column_int64(s, 2);
+		k->last_used = sqlite3_column_int64(s, 3);
+		k->requests = sqlite3_column_int64(s, 4);
+		k->input_tokens = sqlite3_column_int64(s, 5);
+		k->cached_tokens = sqlite3_column_int64(s, 6);
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		sql_fail(st, "list keys");
+		goto fail;
+	}
+	stmt_done(s);
+	*vp = v;
+	*np = n;
+	return 0;
+fail:
+	stmt_done(s);
+	store_apikey_list_free(v, n);
+	return -1;
+}
+
+void
+store_apikey_list_free(struct store_apikey *v, size_t n)
+{
+	size_t i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(v[i].label);
+	free(v);
+}
+
+int
+store_apikey_remove(struct store *st, const char *label)
+{
+	sqlite3_stmt *s = stmt_get(st, S_KEY_REMOVE);
+	bool reopen;
+	int rc;
+
+	if (!valid_key_label(label)) {
+		store_seterr(st, "bad key label");
+		return -1;
+	}
+	bind_text(s, 1, label);
+	if (durable_begin(st, &reopen) != 0) {
+		stmt_done(s);
+		return -1;
+	}
+	rc = exec_stmt(st, s, "remove key");
+	if (rc == 0 && sqlite3_changes(st->db) == 0) {
+		store_seterr(st, "no key labelled \"%s\"", label);
+		rc = STORE_NOTFOUND;
+	}
+	durable_end(st, reopen);
+	return rc;
+}
+
+int
+store_apikey_usage_add(struct store *st, const char *label, int64_t requests,
+    int64_t input_tokens, int64_t cached_tokens, int64_t last_used)
+{
+	sqlite3_stmt *s = stmt_get(st, S_KEY_USAGE);
+
+	if (!valid_key_label(label)) {
+		store_seterr(st, "key usage: bad label");
+		return -1;
+	}
+	if (requests < 0 || input_tokens < 0 || cached_tokens < 0) {
+		store_seterr(st, "key usage: negative counter");
+		return -1;
+	}
+	bind_text(s, 1, label);
+	sqlite3_bind_int64(s, 2, requests);
+	sqlite3_bind_int64(s, 3, input_tokens);
+	sqlite3_bind_int64(s, 4, cached_tokens);
+	sqlite3_bind_int64(s, 5, last_used);
+	if (exec_stmt(st, s, "key usage") != 0)
+		return -1;
+	if (sqlite3_changes(st->db) == 0) {
+		store_seterr(st, "key usage: no key labelled \"%s\"", label);
+		return STORE_NOTFOUND;
+	}
+	return 0;
 }

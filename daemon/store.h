@@ -3,7 +3,8 @@
  *
  * Holds the accounts (tokens included, so the file is 0600), the
  * conversation -> account affinity and the response -> account ownership
- * used for continuations.  Every statement is prepared once at open.
+ * used for continuations, and the hashes of the client API keys.  Every
+ * statement is prepared once at open.
  *
  * Durability: the connection runs WAL with synchronous=NORMAL, so usage
  * counters, affinity and response rows cost no fsync (a power cut may
@@ -22,13 +23,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION	1
+#define STORE_SCHEMA_VERSION	2
 #define STORE_ENTRY_LEN		17	/* 16 lowercase hex + NUL */
 #define STORE_UUID_LEN		37	/* 8-4-4-4-12 + NUL */
 #define STORE_LABEL_MAX		128	/* bytes */
 #define STORE_ID_MAX		256	/* account id, conversation, response id */
 #define STORE_TOKEN_MAX		(64 * 1024)
 #define STORE_JSON_MAX		(64 * 1024)
+#define STORE_KEY_LABEL_MAX	64	/* bytes */
+#define STORE_KEY_HASH_LEN	32	/* SHA-256 */
 
 #define STORE_NOTFOUND		1
 #define STORE_AMBIGUOUS		2
@@ -144,5 +147,31 @@ int	store_response_get(struct store *st, const char *response_id,
 	    char entry_out[STORE_ENTRY_LEN], char **conv_out);
 int	store_response_forget(struct store *st, const char *response_id);
 int	store_response_sweep(struct store *st, int64_t now, int64_t max_age, size_t *removed);
+
+/*
+ * Client API keys.  Only the SHA-256 of a key is stored: the key itself
+ * is shown once when it is made and never written anywhere.  Labels are
+ * unique.  insert and remove are durable; usage_add is cheap (batch it).
+ */
+struct store_apikey {
+	char		*label;
+	uint8_t		 hash[STORE_KEY_HASH_LEN];
+	int64_t		 created;		/* unix s */
+	int64_t		 last_used;		/* unix s, 0 never */
+	int64_t		 requests;
+	int64_t		 input_tokens;
+	int64_t		 cached_tokens;
+};
+
+/* -1 with a clear message when the label (or the hash) already exists. */
+int	store_apikey_insert(struct store *st, const char *label,
+	    const uint8_t hash[STORE_KEY_HASH_LEN], int64_t created);
+/* All keys in creation order; *v is NULL when there are none. */
+int	store_apikey_list(struct store *st, struct store_apikey **v, size_t *n);
+void	store_apikey_list_free(struct store_apikey *v, size_t n);
+int	store_apikey_remove(struct store *st, const char *label);
+/* Adds to the counters; last_used only moves forward. */
+int	store_apikey_usage_add(struct store *st, const char *label, int64_t requests,
+	    int64_t input_tokens, int64_t cached_tokens, int64_t last_used);
 
 #endif

@@ -248,6 +248,8 @@ void	upstream_free(void);
 const char *control_parse_line(char *line, char *err, size_t errlen);
 int	control_start(void);
 void	control_stop(void);
+/* A worker's MSG_STATS, for the control command that asked (rid). */
+void	control_on_worker_stats(int slot, const struct msg *m);
 
 /* reload.c: 0, or -1 with the reason; report lists what changed */
 int	config_reload(char *report, size_t len);

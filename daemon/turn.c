@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 
+#include "apikeys.h"
 #include "hash.h"
 #include "jsonutil.h"
 #include "log.h"
@@ -93,6 +94,7 @@ turn_new(struct evhttp_request *http, const struct turn_ops *ops, void *front,
     struct json_object *body, bool stream)
 {
 	struct turn *t = xcalloc(1, sizeof(*t));
+	const struct apikey *k;
 
 	t->rid = sv->next_rid++;
 	t->ops = ops;
@@ -111,6 +113,8 @@ turn_new(struct evhttp_request *http, const struct turn_ops *ops, void *front,
 	sv->stats.requests++;
 	if (http != NULL)
 		client_attach(t, http);
+	if ((k = apikey_current()) != NULL)
+		strlcpy_safe(t->key_label, k->label, sizeof(t->key_label));
 	return t;
 }
 
@@ -790,9 +794,12 @@ on_done(struct turn *t, const struct msg *m)
 	sv->stats.output_tokens += outt;
 	usage_window_add(&sv->recent, now_mono_usec(), in, cached);
 	account_usage(t->acct, in, cached, outt);
+	apikey_usage(t->key_label[0] ? t->key_label : NULL, in, cached);
 	if (outcome == DONE_COMPLETED)
 		convlog_turn(&sv->convs, t->conv_hash, t->acct->entry, t->slot,
-		    t->decision, t->reason, in, cached, now_mono_usec());
+		    t->decision, t->reason, in, cached, &(struct conv_who){
+			.route = t->ops->route, .key_label = t->key_label,
+			.resumed = t->resume_prev != NULL }, now_mono_usec());
 	if (t->state != TURN_STREAMING) {
 		/* a worker that finished a turn it never started: an error */
 		set_last_error(t, 502, "server_error", "stream_disconnected",

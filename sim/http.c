@@ -1,18 +1,21 @@
 /*
- * HTTP endpoints on the simulator's listener: the OAuth token endpoint,
- * the model list, and the /sim/ control and introspection endpoints.
+ * HTTP endpoints on the simulator's listener: Responses over HTTP/SSE,
+ * the OAuth token endpoint, the model list, and the /sim/ control and
+ * introspection endpoints.
  */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <json-c/json.h>
 
 #include "jsonutil.h"
 #include "log.h"
 #include "lws_glue.h"
+#include "pace.h"
 #include "prompt.h"
 
 #define HTTP_CHUNK	(64 * 1024)
@@ -24,19 +27,65 @@ struct http_txn {
 	char		*resp;
 	size_t		 resp_len;
 	size_t		 resp_off;
+	/* POST .../responses: a streamed answer */
+	struct sim_session sess;
+	struct pacer	 pace;
+	int		 streaming;
+	unsigned char	*head;		/* response head, sent with the first event */
+	size_t		 head_len;
+	struct http_txn	*next;		/* every live transaction, so a */
+	struct http_txn	*prev;		/* shutdown can free the leftovers */
 };
+
+static struct http_txn *txns;
+
+static void
+txn_destroy(struct http_txn *t, int context_alive)
+{
+	if (t->prev != NULL)
+		t->prev->next = t->next;
+	else
+		txns = t->next;
+	if (t->next != NULL)
+		t->next->prev = t->prev;
+	pacer_free(&t->pace, context_alive);
+	session_free(&t->sess);
+	free(t->head);
+	sbuf_free(&t->body);
+	freezero_str(t->resp);
+	free(t);
+}
 
 static void
 txn_free(struct sim_pss *pss)
 {
-	struct http_txn *t = pss->http;
-
-	if (t == NULL)
+	if (pss->http == NULL)
 		return;
-	sbuf_free(&t->body);
-	freezero_str(t->resp);
-	free(t);
+	txn_destroy(pss->http, 1);
 	pss->http = NULL;
+}
+
+static struct http_txn *
+txn_new(struct sim_pss *pss, struct lws *wsi, size_t max_body)
+{
+	struct http_txn *t = xcalloc(1, sizeof(*t));
+
+	sbuf_init(&t->body, max_body);
+	pacer_init(&t->pace, wsi);
+	t->next = txns;
+	if (txns != NULL)
+		txns->prev = t;
+	txns = t;
+	pss->http = t;
+	return t;
+}
+
+void
+http_shutdown(void)
+{
+	/* After the context is gone: the timers are gone with it. */
+	while (txns != NULL)
+		txn_destroy(txns, 0);
 }
 
 static const char *
@@ -87,20 +136,39 @@ http_reply_now(struct lws *wsi, int status, const char *body)
 	return rv;
 }
 
-/* Starts a response: headers now, the body from HTTP_WRITEABLE.  Takes
- * ownership of body. */
+/* Adds each string member of headers (may be NULL) as a header. */
 static int
-http_send(struct lws *wsi, struct sim_pss *pss, int status, char *body)
+add_json_headers(struct lws *wsi, struct json_object *headers,
+    unsigned char **p, unsigned char *end)
 {
-	unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start;
+	char name[128];
+	const char *v;
+
+	if (headers == NULL || !json_object_is_type(headers, json_type_object))
+		return 0;
+	json_object_object_foreach(headers, key, val) {
+		if (!json_object_is_type(val, json_type_string) ||
+		    (size_t)snprintf(name, sizeof(name), "%s:", key) >= sizeof(name))
+			continue;
+		v = json_object_get_string(val);
+		if (lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+		    (const unsigned char *)v, (int)strlen(v), p, end))
+			return -1;
+	}
+	return 0;
+}
+
+/* Starts a response: headers now, the body from HTTP_WRITEABLE.  Takes
+ * ownership of body; headers (may be NULL) is borrowed. */
+static int
+http_send_hdrs(struct lws *wsi, struct sim_pss *pss, int status, char *body,
+    struct json_object *headers)
+{
+	unsigned char hdr[LWS_PRE + 2048], *start = hdr + LWS_PRE, *p = start;
 	struct http_txn *t;
 	size_t blen = strlen(body);
 
-	if (pss->http == NULL) {
-		pss->http = xcalloc(1, sizeof(*pss->http));
-		sbuf_init(&pss->http->body, 0);
-	}
-	t = pss->http;
+	t = pss->http != NULL ? pss->http : txn_new(pss, wsi, 0);
 	t->resp = body;
 	t->resp_len = blen;
 	t->resp_off = 0;
@@ -108,6 +176,7 @@ http_send(struct lws *wsi, struct sim_pss *pss, int status, char *body)
 	    "application/json", blen, &p, hdr + sizeof(hdr)) ||
 	    lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
 	    (const unsigned char *)"no-store", 8, &p, hdr + sizeof(hdr)) ||
+	    add_json_headers(wsi, headers, &p, hdr + sizeof(hdr)) ||
 	    lws_finalize_write_http_header(wsi, start, &p, hdr + sizeof(hdr)))
 		return -1;
 	lws_callback_on_writable(wsi);
@@ -115,10 +184,79 @@ http_send(struct lws *wsi, struct sim_pss *pss, int status, char *body)
 }
 
 static int
+http_send(struct lws *wsi, struct sim_pss *pss, int status, char *body)
+{
+	return http_send_hdrs(wsi, pss, status, body, NULL);
+}
+
+static int
 http_send_error(struct lws *wsi, struct sim_pss *pss, int status,
     const char *type, const char *code, const char *message)
 {
 	return http_send(wsi, pss, status, json_error_body(message, type, code));
+}
+
+/* The end of a streamed answer: the last chunk, then keep-alive. */
+static int
+sse_finish(struct lws *wsi, struct sim_pss *pss)
+{
+	struct http_txn *t = pss->http;
+	unsigned char *buf = xmalloc(LWS_PRE + t->head_len + 8);
+	size_t n = t->head_len + 5;
+	int w;
+
+	/* (a response without events still needs its head) */
+	if (t->head != NULL)
+		memcpy(buf + LWS_PRE, t->head, t->head_len);
+	memcpy(buf + LWS_PRE + t->head_len, "0\r\n\r\n", 5);
+	w = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
+	free(buf);
+	if (w < 0 || (size_t)w != n)
+		return -1;
+	txn_free(pss);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Runs the streamed answer's next step when it is due. */
+static int
+sse_writeable(struct lws *wsi, struct sim_pss *pss)
+{
+	struct http_txn *t = pss->http;
+	struct plan_step *st;
+	int rv = 0;
+
+	if ((st = pacer_due(&t->pace)) == NULL)
+		return 0;
+	switch (st->kind) {
+	case STEP_FRAME:
+		rv = send_sse_frame(wsi, t->head, t->head_len, st->data, st->len);
+		free(t->head);
+		t->head = NULL;
+		t->head_len = 0;
+		break;
+	case STEP_IDLE:
+		step_free(st);
+		return sse_finish(wsi, pss);
+	case STEP_CLOSE:
+		/* Mid-stream: the connection ends without the last chunk. */
+		log_info("conn=%llu (sse) closing mid-stream",
+		    (unsigned long long)t->sess.conn_id);
+		rv = -1;
+		break;
+	case STEP_RESET:
+		log_info("conn=%llu (sse) resetting (RST)",
+		    (unsigned long long)t->sess.conn_id);
+		abort_with_rst(wsi);
+		rv = -1;
+		break;
+	case STEP_STALL:
+		break;
+	}
+	step_free(st);
+	if (rv < 0)
+		return -1;
+	pacer_kick(&t->pace);
+	return 0;
 }
 
 static int
@@ -129,6 +267,8 @@ on_writeable(struct lws *wsi, struct sim_pss *pss)
 	size_t n;
 	int final, w;
 
+	if (t != NULL && t->streaming)
+		return sse_writeable(wsi, pss);
 	if (t == NULL || t->resp == NULL)
 		return 0;
 	n = t->resp_len - t->resp_off;
@@ -150,6 +290,179 @@ on_writeable(struct lws *wsi, struct sim_pss *pss)
 	txn_free(pss);
 	if (lws_http_transaction_completed(wsi))
 		return -1;
+	return 0;
+}
+
+/* x-sim-* request headers: the knobs of sim_knob_set. */
+static const struct {
+	const char	*header;
+	const char	*knob;
+} knob_headers[] = {
+	{ "x-sim-first-event-ms",	"first_event_ms" },
+	{ "x-sim-delta-delay-ms",	"delta_delay_ms" },
+	{ "x-sim-deltas",		"deltas" },
+	{ "x-sim-reasoning",		"reasoning" },
+	{ "x-sim-function-call",	"function_call" },
+};
+
+static int
+header_knobs(struct lws *wsi, struct sim_knobs *k, const char **bad)
+{
+	size_t i;
+	char *v;
+	int rc;
+
+	sim_knobs_init(k);
+	for (i = 0; i < sizeof(knob_headers) / sizeof(knob_headers[0]); i++) {
+		if ((v = custom_dup(wsi, knob_headers[i].header)) == NULL)
+			continue;
+		rc = sim_knob_set(k, knob_headers[i].knob, v);
+		free(v);
+		if (rc < 0) {
+			*bad = knob_headers[i].header;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The rate limits that the WebSocket sends as codex.rate_limits. */
+static int
+rate_limit_headers(struct lws *wsi, unsigned char **p, unsigned char *end)
+{
+	struct json_object *h = json_object_new_object();
+	long now = (long)time(NULL);
+	char buf[32];
+	int rc;
+
+	json_object_object_add(h, "x-codex-primary-used-percent",
+	    json_object_new_string("12.0"));
+	json_object_object_add(h, "x-codex-primary-window-minutes",
+	    json_object_new_string("300"));
+	snprintf(buf, sizeof(buf), "%ld", now + 3 * 3600);
+	json_object_object_add(h, "x-codex-primary-reset-at", json_object_new_string(buf));
+	json_object_object_add(h, "x-codex-secondary-used-percent",
+	    json_object_new_string("3.0"));
+	json_object_object_add(h, "x-codex-secondary-window-minutes",
+	    json_object_new_string("10080"));
+	snprintf(buf, sizeof(buf), "%ld", now + 5 * 86400);
+	json_object_object_add(h, "x-codex-secondary-reset-at", json_object_new_string(buf));
+	rc = add_json_headers(wsi, h, p, end);
+	json_object_put(h);
+	return rc;
+}
+
+/* An error frame first in the plan becomes the HTTP status, with its
+ * error object as the body and its "headers" as headers. */
+static int
+send_error_frame(struct lws *wsi, struct sim_pss *pss, const char *frame, size_t len)
+{
+	struct json_object *f, *out, *e;
+	char err[64];
+	int64_t status;
+	int rv;
+
+	f = json_parse_buf(frame, len, err, sizeof(err));
+	status = f ? json_get_int(f, "status", 500) : 500;
+	if (status < 400 || status > 599)
+		status = 500;
+	out = json_object_new_object();
+	e = f ? json_get_obj(f, "error") : NULL;
+	json_object_object_add(out, "error", e ? json_object_get(e) : NULL);
+	rv = http_send_hdrs(wsi, pss, (int)status, xstrdup(json_plain(out, NULL)),
+	    f ? json_get_obj(f, "headers") : NULL);
+	json_object_put(out);
+	json_object_put(f);
+	return rv;
+}
+
+static int
+is_error_frame(const struct plan_step *st)
+{
+	static const char prefix[] = "{\"type\":\"error\"";
+
+	return st->kind == STEP_FRAME && st->len >= sizeof(prefix) - 1 &&
+	    memcmp(st->data, prefix, sizeof(prefix) - 1) == 0;
+}
+
+/*
+ * POST .../responses: the same checks (bearer token, account id) and the
+ * same answer as a response.create on the WebSocket, each event one SSE
+ * block in its own chunk and write.  Every request is a new connection to
+ * the load balancer: a random backend, no previous_response_id.
+ */
+static int
+responses_endpoint(struct lws *wsi, struct sim_pss *pss, const char *body, size_t len)
+{
+	unsigned char hdr[LWS_PRE + 2048], *start = hdr + LWS_PRE, *p = start,
+	    *end = hdr + sizeof(hdr);
+	struct http_txn *t = pss->http;
+	struct sim_account *acct = NULL;
+	struct sim_knobs knobs;
+	struct plan plan;
+	struct plan_step *st;
+	enum auth_verdict v;
+	const char *bad = NULL;
+	char *authz, *account_hdr, msg[128];
+
+	authz = hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+	account_hdr = custom_dup(wsi, "chatgpt-account-id");
+	v = sim_auth_check(&g_sim->auth, authz, account_hdr, &acct);
+	freezero_str(authz);
+	free(account_hdr);
+	if (v != AUTH_OK) {
+		log_info("responses over HTTP refused: %s", auth_verdict_code(v));
+		return http_send_error(wsi, pss, 401, "invalid_request_error",
+		    auth_verdict_code(v), auth_verdict_message(v));
+	}
+	if (header_knobs(wsi, &knobs, &bad) < 0) {
+		snprintf(msg, sizeof(msg), "Invalid value in header %s (see "
+		    "codexpool-sim(1)).", bad);
+		return http_send_error(wsi, pss, 400, "invalid_request_error",
+		    "invalid_sim_option", msg);
+	}
+	session_init(&t->sess, sim_new_conn_id(g_sim),
+	    sim_rand_below(g_sim, g_sim->o.backends), acct->id);
+	t->sess.sse = 1;
+	sim_respond_knobs(g_sim, &t->sess, body, len, &knobs, &plan);
+	st = plan.head;
+	if (st != NULL && is_error_frame(st)) {
+		int rv = send_error_frame(wsi, pss, st->data, st->len);
+
+		plan_free(&plan);
+		return rv;
+	}
+	if (st != NULL && (st->kind == STEP_CLOSE || st->kind == STEP_RESET)) {
+		log_info("conn=%llu (sse) %s before any event",
+		    (unsigned long long)t->sess.conn_id,
+		    st->kind == STEP_RESET ? "resetting" : "closing");
+		if (st->kind == STEP_RESET)
+			abort_with_rst(wsi);
+		plan_free(&plan);
+		return -1;
+	}
+	/* The head goes out with the first event, in the same write, as
+	 * codexpoold sends its own: TTFT through either compares alike. */
+	if (lws_add_http_header_status(wsi, 200, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+	    (const unsigned char *)"text/event-stream", 17, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+	    (const unsigned char *)"no-cache", 8, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+	    (const unsigned char *)"chunked", 7, &p, end) ||
+	    rate_limit_headers(wsi, &p, end) ||
+	    lws_finalize_http_header(wsi, &p, end)) {
+		plan_free(&plan);
+		return -1;
+	}
+	t->head_len = (size_t)(p - start);
+	t->head = xmalloc(t->head_len);
+	memcpy(t->head, start, t->head_len);
+	/* A paced answer may take longer than lws's usual timeouts. */
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	t->streaming = 1;
+	plan_append(&t->pace.script, &plan);
+	pacer_kick(&t->pace);
 	return 0;
 }
 
@@ -281,9 +594,7 @@ route(struct lws *wsi, struct sim_pss *pss, const char *body, size_t len)
 			return http_send(wsi, pss, 200, ok_body());
 		}
 		if (path_ends_with(path, "/responses"))
-			return http_send_error(wsi, pss, 501, "invalid_request_error",
-			    "not_implemented",
-			    "The simulator serves Responses over WebSocket only.");
+			return responses_endpoint(wsi, pss, body, len);
 	} else {
 		if (strcmp(path, "/sim/state") == 0)
 			return http_send(wsi, pss, 200, sim_state_json(g_sim, NULL));
@@ -310,8 +621,7 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	switch (reason) {
 	case LWS_CALLBACK_HTTP:
 		txn_free(pss);
-		t = pss->http = xcalloc(1, sizeof(*t));
-		sbuf_init(&t->body, g_sim->o.max_body);
+		t = txn_new(pss, wsi, g_sim->o.max_body);
 		req_path(wsi, t->path, sizeof(t->path));
 		t->post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
 		if (!t->post && lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) <= 0)

@@ -36,5 +36,11 @@ int	http_reply_now(struct lws *wsi, int status, const char *body);
 /* Copies the path of the request (no query string) into buf. */
 void	req_path(struct lws *wsi, char *buf, size_t size);
 int	path_ends_with(const char *path, const char *suffix);
+/* A request header's value, malloc'd, or NULL: a known one by token, a
+ * custom one by name (without the colon). */
+char	*hdr_dup(struct lws *wsi, enum lws_token_indexes t);
+char	*custom_dup(struct lws *wsi, const char *name);
+
+void	http_shutdown(void);
 
 #endif

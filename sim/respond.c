@@ -7,6 +7,8 @@
  */
 #include "config.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,7 +243,7 @@ response_obj(const char *id, const char *model, const char *status, long created
 }
 
 static struct json_object *
-usage_obj(int64_t input, int64_t cached, int64_t output)
+usage_obj(int64_t input, int64_t cached, int64_t output, int64_t reasoning)
 {
 	struct json_object *u = json_object_new_object(), *d;
 
@@ -251,7 +253,7 @@ usage_obj(int64_t input, int64_t cached, int64_t output)
 	json_object_object_add(u, "input_tokens_details", d);
 	json_object_object_add(u, "output_tokens", json_object_new_int64(output));
 	d = json_object_new_object();
-	json_object_object_add(d, "reasoning_tokens", json_object_new_int64(0));
+	json_object_object_add(d, "reasoning_tokens", json_object_new_int64(reasoning));
 	json_object_object_add(u, "output_tokens_details", d);
 	json_object_object_add(u, "total_tokens", json_object_new_int64(input + output));
 	return u;
@@ -278,6 +280,50 @@ message_item(const char *id, const char *status, const char *text)
 	return it;
 }
 
+/* A function call; arguments "" while in progress. */
+static struct json_object *
+function_call_item(const char *id, const char *call_id, const char *name,
+    const char *arguments, const char *status)
+{
+	struct json_object *it = json_object_new_object();
+
+	json_object_object_add(it, "type", json_object_new_string("function_call"));
+	json_object_object_add(it, "id", json_object_new_string(id));
+	json_object_object_add(it, "call_id", json_object_new_string(call_id));
+	json_object_object_add(it, "name", json_object_new_string(name));
+	json_object_object_add(it, "arguments", json_object_new_string(arguments));
+	json_object_object_add(it, "status", json_object_new_string(status));
+	return it;
+}
+
+static struct json_object *
+summary_part(const char *text)
+{
+	struct json_object *p = json_object_new_object();
+
+	json_object_object_add(p, "type", json_object_new_string("summary_text"));
+	json_object_object_add(p, "text", json_object_new_string(text));
+	return p;
+}
+
+/* A reasoning item; summary NULL while in progress. */
+static struct json_object *
+reasoning_item(const char *id, const char *summary)
+{
+	struct json_object *it = json_object_new_object(), *sum;
+
+	json_object_object_add(it, "type", json_object_new_string("reasoning"));
+	json_object_object_add(it, "id", json_object_new_string(id));
+	sum = json_object_new_array();
+	if (summary != NULL)
+		json_object_array_add(sum, summary_part(summary));
+	json_object_object_add(it, "summary", sum);
+	if (summary != NULL)
+		json_object_object_add(it, "encrypted_content",
+		    json_object_new_string("sim-encrypted-reasoning"));
+	return it;
+}
+
 static struct json_object *
 text_part(const char *text)
 {
@@ -287,15 +333,6 @@ text_part(const char *text)
 	json_object_object_add(p, "text", json_object_new_string(text));
 	json_object_object_add(p, "annotations", json_object_new_array());
 	return p;
-}
-
-static struct json_object *
-item_ref(struct json_object *o, const char *msg_id)
-{
-	json_object_object_add(o, "item_id", json_object_new_string(msg_id));
-	json_object_object_add(o, "output_index", json_object_new_int(0));
-	json_object_object_add(o, "content_index", json_object_new_int(0));
-	return o;
 }
 
 /* Length of the first n UTF-8 characters of s (never splits one). */
@@ -324,114 +361,259 @@ utf8_chars(const char *s)
 	return n;
 }
 
-/* "sim reply to: " + the first 40 characters of the last user text. */
+/* prefix + the first 40 characters of the last user text, one line. */
 static char *
-reply_text(const char *user_text)
+quote_text(const char *prefix, const char *user_text)
 {
 	struct sbuf sb;
 	const char *u = user_text ? user_text : "";
 	size_t i, n = utf8_prefix(u, SIM_REPLY_QUOTE_CHARS);
 
 	sbuf_init(&sb, 4096);
-	sbuf_adds(&sb, SIM_REPLY_PREFIX);
+	sbuf_adds(&sb, prefix);
 	/* Control characters would make an ugly reply; keep it one line. */
 	for (i = 0; i < n; i++)
 		sbuf_addc(&sb, (unsigned char)u[i] < 0x20 ? ' ' : u[i]);
 	return sbuf_take(&sb, NULL);
 }
 
+/* "sim reply to: " + the first 40 characters of the last user text. */
+static char *
+reply_text(const char *user_text)
+{
+	return quote_text(SIM_REPLY_PREFIX, user_text);
+}
+
+/* {"input":"<the first 40 characters of the last user text>"} */
+static char *
+call_arguments(const char *user_text)
+{
+	struct json_object *o = json_object_new_object();
+	char *q = quote_text("", user_text), *s;
+
+	json_object_object_add(o, "input", json_object_new_string(q));
+	s = xstrdup(json_object_to_json_string_ext(o, JSON_FLAGS));
+	json_object_put(o);
+	free(q);
+	return s;
+}
+
 struct gen {
 	const char	*model;
 	char		 resp_id[64];
 	char		 msg_id[64];
+	char		 fc_id[64];
+	char		 call_id[64];
+	char		 rs_id[64];
 	long		 created;
 	int64_t		 input_tokens;
 	int64_t		 cached_tokens;
 	int64_t		 output_tokens;
-	char		*text;
+	int64_t		 reasoning_tokens;
+	char		*text;		/* the message, or NULL for a function call */
+	const char	*fc_name;	/* the function call's name, or NULL */
+	char		*arguments;	/* its arguments */
+	char		*summary;	/* reasoning summary, or NULL */
 	int		 seq;
+	int		 deltas;	/* per streamed item */
+	int		 delta_ms;	/* before each delta */
+	int		 stop_after;	/* deltas before a mid-stream cut; -1 none */
+	int		 deltas_sent;
+	struct json_object *items;	/* the completed output items */
 };
 
 static void
 new_ids(struct sim *sim, struct gen *g)
 {
 	uint64_t n = ++sim->next_resp;
+	unsigned long long run = (unsigned long long)sim->run_id;
 
-	snprintf(g->resp_id, sizeof(g->resp_id), "resp_%016llx%08llx",
-	    (unsigned long long)sim->run_id, (unsigned long long)n);
-	snprintf(g->msg_id, sizeof(g->msg_id), "msg_%016llx%08llx",
-	    (unsigned long long)sim->run_id, (unsigned long long)n);
+	snprintf(g->resp_id, sizeof(g->resp_id), "resp_%016llx%08llx", run,
+	    (unsigned long long)n);
+	snprintf(g->msg_id, sizeof(g->msg_id), "msg_%016llx%08llx", run,
+	    (unsigned long long)n);
+	snprintf(g->fc_id, sizeof(g->fc_id), "fc_%016llx%08llx", run,
+	    (unsigned long long)n);
+	snprintf(g->call_id, sizeof(g->call_id), "call_%016llx%08llx", run,
+	    (unsigned long long)n);
+	snprintf(g->rs_id, sizeof(g->rs_id), "rs_%016llx%08llx", run,
+	    (unsigned long long)n);
 }
 
 static void
-created_frames(struct plan *plan, struct gen *g, int first_delay_ms)
+created_frames(struct plan *plan, struct gen *g, int first_delay_ms, int sse)
 {
 	struct json_object *o;
 
-	rate_limits_frame(plan, first_delay_ms);
+	/* Over SSE the rate limits travel as response headers instead. */
+	if (!sse) {
+		rate_limits_frame(plan, first_delay_ms);
+		first_delay_ms = 0;
+	}
 	o = event("response.created", &g->seq);
 	json_object_object_add(o, "response",
 	    response_obj(g->resp_id, g->model, "in_progress", g->created));
+	add_frame(plan, o, first_delay_ms);
+}
+
+/* An event about part of an output item: item_id, output_index and, if
+ * index_key, that index (content_index, summary_index) = 0. */
+static struct json_object *
+ref_event(struct gen *g, const char *type, const char *item_id, int out_index,
+    const char *index_key)
+{
+	struct json_object *o = event(type, &g->seq);
+
+	json_object_object_add(o, "item_id", json_object_new_string(item_id));
+	json_object_object_add(o, "output_index", json_object_new_int(out_index));
+	if (index_key != NULL)
+		json_object_object_add(o, index_key, json_object_new_int(0));
+	return o;
+}
+
+static void
+item_event(struct plan *plan, struct gen *g, const char *type, int out_index,
+    struct json_object *item)
+{
+	struct json_object *o = event(type, &g->seq);
+
+	json_object_object_add(o, "output_index", json_object_new_int(out_index));
+	json_object_object_add(o, "item", item);
 	add_frame(plan, o, 0);
 }
 
-/* Frames up to and including the delta number stop_after (all if < 0). */
-static void
-output_frames(struct sim *sim, struct plan *plan, struct gen *g, int stop_after)
+/* g->deltas delta events that spread text evenly, each after the pacing
+ * delay.  Returns 1 when a mid-stream cut stops the response here. */
+static int
+delta_frames(struct plan *plan, struct gen *g, const char *text, const char *type,
+    const char *item_id, int out_index, const char *index_key)
 {
 	struct json_object *o;
-	size_t chars = utf8_chars(g->text), off = 0, want, n;
-	int k, deltas = sim->o.deltas;
+	size_t chars = utf8_chars(text), off = 0, want, n;
+	int k;
+
+	for (k = 0; k < g->deltas; k++) {
+		want = (chars * (size_t)(k + 1)) / (size_t)g->deltas -
+		    (chars * (size_t)k) / (size_t)g->deltas;
+		n = utf8_prefix(text + off, want);
+		o = ref_event(g, type, item_id, out_index, index_key);
+		json_object_object_add(o, "delta",
+		    json_object_new_string_len(text + off, (int)n));
+		off += n;
+		add_frame(plan, o, g->delta_ms);
+		if (g->stop_after >= 0 && ++g->deltas_sent >= g->stop_after)
+			return 1;
+	}
+	return 0;
+}
+
+static int
+reasoning_frames(struct plan *plan, struct gen *g, int idx)
+{
+	struct json_object *o;
+
+	item_event(plan, g, "response.output_item.added", idx,
+	    reasoning_item(g->rs_id, NULL));
+	o = ref_event(g, "response.reasoning_summary_part.added", g->rs_id, idx,
+	    "summary_index");
+	json_object_object_add(o, "part", summary_part(""));
+	add_frame(plan, o, 0);
+	if (delta_frames(plan, g, g->summary, "response.reasoning_summary_text.delta",
+	    g->rs_id, idx, "summary_index"))
+		return 1;
+	o = ref_event(g, "response.reasoning_summary_text.done", g->rs_id, idx,
+	    "summary_index");
+	json_object_object_add(o, "text", json_object_new_string(g->summary));
+	add_frame(plan, o, 0);
+	o = ref_event(g, "response.reasoning_summary_part.done", g->rs_id, idx,
+	    "summary_index");
+	json_object_object_add(o, "part", summary_part(g->summary));
+	add_frame(plan, o, 0);
+	item_event(plan, g, "response.output_item.done", idx,
+	    reasoning_item(g->rs_id, g->summary));
+	json_object_array_add(g->items, reasoning_item(g->rs_id, g->summary));
+	return 0;
+}
+
+static int
+function_call_frames(struct plan *plan, struct gen *g, int idx)
+{
+	struct json_object *o;
+
+	item_event(plan, g, "response.output_item.added", idx,
+	    function_call_item(g->fc_id, g->call_id, g->fc_name, "", "in_progress"));
+	if (delta_frames(plan, g, g->arguments,
+	    "response.function_call_arguments.delta", g->fc_id, idx, NULL))
+		return 1;
+	o = ref_event(g, "response.function_call_arguments.done", g->fc_id, idx, NULL);
+	json_object_object_add(o, "name", json_object_new_string(g->fc_name));
+	json_object_object_add(o, "arguments", json_object_new_string(g->arguments));
+	add_frame(plan, o, 0);
+	item_event(plan, g, "response.output_item.done", idx, function_call_item(
+	    g->fc_id, g->call_id, g->fc_name, g->arguments, "completed"));
+	json_object_array_add(g->items, function_call_item(g->fc_id, g->call_id,
+	    g->fc_name, g->arguments, "completed"));
+	return 0;
+}
+
+static int
+message_frames(struct plan *plan, struct gen *g, int idx)
+{
+	struct json_object *o;
+
+	item_event(plan, g, "response.output_item.added", idx,
+	    message_item(g->msg_id, "in_progress", NULL));
+	o = ref_event(g, "response.content_part.added", g->msg_id, idx, "content_index");
+	json_object_object_add(o, "part", text_part(""));
+	add_frame(plan, o, 0);
+	if (delta_frames(plan, g, g->text, "response.output_text.delta", g->msg_id,
+	    idx, "content_index"))
+		return 1;
+	o = ref_event(g, "response.output_text.done", g->msg_id, idx, "content_index");
+	json_object_object_add(o, "text", json_object_new_string(g->text));
+	add_frame(plan, o, 0);
+	o = ref_event(g, "response.content_part.done", g->msg_id, idx, "content_index");
+	json_object_object_add(o, "part", text_part(g->text));
+	add_frame(plan, o, 0);
+	item_event(plan, g, "response.output_item.done", idx,
+	    message_item(g->msg_id, "completed", g->text));
+	json_object_array_add(g->items, message_item(g->msg_id, "completed", g->text));
+	return 0;
+}
+
+/* in_progress, then each output item's events; stops early (returns 1)
+ * after g->stop_after deltas. */
+static int
+output_frames(struct plan *plan, struct gen *g)
+{
+	struct json_object *o;
+	int idx = 0;
 
 	o = event("response.in_progress", &g->seq);
 	json_object_object_add(o, "response",
 	    response_obj(g->resp_id, g->model, "in_progress", g->created));
 	add_frame(plan, o, 0);
-	o = event("response.output_item.added", &g->seq);
-	json_object_object_add(o, "output_index", json_object_new_int(0));
-	json_object_object_add(o, "item", message_item(g->msg_id, "in_progress", NULL));
-	add_frame(plan, o, 0);
-	o = item_ref(event("response.content_part.added", &g->seq), g->msg_id);
-	json_object_object_add(o, "part", text_part(""));
-	add_frame(plan, o, 0);
-	for (k = 0; k < deltas; k++) {
-		/* Spread the characters evenly over the deltas. */
-		want = (chars * (size_t)(k + 1)) / (size_t)deltas -
-		    (chars * (size_t)k) / (size_t)deltas;
-		n = utf8_prefix(g->text + off, want);
-		o = item_ref(event("response.output_text.delta", &g->seq), g->msg_id);
-		json_object_object_add(o, "delta",
-		    json_object_new_string_len(g->text + off, (int)n));
-		off += n;
-		add_frame(plan, o, sim->o.delta_delay_ms);
-		if (stop_after >= 0 && k + 1 >= stop_after)
-			return;
-	}
-	o = item_ref(event("response.output_text.done", &g->seq), g->msg_id);
-	json_object_object_add(o, "text", json_object_new_string(g->text));
-	add_frame(plan, o, 0);
-	o = item_ref(event("response.content_part.done", &g->seq), g->msg_id);
-	json_object_object_add(o, "part", text_part(g->text));
-	add_frame(plan, o, 0);
-	o = event("response.output_item.done", &g->seq);
-	json_object_object_add(o, "output_index", json_object_new_int(0));
-	json_object_object_add(o, "item", message_item(g->msg_id, "completed", g->text));
-	add_frame(plan, o, 0);
+	if (g->summary != NULL && reasoning_frames(plan, g, idx++))
+		return 1;
+	if (g->fc_name != NULL)
+		return function_call_frames(plan, g, idx);
+	return message_frames(plan, g, idx);
 }
 
 static void
-completed_frame(struct plan *plan, struct gen *g, int with_output)
+completed_frame(struct plan *plan, struct gen *g)
 {
 	struct json_object *o, *r, *out;
+	size_t i;
 
 	o = event("response.completed", &g->seq);
 	r = response_obj(g->resp_id, g->model, "completed", g->created);
-	if (with_output) {
-		json_object_object_get_ex(r, "output", &out);
-		json_object_array_add(out, message_item(g->msg_id, "completed", g->text));
-	}
-	json_object_object_add(r, "usage",
-	    usage_obj(g->input_tokens, g->cached_tokens, g->output_tokens));
+	json_object_object_get_ex(r, "output", &out);
+	for (i = 0; i < json_object_array_length(g->items); i++)
+		json_object_array_add(out,
+		    json_object_get(json_object_array_get_idx(g->items, i)));
+	json_object_object_add(r, "usage", usage_obj(g->input_tokens,
+	    g->cached_tokens, g->output_tokens, g->reasoning_tokens));
 	json_object_object_add(o, "response", r);
 	add_frame(plan, o, 0);
 }
@@ -504,29 +686,186 @@ choose_fault(struct sim *sim, const char *user_text, struct sim_fault *f)
 }
 
 static void
-commit(struct sim_session *s, const struct gen *g, struct sbuf *prompt,
-    struct json_object *item)
+commit(struct sim_session *s, const struct gen *g, struct sbuf *prompt)
 {
+	size_t i, n = g->items ? json_object_array_length(g->items) : 0;
+
 	/* The continuation base is this prompt followed by its output. */
-	if (item != NULL)
-		prompt_add_item(prompt, item);
+	for (i = 0; i < n; i++)
+		prompt_add_item(prompt, json_object_array_get_idx(g->items, i));
 	free(s->last_prompt);
 	s->last_prompt = sbuf_take(prompt, &s->last_prompt_len);
 	strlcpy_safe(s->last_resp_id, g->resp_id, sizeof(s->last_resp_id));
 }
 
+/* ---- knobs ----------------------------------------------------------- */
+
+void
+sim_knobs_init(struct sim_knobs *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->first_event_ms = k->delta_delay_ms = k->deltas = k->reasoning = -1;
+}
+
+static int
+valid_name(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > SIM_NAME_MAX)
+		return 0;
+	for (i = 0; i < len; i++)
+		if (!(isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-' ||
+		    s[i] == '.'))
+			return 0;
+	return 1;
+}
+
+static int
+knob_num(const char *v, long min, long max, int *out)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
+		return -1;
+	*out = (int)n;
+	return 0;
+}
+
+int
+sim_knob_set(struct sim_knobs *k, const char *name, const char *value)
+{
+	if (value == NULL)
+		return -1;
+	if (strcmp(name, "first_event_ms") == 0)
+		return knob_num(value, 0, SIM_MAX_DELAY_MS, &k->first_event_ms);
+	if (strcmp(name, "delta_delay_ms") == 0)
+		return knob_num(value, 0, SIM_MAX_DELAY_MS, &k->delta_delay_ms);
+	if (strcmp(name, "deltas") == 0)
+		return knob_num(value, 1, SIM_MAX_DELTAS, &k->deltas);
+	if (strcmp(name, "reasoning") == 0) {
+		if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
+			k->reasoning = 1;
+		else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
+			k->reasoning = 0;
+		else
+			return -1;
+		return 0;
+	}
+	if (strcmp(name, "function_call") == 0) {
+		if (!valid_name(value, strlen(value)))
+			return -1;
+		strlcpy_safe(k->function_call, value, sizeof(k->function_call));
+		return 0;
+	}
+	return -1;
+}
+
+/* The body's "sim" object, then the outside knobs over it. */
+static int
+merge_knobs(struct json_object *req, const struct sim_knobs *outside,
+    struct sim_knobs *k, char *bad, size_t badlen)
+{
+	struct json_object *o = json_get_obj(req, "sim");
+
+	sim_knobs_init(k);
+	if (json_object_object_get_ex(req, "sim", NULL) && o == NULL) {
+		snprintf(bad, badlen, "sim");
+		return -1;
+	}
+	if (o != NULL) {
+		json_object_object_foreach(o, key, val) {
+			if (json_object_is_type(val, json_type_object) ||
+			    json_object_is_type(val, json_type_array) ||
+			    sim_knob_set(k, key, json_object_get_string(val)) < 0) {
+				snprintf(bad, badlen, "sim.%.60s", key);
+				return -1;
+			}
+		}
+	}
+	if (outside == NULL)
+		return 0;
+	if (outside->first_event_ms >= 0)
+		k->first_event_ms = outside->first_event_ms;
+	if (outside->delta_delay_ms >= 0)
+		k->delta_delay_ms = outside->delta_delay_ms;
+	if (outside->deltas >= 0)
+		k->deltas = outside->deltas;
+	if (outside->reasoning >= 0)
+		k->reasoning = outside->reasoning;
+	if (outside->function_call[0] != '\0')
+		strlcpy_safe(k->function_call, outside->function_call,
+		    sizeof(k->function_call));
+	return 0;
+}
+
+/* A function call asked for by a knob, or by "CALL:NAME" in the last user
+ * text of a request that has tools.  NULL: answer with a message. */
+static const char *
+pick_function_call(struct json_object *req, const char *user_text,
+    struct sim_knobs *k)
+{
+	struct json_object *tools = json_get_array(req, "tools");
+	const char *p;
+	size_t n;
+
+	if (k->function_call[0] != '\0')
+		return k->function_call;
+	if (tools == NULL || json_object_array_length(tools) == 0 ||
+	    user_text == NULL || (p = strstr(user_text, "CALL:")) == NULL)
+		return NULL;
+	p += strlen("CALL:");
+	for (n = 0; p[n] != '\0' && n <= SIM_NAME_MAX; n++)
+		if (!(isalnum((unsigned char)p[n]) || p[n] == '_' || p[n] == '-' ||
+		    p[n] == '.'))
+			break;
+	/* A trailing dot ends the sentence, not the name. */
+	while (n > 0 && p[n - 1] == '.')
+		n--;
+	if (!valid_name(p, n))
+		return NULL;
+	memcpy(k->function_call, p, n);
+	k->function_call[n] = '\0';
+	return k->function_call;
+}
+
+size_t
+sim_stamp_suffix(const char *data, size_t len, char *buf, size_t size)
+{
+	int n;
+
+	if (len < 2 || data[0] != '{' || data[len - 1] != '}')
+		return 0;
+	n = snprintf(buf, size, "%s\"sim_sent_us\":%lld}", len > 2 ? "," : "",
+	    (long long)now_wall_usec());
+	return n > 0 && (size_t)n < size ? (size_t)n : 0;
+}
+
+/* ---- one request ----------------------------------------------------- */
+
 void
 sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
     size_t len, struct plan *plan)
 {
-	struct json_object *req = NULL, *input = NULL, *rec, *item = NULL;
+	sim_respond_knobs(sim, s, msg, len, NULL, plan);
+}
+
+void
+sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
+    size_t len, const struct sim_knobs *outside, struct plan *plan)
+{
+	struct json_object *req = NULL, *input = NULL, *rec;
 	struct cache_probe probe = { 0 };
 	struct sim_fault fault = { FAULT_NONE, 0 };
+	struct sim_knobs knobs;
 	struct sbuf prompt;
 	struct gen g;
 	const char *type, *prev, *pck;
 	char *user_text = NULL, err[128], faultname[48], msgbuf[256];
-	int generate, store = 1, first_delay = 0;
+	int generate, store = 1, first_delay;
 	int64_t prompt_toks;
 
 	memset(plan, 0, sizeof(*plan));
@@ -543,13 +882,30 @@ sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 		goto out;
 	}
 	type = json_get_str(req, "type");
-	if (type == NULL || strcmp(type, "response.create") != 0) {
+	/* An HTTP body has no "type"; a WebSocket message must have it. */
+	if ((type == NULL && !s->sse) ||
+	    (type != NULL && strcmp(type, "response.create") != 0)) {
 		snprintf(msgbuf, sizeof(msgbuf), "Unsupported message type '%.64s'.",
 		    type ? type : "(none)");
 		error_plan(plan, 400, "invalid_request_error", "unsupported_message_type",
 		    msgbuf, "type");
 		plan->urgent = 1;
 		record_error(sim, s, req, "unsupported_message_type");
+		goto out;
+	}
+	if (s->sse && !json_get_bool(req, "stream", false)) {
+		error_plan(plan, 400, "invalid_request_error", "invalid_value",
+		    "Stream must be set to true", "stream");
+		record_error(sim, s, req, "invalid_value");
+		goto out;
+	}
+	if (merge_knobs(req, outside, &knobs, err, sizeof(err)) < 0) {
+		snprintf(msgbuf, sizeof(msgbuf), "Invalid simulator option '%s' (see "
+		    "codexpool-sim(1)).", err);
+		error_plan(plan, 400, "invalid_request_error", "invalid_sim_option",
+		    msgbuf, err);
+		plan->urgent = 1;
+		record_error(sim, s, req, "invalid_sim_option");
 		goto out;
 	}
 	if (s->busy) {
@@ -614,6 +970,13 @@ sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 	if (g.model == NULL)
 		g.model = SIM_DEFAULT_MODEL;
 	g.created = (long)time(NULL);
+	g.items = json_object_new_array();
+	g.deltas = knobs.deltas >= 0 ? knobs.deltas : sim->o.deltas;
+	g.delta_ms = knobs.delta_delay_ms >= 0 ? knobs.delta_delay_ms :
+	    sim->o.delta_delay_ms;
+	g.stop_after = -1;
+	first_delay = knobs.first_event_ms >= 0 ? knobs.first_event_ms :
+	    sim->o.first_event_ms;
 	new_ids(sim, &g);
 	if (cache_probe_init(&probe, s->account, pck, prompt.buf, prompt.len) < 0) {
 		error_plan(plan, 500, "server_error", "server_error",
@@ -625,18 +988,29 @@ sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 	g.cached_tokens = prompt_cache_lookup(sim->backends[s->backend], &probe);
 	g.input_tokens = prompt_toks;
 	if (generate) {
-		g.text = reply_text(user_text);
-		if (sim->o.reply_bytes > strlen(g.text)) {
-			/* big replies, for the relay's buffer limits */
-			size_t have = strlen(g.text);
-			char *big = realloc(g.text, sim->o.reply_bytes + 1);
-			if (big != NULL) {
-				memset(big + have, 'z', sim->o.reply_bytes - have);
-				big[sim->o.reply_bytes] = '\0';
-				g.text = big;
+		g.fc_name = pick_function_call(req, user_text, &knobs);
+		if (g.fc_name != NULL) {
+			g.arguments = call_arguments(user_text);
+			g.output_tokens = prompt_tokens(strlen(g.arguments));
+		} else {
+			g.text = reply_text(user_text);
+			if (sim->o.reply_bytes > strlen(g.text)) {
+				/* big replies, for the relay's buffer limits */
+				size_t have = strlen(g.text);
+				char *big = realloc(g.text, sim->o.reply_bytes + 1);
+				if (big != NULL) {
+					memset(big + have, 'z', sim->o.reply_bytes - have);
+					big[sim->o.reply_bytes] = '\0';
+					g.text = big;
+				}
 			}
+			g.output_tokens = prompt_tokens(strlen(g.text));
 		}
-		g.output_tokens = prompt_tokens(strlen(g.text));
+		if (knobs.reasoning > 0) {
+			g.summary = quote_text("Thinking about: ", user_text);
+			g.reasoning_tokens = prompt_tokens(strlen(g.summary));
+			g.output_tokens += g.reasoning_tokens;
+		}
 		if (g.output_tokens < 1)
 			g.output_tokens = 1;
 	} else {
@@ -672,7 +1046,7 @@ sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 		store = 0;
 		break;
 	case FAULT_SERVER_ERROR:
-		created_frames(plan, &g, 0);
+		created_frames(plan, &g, first_delay, s->sse);
 		failed_frame(plan, &g);
 		add_step(plan, STEP_IDLE, 0);
 		store = 0;
@@ -682,9 +1056,11 @@ sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 		store = 0;
 		break;
 	case FAULT_CLOSE_MID_STREAM:
-		created_frames(plan, &g, 0);
-		if (generate)
-			output_frames(sim, plan, &g, 2);
+		created_frames(plan, &g, first_delay, s->sse);
+		if (generate) {
+			g.stop_after = 2;
+			output_frames(plan, &g);
+		}
 		add_close(plan, 1011, 0);
 		break;
 	case FAULT_SLOW_START:
@@ -693,12 +1069,10 @@ sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 	case FAULT_CLOSE_IDLE:
 	case FAULT_NONE:
 	default:
-		created_frames(plan, &g, first_delay);
-		if (generate) {
-			output_frames(sim, plan, &g, -1);
-			item = message_item(g.msg_id, "completed", g.text);
-		}
-		completed_frame(plan, &g, generate);
+		created_frames(plan, &g, first_delay, s->sse);
+		if (generate)
+			output_frames(plan, &g);
+		completed_frame(plan, &g);
 		add_step(plan, STEP_IDLE, 0);
 		if (fault.kind == FAULT_CLOSE_IDLE)
 			add_close(plan, 1000, SIM_CLOSE_IDLE_DELAY_MS);
@@ -716,22 +1090,29 @@ sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 	if (fault.kind != FAULT_NONE)
 		json_object_object_add(rec, "fault", json_object_new_string(faultname));
 	json_object_object_add(rec, "response_id", json_object_new_string(g.resp_id));
+	if (g.fc_name != NULL)
+		json_object_object_add(rec, "function_call",
+		    json_object_new_string(g.fc_name));
 	records_add_request(&sim->rec, rec);
-	log_info("conn=%llu backend=%d account=%s request %s%s input=%lld "
-	    "cached=%lld prompt=%lld fault=%s",
+	log_info("conn=%llu backend=%d account=%s request %s%s%s input=%lld "
+	    "cached=%lld prompt=%lld fault=%s%s%s",
 	    (unsigned long long)s->conn_id, s->backend, s->account, g.resp_id,
-	    generate ? "" : " (prewarm)", (long long)g.input_tokens,
-	    (long long)g.cached_tokens, (long long)prompt_toks, faultname);
+	    generate ? "" : " (prewarm)", s->sse ? " (sse)" : "",
+	    (long long)g.input_tokens, (long long)g.cached_tokens,
+	    (long long)prompt_toks, faultname, g.fc_name ? " call=" : "",
+	    g.fc_name ? g.fc_name : "");
 
 	/* Only a response that will complete can be continued. */
 	if (fault.kind == FAULT_NONE || fault.kind == FAULT_SLOW_START ||
 	    fault.kind == FAULT_CLOSE_IDLE)
-		commit(s, &g, &prompt, item);
+		commit(s, &g, &prompt);
 out:
-	json_object_put(item);
+	json_object_put(g.items);
 	cache_probe_free(&probe);
 	sbuf_free(&prompt);
 	free(user_text);
 	free(g.text);
+	free(g.arguments);
+	free(g.summary);
 	json_object_put(req);
 }

@@ -31,6 +31,8 @@
 #define SIM_REPLY_PREFIX		"sim reply to: "
 #define SIM_REPLY_QUOTE_CHARS		40
 #define SIM_CLOSE_IDLE_DELAY_MS		100
+#define SIM_MAX_DELAY_MS		600000
+#define SIM_NAME_MAX			64	/* function names */
 
 struct sim_opts {
 	char		 listen_host[256];	/* "" = any address */
@@ -47,6 +49,7 @@ struct sim_opts {
 	long		 max_conn_age;		/* seconds; 0 = no cap */
 	int		 deltas;
 	int		 delta_delay_ms;
+	int		 first_event_ms;	/* pause before the first event */
 	struct sim_fault fault;			/* global fault, FAULT_NONE if unset */
 	int		 verbose;
 	size_t		 max_message;
@@ -74,6 +77,8 @@ struct sim_session {
 	char		 account[64];
 	usec_t		 opened;		/* monotonic time of the handshake */
 	int		 busy;			/* a response is being sent */
+	int		 sse;			/* HTTP/SSE: no codex.rate_limits event,
+						   a body without "type" */
 	/* The newest completed response: only it can be continued. */
 	char		 last_resp_id[64];
 	char		*last_prompt;		/* canonical prompt + its output */
@@ -95,6 +100,18 @@ struct plan_step {
 	int		 close_code;
 	char		*data;		/* STEP_FRAME: JSON text */
 	size_t		 len;
+};
+
+/*
+ * Per-request knobs, from the body's "sim" object (both transports) and,
+ * on HTTP, x-sim-* headers (which win).  -1 / "" = the command line's.
+ */
+struct sim_knobs {
+	int		 first_event_ms;
+	int		 delta_delay_ms;
+	int		 deltas;
+	int		 reasoning;		/* 1: a reasoning item first */
+	char		 function_call[SIM_NAME_MAX + 1];
 };
 
 /* What to do in answer to one client message. */
@@ -120,6 +137,24 @@ void	session_free(struct sim_session *s);
  * errors become error frames).  The caller runs the steps in order. */
 void	sim_respond(struct sim *sim, struct sim_session *s, const char *msg,
 	    size_t len, struct plan *plan);
+/* The same with knobs from outside the body (HTTP headers; may be NULL). */
+void	sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
+	    size_t len, const struct sim_knobs *knobs, struct plan *plan);
+void	sim_knobs_init(struct sim_knobs *k);
+/* Sets knob name ("first_event_ms", "delta_delay_ms", "deltas",
+ * "reasoning", "function_call") from its text value; -1 if the name or
+ * the value is bad. */
+int	sim_knob_set(struct sim_knobs *k, const char *name, const char *value);
+
+/*
+ * Every frame carries the simulator's send time: the caller writes the
+ * frame without its closing brace, then this suffix, ',"sim_sent_us":N}'
+ * (N = CLOCK_REALTIME microseconds at the write).  Returns the suffix
+ * length, or 0 when data is not a JSON object (sent unchanged).
+ */
+#define SIM_STAMP_MAX	40
+size_t	sim_stamp_suffix(const char *data, size_t len, char *buf, size_t size);
+
 void	plan_free(struct plan *plan);
 /* Removes and returns the first step (caller frees it with step_free). */
 struct plan_step *plan_pop(struct plan *plan);

@@ -16,6 +16,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "lws_glue.h"
+#include "pace.h"
 #include "prompt.h"
 
 struct ws_conn {
@@ -24,11 +25,8 @@ struct ws_conn {
 	struct sbuf		 rx;		/* message being reassembled */
 	int			 rx_binary;
 	struct plan		 urgent;	/* errors that cannot wait */
-	struct plan		 script;	/* responses, in order */
-	usec_t			 not_before;	/* when script.head may run */
-	int			 armed;		/* not_before is for script.head */
+	struct pacer		 pace;		/* responses, in order */
 	int			 stalled;
-	lws_sorted_usec_list_t	 sul;
 	struct ws_conn		*next;
 	struct ws_conn		*prev;
 };
@@ -91,7 +89,7 @@ path_ends_with(const char *path, const char *suffix)
 }
 
 /* Value of a known header, malloc'd, or NULL. */
-static char *
+char *
 hdr_dup(struct lws *wsi, enum lws_token_indexes t)
 {
 	int n = lws_hdr_total_length(wsi, t);
@@ -107,7 +105,7 @@ hdr_dup(struct lws *wsi, enum lws_token_indexes t)
 	return v;
 }
 
-static char *
+char *
 custom_dup(struct lws *wsi, const char *name)
 {
 	char key[96];
@@ -257,76 +255,15 @@ ws_confirm_upgrade(struct lws *wsi, struct sim_pss *pss, const char *upgrade)
 	return 0;
 }
 
-static void conn_kick(struct ws_conn *c);
-
-static void
-sul_cb(lws_sorted_usec_list_t *sul)
-{
-	struct ws_conn *c = lws_container_of(sul, struct ws_conn, sul);
-
-	lws_callback_on_writable(c->wsi);
-}
-
-/* Arranges the next WRITEABLE callback: now, or when the head step's
- * delay has passed. */
+/* Arranges the next WRITEABLE callback: urgent frames at once, the
+ * script when its head step is due. */
 static void
 conn_kick(struct ws_conn *c)
 {
-	usec_t now;
-
-	if (c->urgent.head != NULL) {
-		lws_callback_on_writable(c->wsi);
-		return;
-	}
-	if (c->script.head == NULL)
-		return;
-	now = now_mono_usec();
-	if (!c->armed) {
-		c->not_before = now + (usec_t)c->script.head->delay_ms * USEC_PER_MSEC;
-		c->armed = 1;
-	}
-	if (now >= c->not_before)
+	if (c->urgent.head != NULL)
 		lws_callback_on_writable(c->wsi);
 	else
-		lws_sul_schedule(g_ctx, 0, &c->sul, sul_cb,
-		    (lws_usec_t)(c->not_before - now));
-}
-
-/* A TCP RST: with SO_LINGER {1, 0} the last close of the socket aborts
- * it.  lws would shut the socket down gracefully (FIN) first, so the
- * connected socket is replaced under lws's fd by a fresh unconnected one;
- * the dup2 drops the last reference and sends the RST, and lws then sees
- * a hung-up socket and cleans up. */
-static void
-abort_with_rst(struct lws *wsi)
-{
-	struct linger lg = { 1, 0 };
-	int fd = (int)lws_get_socket_fd(wsi), s;
-
-	if (fd < 0)
-		return;
-	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
-		log_warn("setsockopt SO_LINGER");
-	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0) {
-		log_warn("socket");
-		return;
-	}
-	if (dup2(s, fd) < 0)
-		log_warn("dup2");
-	close(s);
-}
-
-static int
-send_text(struct ws_conn *c, const char *data, size_t len)
-{
-	unsigned char *buf = xmalloc(LWS_PRE + len);
-	int n;
-
-	memcpy(buf + LWS_PRE, data, len);
-	n = lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
-	free(buf);
-	return (n < 0 || (size_t)n < len) ? -1 : 0;
+		pacer_kick(&c->pace);
 }
 
 /* Runs one step; returns -1 when the connection must close. */
@@ -335,7 +272,7 @@ run_step(struct ws_conn *c, struct plan_step *st)
 {
 	switch (st->kind) {
 	case STEP_FRAME:
-		return send_text(c, st->data, st->len);
+		return send_ws_frame(c->wsi, st->data, st->len);
 	case STEP_IDLE:
 		c->sess.busy = 0;
 		return 0;
@@ -364,18 +301,10 @@ on_writeable(struct ws_conn *c)
 	struct plan_step *st;
 	int rv;
 
-	if (c->urgent.head != NULL) {
+	if (c->urgent.head != NULL)
 		st = plan_pop(&c->urgent);
-	} else {
-		if (c->script.head == NULL)
-			return 0;
-		if (!c->armed || now_mono_usec() < c->not_before) {
-			conn_kick(c);
-			return 0;
-		}
-		st = plan_pop(&c->script);
-		c->armed = 0;
-	}
+	else if ((st = pacer_due(&c->pace)) == NULL)
+		return 0;
 	rv = run_step(c, st);
 	step_free(st);
 	if (rv < 0)
@@ -429,7 +358,7 @@ on_receive(struct ws_conn *c, const void *in, size_t len)
 		    LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE);
 	} else {
 		sim_respond(g_sim, &c->sess, c->rx.buf ? c->rx.buf : "", c->rx.len, &p);
-		plan_append(p.urgent ? &c->urgent : &c->script, &p);
+		plan_append(p.urgent ? &c->urgent : &c->pace.script, &p);
 	}
 	sbuf_reset(&c->rx);
 	c->rx_binary = 0;
@@ -439,8 +368,7 @@ on_receive(struct ws_conn *c, const void *in, size_t len)
 static void
 conn_free(struct ws_conn *c, int context_alive)
 {
-	if (context_alive)
-		lws_sul_cancel(&c->sul);
+	pacer_free(&c->pace, context_alive);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -448,7 +376,6 @@ conn_free(struct ws_conn *c, int context_alive)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	plan_free(&c->urgent);
-	plan_free(&c->script);
 	sbuf_free(&c->rx);
 	session_free(&c->sess);
 	free(c);
@@ -468,6 +395,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		}
 		c = xcalloc(1, sizeof(*c));
 		c->wsi = wsi;
+		pacer_init(&c->pace, wsi);
 		session_init(&c->sess, pending.conn_id, pending.backend, pending.account);
 		sbuf_init(&c->rx, g_sim->o.max_message);
 		c->next = conns;

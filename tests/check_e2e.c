@@ -262,7 +262,9 @@ START_TEST(test_e2e__stale_reuse_retried_once)
 	struct conv c;
 	struct tl_usage u;
 
-	e2e_start(&e, NULL, NULL);
+	/* the worker's own retry is for full-body turns: an implicit resume
+	 * fails closed instead (check_routes covers that path) */
+	e2e_start(&e, NULL, "implicit_resume = no");
 	conv_init(&c, "conv-stale");
 	ck_assert_int_eq(conv_turn(&e, &c, "first", 0, NULL, NULL), 200);
 	/* the pooled connection dies before its next first frame */
@@ -334,7 +336,7 @@ START_TEST(test_e2e__silent_connection_dies_by_liveness)
 	struct e2e e;
 	struct conv c;
 
-	e2e_start(&e, NULL, "ws_ping_interval = 1s");
+	e2e_start(&e, NULL, "ws_ping_interval = 1s\nimplicit_resume = no");
 	conv_init(&c, "conv-stall");
 	ck_assert_int_eq(conv_turn(&e, &c, "first", 0, NULL, NULL), 200);
 	/* the pooled connection goes silent: no frames, no pongs */
@@ -370,7 +372,7 @@ START_TEST(test_e2e__connection_limit_error_replaces_connection)
 	struct e2e e;
 	struct conv c;
 
-	e2e_start(&e, "--max-conn-age 1", NULL);
+	e2e_start(&e, "--max-conn-age 1", "implicit_resume = no");
 	conv_init(&c, "conv-limit");
 	ck_assert_int_eq(conv_turn(&e, &c, "first", 0, NULL, NULL), 200);
 	tl_msleep(1500);	/* past the simulator's connection age cap */

@@ -637,6 +637,329 @@ START_TEST(test_respond__fault_plans)
 }
 END_TEST
 
+/* The frames of one request with a body built by hand. */
+static json_object *
+run_body(struct sim_session *s, const char *body, const struct sim_knobs *k,
+    struct plan *keep)
+{
+	json_object *frames = json_object_new_array();
+	struct plan plan;
+	struct plan_step *st;
+
+	sim_respond_knobs(&usim, s, body, strlen(body), k, &plan);
+	if (keep != NULL) {
+		/* the caller looks at the steps (delays) too */
+		for (st = plan.head; st != NULL; st = st->next)
+			if (st->kind == STEP_FRAME)
+				json_object_array_add(frames, json_tokener_parse(st->data));
+		*keep = plan;
+		s->busy = 0;
+		return frames;
+	}
+	while ((st = plan_pop(&plan)) != NULL) {
+		if (st->kind == STEP_FRAME)
+			json_object_array_add(frames, json_tokener_parse(st->data));
+		step_free(st);
+	}
+	s->busy = 0;
+	return frames;
+}
+
+/* Checks a function call's events and returns its arguments (borrowed). */
+static const char *
+check_function_call(json_object *frames, const char *name, int out_index)
+{
+	json_object *f, *added = NULL, *done, *argsdone, *completed, *item;
+	char joined[512] = "";
+	size_t i, n = json_object_array_length(frames);
+	int deltas = 0;
+	const char *fc_id;
+
+	for (i = 0; i < n; i++) {
+		f = json_object_array_get_idx(frames, i);
+		if (strcmp(jstr(f, "type"), "response.output_item.added") == 0 &&
+		    strcmp(jstr(f, "item.type"), "function_call") == 0)
+			added = f;
+	}
+	ck_assert_ptr_nonnull(added);
+	ck_assert_int_eq(jint(added, "output_index"), out_index);
+	ck_assert_str_eq(jstr(added, "item.name"), name);
+	ck_assert_str_eq(jstr(added, "item.arguments"), "");
+	ck_assert_str_eq(jstr(added, "item.status"), "in_progress");
+	fc_id = jstr(added, "item.id");
+	ck_assert_int_eq(strncmp(fc_id, "fc_", 3), 0);
+	ck_assert_int_eq(strncmp(jstr(added, "item.call_id"), "call_", 5), 0);
+	for (i = 0; i < n; i++) {
+		f = json_object_array_get_idx(frames, i);
+		if (strcmp(jstr(f, "type"), "response.function_call_arguments.delta") != 0)
+			continue;
+		ck_assert_str_eq(jstr(f, "item_id"), fc_id);
+		ck_assert_int_eq(jint(f, "output_index"), out_index);
+		strncat(joined, jstr(f, "delta"), sizeof(joined) - strlen(joined) - 1);
+		deltas++;
+	}
+	ck_assert_int_ge(deltas, 2);
+	argsdone = tl_frames_find(frames, "response.function_call_arguments.done");
+	ck_assert_ptr_nonnull(argsdone);
+	ck_assert_str_eq(jstr(argsdone, "item_id"), fc_id);
+	ck_assert_str_eq(jstr(argsdone, "arguments"), joined);
+	ck_assert_str_eq(jstr(argsdone, "name"), name);
+	done = tl_frames_find(frames, "response.output_item.done");
+	ck_assert_str_eq(jstr(done, "item.type"), "function_call");
+	ck_assert_str_eq(jstr(done, "item.arguments"), joined);
+	ck_assert_str_eq(jstr(done, "item.call_id"), jstr(added, "item.call_id"));
+	ck_assert_str_eq(jstr(done, "item.status"), "completed");
+	completed = tl_frames_find(frames, "response.completed");
+	item = jget(completed, "response.output");
+	ck_assert_int_eq(json_object_array_length(item), out_index + 1);
+	item = json_object_array_get_idx(item, (size_t)out_index);
+	ck_assert_str_eq(jstr(item, "type"), "function_call");
+	ck_assert_str_eq(jstr(item, "name"), name);
+	ck_assert_str_eq(jstr(item, "arguments"), joined);
+	ck_assert_str_eq(jstr(item, "call_id"), jstr(added, "item.call_id"));
+	/* The arguments are a JSON object. */
+	f = json_tokener_parse(joined);
+	ck_assert_ptr_nonnull(f);
+	ck_assert(json_object_is_type(f, json_type_object));
+	json_object_put(f);
+	return jstr(item, "arguments");
+}
+
+START_TEST(test_respond__function_call_on_request)
+{
+	struct sim_session s;
+	struct sim_knobs k;
+	json_object *frames, *f;
+	char *types;
+
+	session_init(&s, 1, 0, usim.auth.accounts[0].id);
+	/* Asked for in the body's "sim" object. */
+	frames = run_body(&s, "{\"type\":\"response.create\",\"model\":\"m\","
+	    "\"input\":\"what is the weather\",\"sim\":{\"function_call\":\"get_weather\"}}",
+	    NULL, NULL);
+	types = tl_frames_types(frames);
+	ck_assert_str_eq(types, "codex.rate_limits response.created response.in_progress "
+	    "response.output_item.added response.function_call_arguments.delta "
+	    "response.function_call_arguments.delta response.function_call_arguments.delta "
+	    "response.function_call_arguments.done response.output_item.done "
+	    "response.completed");
+	check_function_call(frames, "get_weather", 0);
+	ck_assert_int_eq(tl_frames_count(frames, "response.output_text.delta"), 0);
+	free(types);
+	json_object_put(frames);
+
+	/* "CALL:NAME" in the last user text, when the request has tools. */
+	frames = run_body(&s, "{\"type\":\"response.create\",\"input\":\"please "
+	    "CALL:lookup_file. thanks\",\"tools\":[{\"type\":\"function\",\"name\":"
+	    "\"lookup_file\",\"parameters\":{}}]}", NULL, NULL);
+	check_function_call(frames, "lookup_file", 0);
+	json_object_put(frames);
+	/* Without tools the marker is just text. */
+	frames = run_body(&s, "{\"type\":\"response.create\",\"input\":\"please "
+	    "CALL:lookup_file\"}", NULL, NULL);
+	ck_assert_ptr_null(tl_frames_find(frames, "response.function_call_arguments.done"));
+	ck_assert_int_gt(tl_frames_count(frames, "response.output_text.delta"), 0);
+	json_object_put(frames);
+
+	/* Outside knobs (HTTP headers) win over the body; with a reasoning
+	 * item first, the call is output 1. */
+	sim_knobs_init(&k);
+	ck_assert_int_eq(sim_knob_set(&k, "function_call", "shell"), 0);
+	ck_assert_int_eq(sim_knob_set(&k, "reasoning", "true"), 0);
+	frames = run_body(&s, "{\"type\":\"response.create\",\"input\":\"x\","
+	    "\"sim\":{\"function_call\":\"other\"}}", &k, NULL);
+	check_function_call(frames, "shell", 1);
+	f = json_object_array_get_idx(frames, 3);
+	ck_assert_str_eq(jstr(f, "type"), "response.output_item.added");
+	ck_assert_str_eq(jstr(f, "item.type"), "reasoning");
+	ck_assert_int_eq(tl_frames_count(frames, "response.reasoning_summary_text.delta"), 3);
+	f = tl_frames_find(frames, "response.reasoning_summary_text.done");
+	ck_assert_str_eq(jstr(f, "text"), "Thinking about: x");
+	ck_assert_int_eq(jint(f, "summary_index"), 0);
+	f = tl_frames_find(frames, "response.completed");
+	ck_assert_str_eq(jstr(f, "response.output.0.type"), "reasoning");
+	ck_assert_str_eq(jstr(f, "response.output.0.summary.0.text"), "Thinking about: x");
+	ck_assert_int_gt(jint(f, "response.usage.output_tokens_details.reasoning_tokens"), 0);
+	ck_assert_int_gt(jint(f, "response.usage.output_tokens"),
+	    jint(f, "response.usage.output_tokens_details.reasoning_tokens"));
+	json_object_put(frames);
+
+	/* Bad knobs are refused, not ignored. */
+	ck_assert_int_eq(sim_knob_set(&k, "function_call", "bad name!"), -1);
+	ck_assert_int_eq(sim_knob_set(&k, "deltas", "0"), -1);
+	ck_assert_int_eq(sim_knob_set(&k, "first_event_ms", "-1"), -1);
+	ck_assert_int_eq(sim_knob_set(&k, "nosuch", "1"), -1);
+	frames = run_body(&s, "{\"type\":\"response.create\",\"input\":\"x\","
+	    "\"sim\":{\"deltas\":\"many\"}}", NULL, NULL);
+	ck_assert_str_eq(jstr(json_object_array_get_idx(frames, 0), "error.code"),
+	    "invalid_sim_option");
+	ck_assert_str_eq(jstr(json_object_array_get_idx(frames, 0), "error.param"),
+	    "sim.deltas");
+	json_object_put(frames);
+	session_free(&s);
+}
+END_TEST
+
+/* A request whose body asks for a function call "run". */
+static json_object *
+call_turn(struct sim_session *s, struct tl_req *r)
+{
+	char *req = tl_req_ws(r);
+	json_object *o = json_tokener_parse(req), *frames;
+
+	json_object_object_add(o, "sim", json_tokener_parse("{\"function_call\":\"run\"}"));
+	frames = run_body(s, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+	    NULL, NULL);
+	json_object_put(o);
+	free(req);
+	return frames;
+}
+
+static json_object *
+call_output(const char *call_id)
+{
+	json_object *out = json_object_new_object();
+
+	json_object_object_add(out, "type", json_object_new_string("function_call_output"));
+	json_object_object_add(out, "call_id", json_object_new_string(call_id));
+	json_object_object_add(out, "output", json_object_new_string("done"));
+	return out;
+}
+
+/* A function call resent as input (stateless) is the same prompt as its
+ * continuation (previous_response_id), and stays in the cache. */
+START_TEST(test_respond__function_call_history_is_cached)
+{
+	struct sim_session s1, s2;
+	json_object *hist = json_object_new_array(), *in2 = json_object_new_array();
+	json_object *frames, *frames2;
+	char *instr = tl_text(16, 3), *req;
+	struct tl_req r = { .prompt_cache_key = "fc" };
+	struct tl_usage u1, u2;
+
+	r.instructions = instr;
+	session_init(&s1, 1, 0, usim.auth.accounts[0].id);
+	session_init(&s2, 2, 1, usim.auth.accounts[0].id);
+	json_object_array_add(hist, tl_msg("user", "run it"));
+	r.input = hist;
+	frames = call_turn(&s1, &r);
+	frames2 = call_turn(&s2, &r);
+	ck_assert_int_eq(tl_history_add_output(hist, frames), 1);
+	json_object_put(frames);
+	ck_assert_str_eq(jstr(json_object_array_get_idx(hist, 1), "type"), "function_call");
+	json_object_array_add(hist, call_output(jstr(json_object_array_get_idx(hist, 1),
+	    "call_id")));
+	req = tl_req_ws(&r);
+	frames = run_body(&s1, req, NULL, NULL);
+	free(req);
+	ck_assert_int_eq(tl_usage_of(tl_frames_find(frames, "response.completed"), &u1), 0);
+	json_object_put(frames);
+	/* the same turn as a continuation: only the call's output */
+	json_object_array_add(in2, call_output(jstr(tl_frames_find(frames2,
+	    "response.output_item.done"), "item.call_id")));
+	json_object_put(frames2);
+	r.input = in2;
+	r.previous_response_id = s2.last_resp_id;
+	req = tl_req_ws(&r);
+	frames = run_body(&s2, req, NULL, NULL);
+	free(req);
+	ck_assert_int_eq(tl_usage_of(tl_frames_find(frames, "response.completed"), &u2), 0);
+	json_object_put(frames);
+	/* Call ids differ between the two runs but have the same length. */
+	ck_assert_int_eq(u1.input_tokens, u2.input_tokens);
+	ck_assert_int_gt(u1.cached_tokens, u1.input_tokens * 9 / 10);
+	json_object_put(hist);
+	json_object_put(in2);
+	free(instr);
+	session_free(&s1);
+	session_free(&s2);
+}
+END_TEST
+
+START_TEST(test_respond__pacing_and_sse)
+{
+	struct sim_session s;
+	struct sim_knobs k;
+	struct plan plan;
+	struct plan_step *st;
+	json_object *frames;
+	char *types;
+	int i;
+
+	session_init(&s, 1, 0, usim.auth.accounts[0].id);
+	/* first_event_ms delays the first frame, delta_delay_ms each delta. */
+	frames = run_body(&s, "{\"type\":\"response.create\",\"input\":\"pace me\","
+	    "\"sim\":{\"first_event_ms\":70,\"delta_delay_ms\":9,\"deltas\":5}}",
+	    NULL, &plan);
+	ck_assert_int_eq(tl_frames_count(frames, "response.output_text.delta"), 5);
+	for (st = plan.head, i = 0; st != NULL; st = st->next, i++) {
+		json_object *f = st->kind == STEP_FRAME ? json_tokener_parse(st->data) : NULL;
+		const char *t = f ? jstr(f, "type") : "";
+
+		if (i == 0)
+			ck_assert_int_eq(st->delay_ms, 70);
+		else if (strcmp(t, "response.output_text.delta") == 0)
+			ck_assert_int_eq(st->delay_ms, 9);
+		else
+			ck_assert_int_eq(st->delay_ms, 0);
+		json_object_put(f);
+	}
+	plan_free(&plan);
+	json_object_put(frames);
+
+	/* HTTP/SSE: no "type" needed, no codex.rate_limits event (headers
+	 * carry them), and the first-event delay moves to response.created. */
+	s.sse = 1;
+	frames = run_body(&s, "{\"input\":\"over http\",\"stream\":true,"
+	    "\"sim\":{\"first_event_ms\":30}}", NULL, &plan);
+	types = tl_frames_types(frames);
+	ck_assert_str_eq(types, "response.created response.in_progress "
+	    "response.output_item.added response.content_part.added "
+	    "response.output_text.delta response.output_text.delta "
+	    "response.output_text.delta response.output_text.done "
+	    "response.content_part.done response.output_item.done response.completed");
+	ck_assert_int_eq(plan.head->delay_ms, 30);
+	plan_free(&plan);
+	free(types);
+	json_object_put(frames);
+	frames = run_body(&s, "{\"input\":\"not streamed\"}", NULL, NULL);
+	ck_assert_str_eq(jstr(json_object_array_get_idx(frames, 0), "type"), "error");
+	ck_assert_int_eq(jint(json_object_array_get_idx(frames, 0), "status"), 400);
+	ck_assert_str_eq(jstr(json_object_array_get_idx(frames, 0), "error.param"),
+	    "stream");
+	json_object_put(frames);
+	sim_knobs_init(&k);
+	session_free(&s);
+}
+END_TEST
+
+START_TEST(test_respond__send_time_stamp)
+{
+	char buf[SIM_STAMP_MAX], out[256];
+	const char *obj = "{\"type\":\"x\"}";
+	json_object *o;
+	int64_t now = (int64_t)time(NULL) * 1000000, us;
+	size_t n;
+
+	n = sim_stamp_suffix(obj, strlen(obj), buf, sizeof(buf));
+	ck_assert_int_gt(n, 0);
+	snprintf(out, sizeof(out), "%.*s%.*s", (int)strlen(obj) - 1, obj, (int)n, buf);
+	o = json_tokener_parse(out);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_str_eq(jstr(o, "type"), "x");
+	us = jint(o, "sim_sent_us");
+	/* CLOCK_REALTIME microseconds */
+	ck_assert_int_ge(us, now - 60 * 1000000LL);
+	ck_assert_int_le(us, now + 60 * 1000000LL);
+	json_object_put(o);
+	n = sim_stamp_suffix("{}", 2, buf, sizeof(buf));
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(buf[0], '"');
+	ck_assert_int_eq(sim_stamp_suffix("[1]", 3, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(sim_stamp_suffix("{", 1, buf, sizeof(buf)), 0);
+}
+END_TEST
+
 static Suite *
 make_suite_respond(void)
 {
@@ -648,6 +971,10 @@ make_suite_respond(void)
 	tcase_add_test(tc, test_respond__stateless_equals_incremental);
 	tcase_add_test(tc, test_respond__errors);
 	tcase_add_test(tc, test_respond__fault_plans);
+	tcase_add_test(tc, test_respond__function_call_on_request);
+	tcase_add_test(tc, test_respond__function_call_history_is_cached);
+	tcase_add_test(tc, test_respond__pacing_and_sse);
+	tcase_add_test(tc, test_respond__send_time_stamp);
 	suite_add_tcase(s, tc);
 	return s;
 }
@@ -2126,6 +2453,251 @@ START_TEST(test_sim__bad_command_line)
 }
 END_TEST
 
+/* ---- HTTP/SSE ---------------------------------------------------------- */
+
+/* POST WS_PATH with account 1's headers plus extra; the whole answer. */
+static void
+http_post(const char *body, const char *extra, int with_auth, struct tl_response *out)
+{
+	struct tl_account a;
+	char *h = NULL, *hh;
+
+	ck_assert_int_eq(tl_sim_account(&sim, 1, &a), 0);
+	if (with_auth)
+		h = tl_auth_headers(&a);
+	hh = malloc((h ? strlen(h) : 0) + (extra ? strlen(extra) : 0) + 1);
+	sprintf(hh, "%s%s", h ? h : "", extra ? extra : "");
+	ck_assert_int_eq(tl_http("127.0.0.1", sim.port, "POST", WS_PATH, hh, body,
+	    strlen(body), out), 0);
+	free(h);
+	free(hh);
+	tl_account_free(&a);
+}
+
+/* Every frame carries a plausible CLOCK_REALTIME send time, in order. */
+static void
+check_sent_times(json_object *frames)
+{
+	int64_t now = (int64_t)time(NULL) * 1000000, prev = 0, t;
+	size_t i;
+
+	ck_assert_int_gt(json_object_array_length(frames), 0);
+	for (i = 0; i < json_object_array_length(frames); i++) {
+		t = jint(json_object_array_get_idx(frames, i), "sim_sent_us");
+		ck_assert_int_ge(t, now - 60 * 1000000LL);
+		ck_assert_int_le(t, now + 60 * 1000000LL);
+		ck_assert_int_ge(t, prev);
+		prev = t;
+	}
+}
+
+START_TEST(test_sim__http_sse_matches_ws)
+{
+	json_object *hist_ws = json_object_new_array(), *hist_http = json_object_new_array();
+	json_object *frames, *events;
+	struct tl_req r = { .prompt_cache_key = "k-ws" };
+	struct tl_response resp;
+	struct tl_usage uw, uh;
+	struct tl_ws *ws;
+	char *instr = tl_text(8, 5), *req, *tw, *th, *v, *text_ws, *text_http;
+	int t;
+
+	/* One backend: both paths see the same cache model. */
+	start_sim("--backends 1 --deltas 3");
+	ws = open_ws(1, NULL, NULL);
+	r.instructions = instr;
+	for (t = 1; t <= 2; t++) {
+		json_object_array_add(hist_ws, tl_msg("user", t == 1 ? "compare me" : "again"));
+		json_object_array_add(hist_http, tl_msg("user", t == 1 ? "compare me" : "again"));
+		r.prompt_cache_key = "k-ws";
+		r.input = hist_ws;
+		r.stream = 0;
+		req = tl_req_ws(&r);
+		frames = turn_ok(ws, req, &uw);
+		free(req);
+		check_sent_times(frames);
+		tl_history_add_output(hist_ws, frames);
+
+		r.prompt_cache_key = "k-http";
+		r.input = hist_http;
+		r.stream = 1;
+		req = tl_req_http(&r);
+		http_post(req, NULL, 1, &resp);
+		free(req);
+		ck_assert_int_eq(resp.status, 200);
+		v = tl_header_get(resp.headers, "content-type");
+		ck_assert_str_eq(v, "text/event-stream");
+		free(v);
+		v = tl_header_get(resp.headers, "transfer-encoding");
+		ck_assert_str_eq(v, "chunked");
+		free(v);
+		/* rate limits as headers, not as an event */
+		v = tl_header_get(resp.headers, "x-codex-primary-used-percent");
+		ck_assert_ptr_nonnull(v);
+		free(v);
+		events = tl_sse_events(resp.body);
+		check_sent_times(events);
+		/* the event: line names each block's type */
+		ck_assert_int_eq(tl_sse_count(resp.body, "response.output_text.delta"), 3);
+		ck_assert_ptr_nonnull(strstr(resp.body, "event: response.created\ndata: {"));
+		tw = tl_frames_types(frames);
+		th = tl_frames_types(events);
+		ck_assert_int_eq(strncmp(tw, "codex.rate_limits ", 18), 0);
+		ck_assert_str_eq(th, tw + 18);
+		text_ws = tl_output_text(frames);
+		text_http = tl_output_text(events);
+		ck_assert_str_eq(text_http, text_ws);
+		ck_assert_int_eq(tl_usage_of(tl_frames_find(events, "response.completed"),
+		    &uh), 0);
+		ck_assert_int_eq(uh.input_tokens, uw.input_tokens);
+		ck_assert_int_eq(uh.cached_tokens, uw.cached_tokens);
+		ck_assert_int_eq(uh.output_tokens, uw.output_tokens);
+		if (t == 2)	/* a stateless client's second turn hits the cache */
+			ck_assert_int_gt(uh.cached_tokens, uh.input_tokens / 2);
+		ck_assert_int_eq(tl_history_add_sse(hist_http, resp.body), 1);
+		free(text_ws);
+		free(text_http);
+		free(tw);
+		free(th);
+		json_object_put(events);
+		json_object_put(frames);
+		tl_response_free(&resp);
+	}
+	tl_ws_close(ws);
+	json_object_put(hist_ws);
+	json_object_put(hist_http);
+	free(instr);
+	stop_sim_ok();
+}
+END_TEST
+
+START_TEST(test_sim__http_sse_errors_calls_pacing)
+{
+	json_object *in = json_object_new_array(), *tools, *events, *j, *prev = NULL;
+	struct tl_req r = { .input = NULL, .stream = 1 };
+	struct tl_response resp;
+	struct tl_stream *st;
+	char *req, *v, *ev, *data;
+	size_t i;
+	int rc, completed = 0, n = 0;
+
+	start_sim("--deltas 3");
+	json_object_array_add(in, tl_msg("user", "hello over http"));
+	r.input = in;
+	req = tl_req_http(&r);
+
+	/* the WebSocket's auth checks */
+	http_post(req, NULL, 0, &resp);
+	ck_assert_int_eq(resp.status, 401);
+	j = tl_response_json(&resp);
+	ck_assert_str_eq(jstr(j, "error.code"), "missing_authorization");
+	json_object_put(j);
+	tl_response_free(&resp);
+
+	/* a function call asked for by header */
+	http_post(req, "x-sim-function-call: get_weather\r\n", 1, &resp);
+	ck_assert_int_eq(resp.status, 200);
+	events = tl_sse_events(resp.body);
+	check_function_call(events, "get_weather", 0);
+	check_sent_times(events);
+	json_object_put(events);
+	tl_response_free(&resp);
+
+	/* ... or by "CALL:NAME" when the request has tools */
+	free(req);
+	json_object_put(in);
+	in = json_object_new_array();
+	json_object_array_add(in, tl_msg("user", "now CALL:read_file please"));
+	tools = json_tokener_parse("[{\"type\":\"function\",\"name\":\"read_file\","
+	    "\"parameters\":{\"type\":\"object\"}}]");
+	r.input = in;
+	r.tools = tools;
+	req = tl_req_http(&r);
+	http_post(req, NULL, 1, &resp);
+	ck_assert_int_eq(resp.status, 200);
+	events = tl_sse_events(resp.body);
+	check_function_call(events, "read_file", 0);
+	json_object_put(events);
+	tl_response_free(&resp);
+	r.tools = NULL;
+	json_object_put(tools);
+	free(req);
+	req = tl_req_http(&r);
+
+	/* pacing by header: deltas leave at least delta_delay_ms apart */
+	http_post(req, "x-sim-delta-delay-ms: 20\r\nx-sim-deltas: 4\r\n", 1, &resp);
+	ck_assert_int_eq(resp.status, 200);
+	events = tl_sse_events(resp.body);
+	for (i = 0; i < json_object_array_length(events); i++) {
+		j = json_object_array_get_idx(events, i);
+		if (strcmp(jstr(j, "type"), "response.output_text.delta") != 0)
+			continue;
+		if (prev != NULL)
+			ck_assert_int_ge(jint(j, "sim_sent_us") - jint(prev, "sim_sent_us"),
+			    20000);
+		prev = j;
+		n++;
+	}
+	ck_assert_int_eq(n, 4);
+	json_object_put(events);
+	tl_response_free(&resp);
+
+	/* bad knobs, stream:false, a fault's status and headers */
+	http_post(req, "x-sim-deltas: lots\r\n", 1, &resp);
+	ck_assert_int_eq(resp.status, 400);
+	j = tl_response_json(&resp);
+	ck_assert_str_eq(jstr(j, "error.code"), "invalid_sim_option");
+	json_object_put(j);
+	tl_response_free(&resp);
+	http_post("{\"model\":\"m\",\"input\":\"x\"}", NULL, 1, &resp);
+	ck_assert_int_eq(resp.status, 400);
+	j = tl_response_json(&resp);
+	ck_assert_str_eq(jstr(j, "error.param"), "stream");
+	json_object_put(j);
+	tl_response_free(&resp);
+	http_post("{\"input\":\"x [[sim:usage_limit]]\",\"stream\":true}", NULL, 1, &resp);
+	ck_assert_int_eq(resp.status, 429);
+	v = tl_header_get(resp.headers, "x-codex-primary-used-percent");
+	ck_assert_str_eq(v, "100.0");
+	free(v);
+	j = tl_response_json(&resp);
+	ck_assert_str_eq(jstr(j, "error.type"), "usage_limit_reached");
+	json_object_put(j);
+	tl_response_free(&resp);
+
+	/* a mid-stream cut: the stream ends without response.completed */
+	{
+		struct tl_account a;
+		char *h;
+		const char *body = "{\"input\":\"x [[sim:close_mid_stream]]\",\"stream\":true}";
+
+		ck_assert_int_eq(tl_sim_account(&sim, 1, &a), 0);
+		h = tl_auth_headers(&a);
+		st = tl_stream_open(NULL, "127.0.0.1", sim.port, "POST", WS_PATH, h, body,
+		    strlen(body));
+		ck_assert_ptr_nonnull(st);
+		ck_assert_int_eq(tl_stream_status(st), 200);
+		n = 0;
+		while ((rc = tl_stream_read_event(st, &ev, &data, TURN_MS)) == 1) {
+			if (ev != NULL && strcmp(ev, "response.completed") == 0)
+				completed = 1;
+			n++;
+			free(ev);
+			free(data);
+		}
+		ck_assert_int_eq(completed, 0);
+		ck_assert_int_gt(n, 2);
+		ck_assert_int_ne(rc, 1);
+		tl_stream_close(st, 0);
+		free(h);
+		tl_account_free(&a);
+	}
+	free(req);
+	json_object_put(in);
+	stop_sim_ok();
+}
+END_TEST
+
 static Suite *
 make_suite_sim(void)
 {
@@ -2158,6 +2730,8 @@ make_suite_sim(void)
 	tcase_add_test(tc, test_sim__introspection);
 	tcase_add_test(tc, test_sim__message_limits);
 	tcase_add_test(tc, test_sim__bad_command_line);
+	tcase_add_test(tc, test_sim__http_sse_matches_ws);
+	tcase_add_test(tc, test_sim__http_sse_errors_calls_pacing);
 	suite_add_tcase(s, tc);
 	return s;
 }

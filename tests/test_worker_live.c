@@ -189,16 +189,19 @@ wk_count(uint32_t type, uint64_t rid)
 	return n;
 }
 
-static void
-reader(struct msgreader *r, struct msg *m, const struct rmsg *rm)
+/* A logged message as the struct msg the codec decodes. */
+static struct msg
+as_msg(const struct rmsg *rm)
 {
-	memset(m, 0, sizeof(*m));
-	m->hdr.type = rm->type;
-	m->hdr.rid = rm->rid;
-	m->hdr.len = (uint32_t)rm->len;
-	m->data = rm->data;
-	m->fd = -1;
-	msgreader_init(r, m);
+	struct msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.hdr.type = rm->type;
+	m.hdr.rid = rm->rid;
+	m.hdr.len = (uint32_t)rm->len;
+	m.data = rm->data;
+	m.fd = -1;
+	return m;
 }
 
 static void
@@ -235,7 +238,7 @@ wk_spawn(int slot)
 {
 	int sv[2], lfd, rc, nfd;
 	struct rmsg *hello;
-	struct msgreader r;
+	struct m_hello h;
 	struct msg m;
 
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -269,11 +272,11 @@ wk_spawn(int slot)
 	K.ch = msgchan_new(sv[0]);
 	ck_assert_ptr_nonnull(K.ch);
 	hello = wk_must(MSG_HELLO, 0);
-	reader(&r, &m, hello);
-	ck_assert_uint_eq(msg_get_u32(&r), MSG_PROTO_VERSION);
-	ck_assert_uint_eq(msg_get_u32(&r), (uint32_t)slot);
-	ck_assert_uint_eq(msg_get_u32(&r), (uint32_t)K.pid);
-	ck_assert_int_eq(msg_end(&r), 0);
+	m = as_msg(hello);
+	ck_assert_int_eq(m_hello_decode(&m, &h), 0);
+	ck_assert_uint_eq(h.proto_version, MSG_PROTO_VERSION);
+	ck_assert_uint_eq(h.slot, (uint32_t)slot);
+	ck_assert_uint_eq(h.pid, (uint32_t)K.pid);
 }
 
 /* Exit status of the worker, waiting up to timeout_ms; -1 on timeout. */
@@ -330,20 +333,17 @@ wk_config(const struct cfg *c)
 	struct msgbuf b;
 
 	msgbuf_init(&b);
-	msg_add_str(&b, c->host);
-	msg_add_u32(&b, (uint32_t)c->port);
-	msg_add_str(&b, "/backend-api/codex/responses");
-	msg_add_u8(&b, (uint8_t)c->tls);
-	msg_add_str(&b, c->ca_file ? c->ca_file : "");
-	msg_add_str(&b, c->proxy_host ? c->proxy_host : "");
-	msg_add_u32(&b, (uint32_t)c->proxy_port);
-	msg_add_u8(&b, (uint8_t)c->pool_enabled);
-	msg_add_u64(&b, (uint64_t)c->max_age_us);
-	msg_add_u64(&b, (uint64_t)c->ping_us);
-	msg_add_u64(&b, (uint64_t)c->hs_timeout_us);
-	msg_add_u64(&b, (uint64_t)c->start_timeout_us);
-	msg_add_str(&b, "codex_exec");
-	msg_add_str(&b, "0.169.0");
+	m_config_encode(&b, &(struct m_config){
+	    .upstream_host = c->host, .upstream_port = (uint32_t)c->port,
+	    .upstream_path = "/backend-api/codex/responses",
+	    .tls = c->tls != 0, .ca_file = c->ca_file,
+	    .proxy_host = c->proxy_host, .proxy_port = (uint32_t)c->proxy_port,
+	    .pool_enabled = c->pool_enabled != 0,
+	    .max_age_us = (uint64_t)c->max_age_us,
+	    .ping_interval_us = (uint64_t)c->ping_us,
+	    .handshake_timeout_us = (uint64_t)c->hs_timeout_us,
+	    .response_start_timeout_us = (uint64_t)c->start_timeout_us,
+	    .originator = "codex_exec", .client_version = "0.169.0" });
 	wk_send(MSG_CONFIG, 0, &b);
 	msgbuf_free(&b);
 }
@@ -354,9 +354,8 @@ wk_addrs(const char *addr)
 	struct msgbuf b;
 
 	msgbuf_init(&b);
-	msg_add_u32(&b, addr ? 1 : 0);
-	if (addr)
-		msg_add_str(&b, addr);
+	m_upstream_addrs_encode(&b, &(struct m_upstream_addrs){
+	    .naddrs = addr ? 1 : 0, .addrs = { addr } });
 	wk_send(MSG_UPSTREAM_ADDRS, 0, &b);
 	msgbuf_free(&b);
 }
@@ -419,12 +418,12 @@ wk_turn(uint64_t rid, struct turn *t)
 {
 	struct rmsg *fin = NULL;
 	size_t fin_idx = 0;
-	struct msgreader r;
+	struct m_req_decision dec;
+	struct m_req_done done;
+	struct m_req_error err;
 	struct msg m;
 	int64_t deadline = tl_now_ms() + WAIT_MS;
 	size_t i;
-	const void *body;
-	size_t blen;
 
 	memset(t, 0, sizeof(*t));
 	while (fin == NULL) {
@@ -453,43 +452,58 @@ wk_turn(uint64_t rid, struct turn *t)
 			continue;
 		if (x->type == MSG_REQ_DECISION && t->ndec < 4) {
 			x->used = 1;
-			reader(&r, &m, x);
-			t->dec[t->ndec] = msg_get_u8(&r);
-			t->reason[t->ndec] = msg_get_u8(&r);
-			t->dec_conn[t->ndec] = msg_get_u64(&r);
-			ck_assert_int_eq(msg_end(&r), 0);
+			m = as_msg(x);
+			ck_assert_int_eq(m_req_decision_decode(&m, &dec), 0);
+			t->dec[t->ndec] = dec.decision;
+			t->reason[t->ndec] = dec.reason;
+			t->dec_conn[t->ndec] = dec.conn_id;
 			t->ndec++;
 		} else if (x->type == MSG_REQ_STARTED) {
 			x->used = 1;
+			m = as_msg(x);
+			ck_assert_int_eq(m_req_started_decode(&m), 0);
 			ck_assert_int_eq(t->events, 0);	/* STARTED comes first */
 			t->started++;
 		} else if (x->type == MSG_REQ_EVENT) {
+			struct m_req_event ev;
+
 			x->used = 1;
+			m = as_msg(x);
+			ck_assert_int_eq(m_req_event_decode(&m, &ev), 0);
+			ck_assert_uint_gt(ev.frame_len, 0);
 			ck_assert_int_eq(t->started, 1);
 			t->events++;
+		} else if (x->type == MSG_RATE_LIMITS) {
+			struct m_rate_limits rl;
+
+			x->used = 1;
+			m = as_msg(x);
+			ck_assert_int_eq(m_rate_limits_decode(&m, &rl), 0);
+			ck_assert_str_eq(rl.entry, "acct-0001");
+			ck_assert_uint_gt(rl.frame_len, 0);
 		}
 	}
 	fin->used = 1;
 	t->final = fin->type;
-	reader(&r, &m, fin);
+	m = as_msg(fin);
 	if (fin->type == MSG_REQ_DONE) {
-		t->outcome = msg_get_u8(&r);
-		snprintf(t->message, sizeof(t->message), "%s", msg_get_str(&r));
+		ck_assert_int_eq(m_req_done_decode(&m, &done), 0);
+		t->outcome = done.outcome;
+		snprintf(t->message, sizeof(t->message), "%s", done.message);
 		snprintf(t->response_id, sizeof(t->response_id), "%s",
-		    msg_get_str(&r));
-		t->input_tokens = msg_get_u64(&r);
-		t->cached_tokens = msg_get_u64(&r);
-		t->output_tokens = msg_get_u64(&r);
-		t->conn_id = msg_get_u64(&r);
+		    done.response_id);
+		t->input_tokens = done.input_tokens;
+		t->cached_tokens = done.cached_tokens;
+		t->output_tokens = done.output_tokens;
+		t->conn_id = done.conn_id;
 	} else {
-		t->status = (int)msg_get_u32(&r);
-		t->flags = msg_get_u8(&r);
-		snprintf(t->code, sizeof(t->code), "%s", msg_get_str(&r));
-		body = msg_get_blob(&r, &blen);
-		snprintf(t->body, sizeof(t->body), "%.*s", (int)blen,
-		    (const char *)body);
+		ck_assert_int_eq(m_req_error_decode(&m, &err), 0);
+		t->status = (int)err.http_status;
+		t->flags = err.flags;
+		snprintf(t->code, sizeof(t->code), "%s", err.code);
+		snprintf(t->body, sizeof(t->body), "%.*s", (int)err.body_len,
+		    (const char *)err.body);
 	}
-	ck_assert_int_eq(msg_end(&r), 0);
 }
 
 static void
@@ -511,24 +525,20 @@ static int
 conn_down(uint64_t conn_id, char *reason, size_t rlen, int timeout_ms)
 {
 	int64_t deadline = tl_now_ms() + timeout_ms;
-	struct msgreader r;
+	struct m_conn_down cd;
 	struct msg m;
 	size_t i;
 
 	for (;;) {
 		for (i = 0; i < K.nlog; i++) {
-			uint64_t id;
-			const char *why;
-
 			if (K.log[i].type != MSG_CONN_DOWN)
 				continue;
-			reader(&r, &m, &K.log[i]);
-			id = msg_get_u64(&r);
-			(void)msg_get_str(&r);
-			why = msg_get_str(&r);
-			if (id == conn_id) {
+			m = as_msg(&K.log[i]);
+			ck_assert_int_eq(m_conn_down_decode(&m, &cd), 0);
+			ck_assert_str_eq(cd.entry, "acct-0001");
+			if (cd.conn_id == conn_id) {
 				if (reason)
-					snprintf(reason, rlen, "%s", why ? why : "");
+					snprintf(reason, rlen, "%s", cd.reason);
 				return 1;
 			}
 		}
@@ -540,7 +550,7 @@ conn_down(uint64_t conn_id, char *reason, size_t rlen, int timeout_ms)
 static int
 count_conn_up(uint64_t conn_id)
 {
-	struct msgreader r;
+	struct m_conn_up cu;
 	struct msg m;
 	size_t i;
 	int n = 0;
@@ -548,8 +558,10 @@ count_conn_up(uint64_t conn_id)
 	for (i = 0; i < K.nlog; i++) {
 		if (K.log[i].type != MSG_CONN_UP)
 			continue;
-		reader(&r, &m, &K.log[i]);
-		if (conn_id == 0 || msg_get_u64(&r) == conn_id)
+		m = as_msg(&K.log[i]);
+		ck_assert_int_eq(m_conn_up_decode(&m, &cu), 0);
+		ck_assert_str_eq(cu.entry, "acct-0001");
+		if (conn_id == 0 || cu.conn_id == conn_id)
 			n++;
 	}
 	return n;
@@ -559,24 +571,17 @@ static uint64_t
 wk_stat(const char *name)
 {
 	static uint64_t rid = 0x5000;
-	struct rmsg *s;
-	struct msgreader r;
+	static struct m_stats st;	/* big: not on the stack */
 	struct msg m;
-	uint32_t i, n;
+	uint32_t i;
 	uint64_t v = UINT64_MAX;
 
 	wk_send(MSG_STATS_REQ, ++rid, NULL);
-	s = wk_must(MSG_STATS, rid);
-	reader(&r, &m, s);
-	n = msg_get_u32(&r);
-	for (i = 0; i < n; i++) {
-		const char *k = msg_get_str(&r);
-		uint64_t x = msg_get_u64(&r);
-
-		if (k != NULL && strcmp(k, name) == 0)
-			v = x;
-	}
-	ck_assert_int_eq(msg_end(&r), 0);
+	m = as_msg(wk_must(MSG_STATS, rid));
+	ck_assert_int_eq(m_stats_decode(&m, &st), 0);
+	for (i = 0; i < st.nstats; i++)
+		if (strcmp(st.stats[i].name, name) == 0)
+			v = st.stats[i].value;
 	ck_assert_msg(v != UINT64_MAX, "no stat %s", name);
 	return v;
 }
@@ -682,7 +687,7 @@ stop_worker(void)
 	int rc;
 
 	msgbuf_init(&b);
-	msg_add_u64(&b, 10 * 1000000ULL);
+	m_shutdown_encode(&b, &(struct m_shutdown){ .grace_us = 10 * 1000000ULL });
 	wk_send(MSG_SHUTDOWN, 0, &b);
 	msgbuf_free(&b);
 	rc = wk_reap(WAIT_MS);
@@ -973,7 +978,7 @@ START_TEST(test_worker__evict_entry)
 	ck_assert_int_eq(sim_wait_int("connections_open", 2), 2);
 
 	msgbuf_init(&b);
-	msg_add_str(&b, "acct-0001");
+	m_evict_encode(&b, &(struct m_evict){ .entry = "acct-0001" });
 	wk_send(MSG_EVICT, 0, &b);
 	msgbuf_free(&b);
 	ck_assert_int_eq(conn_down(t1.dec_conn[0], why, sizeof(why), WAIT_MS), 1);
@@ -1015,6 +1020,189 @@ START_TEST(test_worker__handshake_status)
 }
 END_TEST
 
+/* A 5xx on the upgrade of a new pooled connection (a load balancer's):
+ * one one-shot fallback, as for a refused connection.  A 5xx on a
+ * one-shot is final and retryable. */
+START_TEST(test_worker__handshake_5xx_falls_back)
+{
+	struct turn t1, t2, t3;
+	char why[128];
+
+	ck_assert_int_eq(tl_sim_fault(&K.sim,
+	    "{\"kind\":\"reject_handshake\",\"status\":503,\"count\":1}"), 0);
+	wk_start_turn(0x1500, KEY_1, REQ_F_POOLED | REQ_F_GRANT, 0, NULL);
+	wk_turn(0x1500, &t1);
+	expect_completed(&t1);
+	ck_assert_int_eq(t1.ndec, 2);
+	ck_assert_int_eq(t1.dec[0], DEC_NEW);
+	ck_assert_int_eq(t1.dec[1], DEC_BYPASS);
+	ck_assert_int_eq(t1.reason[1], BYP_FACTORY_ERROR);
+	ck_assert_uint_eq(t1.conn_id, 0);		/* one-shot: owns nothing */
+	ck_assert_int_eq(conn_down(t1.dec_conn[0], why, sizeof(why), WAIT_MS), 1);
+	ck_assert_ptr_nonnull(strstr(why, "HTTP 503"));
+	ck_assert_int_eq(count_conn_up(t1.dec_conn[0]), 0);
+	ck_assert_int_eq(sim_int("handshakes_total"), 2);
+	ck_assert_uint_eq(wk_stat("bypass_factory_error"), 1);
+
+	/* the fallback refused too: final, retryable, nothing relayed */
+	ck_assert_int_eq(tl_sim_fault(&K.sim,
+	    "{\"kind\":\"reject_handshake\",\"status\":502,\"count\":2}"), 0);
+	wk_start_turn(0x1501, KEY_2, REQ_F_POOLED | REQ_F_GRANT, 0, NULL);
+	wk_turn(0x1501, &t2);
+	ck_assert_uint_eq(t2.final, MSG_REQ_ERROR);
+	ck_assert_int_eq(t2.status, 502);
+	ck_assert_int_eq(t2.flags, ERR_F_RETRYABLE);
+	ck_assert_str_eq(t2.code, "upstream_unavailable");
+	ck_assert_int_eq(t2.ndec, 2);
+	ck_assert_int_eq(t2.reason[1], BYP_FACTORY_ERROR);
+	ck_assert_int_eq(t2.started, 0);
+
+	/* a one-shot from the start (no conversation): no second try */
+	ck_assert_int_eq(tl_sim_fault(&K.sim,
+	    "{\"kind\":\"reject_handshake\",\"status\":503,\"count\":1}"), 0);
+	wk_start_turn(0x1502, 0, REQ_F_GRANT, 0, NULL);
+	wk_turn(0x1502, &t3);
+	ck_assert_uint_eq(t3.final, MSG_REQ_ERROR);
+	ck_assert_int_eq(t3.status, 503);
+	ck_assert_int_eq(t3.flags, ERR_F_RETRYABLE);
+	ck_assert_int_eq(t3.ndec, 1);
+	ck_assert_int_eq(t3.dec[0], DEC_BYPASS);
+	ck_assert_int_eq(t3.reason[0], BYP_NO_KEY);
+	ck_assert_int_eq(sim_int("handshakes_total"), 5);
+	stop_worker();
+}
+END_TEST
+
+/* Upstream failures before the first byte that another attempt may get
+ * past are retryable, and not the account's fault. */
+START_TEST(test_worker__retryable_failures)
+{
+	static const struct {
+		const char	*marker;
+		int		 status;
+		const char	*code;
+	} rows[] = {
+		{ "[[sim:overloaded]]", 503, "server_is_overloaded" },
+		{ "[[sim:server_error]]", 500, "server_error" },
+		{ "[[sim:reset]]", 502, "upstream_unavailable" },
+	};
+	struct turn t;
+	char text[64];
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char *f;
+
+		snprintf(text, sizeof(text), "fail %s", rows[i].marker);
+		f = frame_with(text, NULL);
+		wk_start_turn(0x1800 + i, KEY_1 + i, REQ_F_POOLED | REQ_F_GRANT,
+		    0, f);
+		free(f);
+		wk_turn(0x1800 + i, &t);
+		ck_assert_msg(t.final == MSG_REQ_ERROR && t.status ==
+		    rows[i].status && t.flags == ERR_F_RETRYABLE &&
+		    strcmp(t.code, rows[i].code) == 0,
+		    "%s: final %s status %d flags %d code %s", rows[i].marker,
+		    msg_type_name(t.final), t.status, t.flags, t.code);
+		ck_assert_int_eq(t.started, 0);
+		ck_assert_int_eq(t.events, 0);
+	}
+	stop_worker();
+}
+END_TEST
+
+/* REQ_F_FRESH (the supervisor's retry after a retryable failure): the
+ * key's idle connection is closed, never reused; a new pooled one with
+ * a grant, a one-shot without. */
+START_TEST(test_worker__fresh_retry)
+{
+	struct turn t1, t2, t3, t4;
+	char why[128];
+
+	wk_start_turn(0x1600, KEY_1, REQ_F_POOLED | REQ_F_GRANT, 0, NULL);
+	wk_turn(0x1600, &t1);
+	expect_completed(&t1);
+	ck_assert_int_eq(t1.dec[0], DEC_NEW);
+
+	wk_start_turn(0x1601, KEY_1, REQ_F_POOLED | REQ_F_GRANT | REQ_F_FRESH,
+	    0, NULL);
+	wk_turn(0x1601, &t2);
+	expect_completed(&t2);
+	ck_assert_int_eq(t2.ndec, 1);
+	ck_assert_int_eq(t2.dec[0], DEC_NEW);
+	ck_assert_uint_ne(t2.dec_conn[0], t1.dec_conn[0]);
+	ck_assert_uint_eq(t2.conn_id, t2.dec_conn[0]);
+	ck_assert_int_eq(conn_down(t1.dec_conn[0], why, sizeof(why), WAIT_MS), 1);
+	ck_assert_str_eq(why, "fresh connection for a retry");
+	ck_assert_int_eq(sim_int("connections_total"), 2);
+	ck_assert_int_eq(sim_wait_int("connections_open", 1), 1);
+	ck_assert_uint_eq(wk_stat("fresh_closed"), 1);
+	ck_assert_uint_eq(wk_stat("dispatch_reuse"), 0);
+
+	/* no grant: the idle one goes all the same, the turn is one-shot */
+	wk_start_turn(0x1602, KEY_1, REQ_F_POOLED | REQ_F_FRESH, 0, NULL);
+	wk_turn(0x1602, &t3);
+	expect_completed(&t3);
+	ck_assert_int_eq(t3.ndec, 1);
+	ck_assert_int_eq(t3.dec[0], DEC_BYPASS);
+	ck_assert_int_eq(t3.reason[0], BYP_CAP);
+	ck_assert_int_eq(conn_down(t2.dec_conn[0], NULL, 0, WAIT_MS), 1);
+	ck_assert_uint_eq(wk_stat("fresh_closed"), 2);
+
+	/* without the flag the pool works as before */
+	wk_start_turn(0x1603, KEY_1, REQ_F_POOLED | REQ_F_GRANT, 0, NULL);
+	wk_turn(0x1603, &t4);
+	expect_completed(&t4);
+	ck_assert_int_eq(t4.dec[0], DEC_NEW);
+	ck_assert_int_eq(sim_wait_int("connections_open", 1), 1);
+	stop_worker();
+}
+END_TEST
+
+/* A payload the codec rejects: a turn is answered (500, never retried),
+ * anything else is dropped, and the worker carries on. */
+START_TEST(test_worker__malformed_messages)
+{
+	struct turn t1, t2;
+	struct msgbuf b;
+	char *f;
+
+	req_payload(&b, KEY_1, "acct-0001", REQ_F_POOLED | REQ_F_GRANT, 0,
+	    K.frame);
+	msg_add_u8(&b, 0);			/* one byte too many */
+	wk_send(MSG_REQ_START, 0x1700, &b);
+	msgbuf_free(&b);
+	wk_turn(0x1700, &t1);
+	ck_assert_uint_eq(t1.final, MSG_REQ_ERROR);
+	ck_assert_int_eq(t1.status, 500);
+	ck_assert_int_eq(t1.flags, 0);
+	ck_assert_str_eq(t1.code, "worker_protocol_error");
+	ck_assert_int_eq(t1.ndec, 0);
+
+	msgbuf_init(&b);
+	msg_add_u32(&b, 5);			/* a string cut short */
+	msg_add_u8(&b, 'a');
+	wk_send(MSG_EVICT, 0, &b);
+	msgbuf_free(&b);
+
+	/* a cancel with a payload does not cancel the running turn */
+	f = frame_with("take a moment [[sim:slow_start=300]]", NULL);
+	wk_start_turn(0x1701, KEY_1, REQ_F_POOLED | REQ_F_GRANT, 0, f);
+	free(f);
+	wk_must(MSG_REQ_DECISION, 0x1701);
+	msgbuf_init(&b);
+	msg_add_u8(&b, 1);
+	wk_send(MSG_REQ_CANCEL, 0x1701, &b);
+	msgbuf_free(&b);
+	wk_turn(0x1701, &t2);
+	expect_completed(&t2);
+	ck_assert_int_eq(sim_int("requests_total"), 1);
+	stop_worker();
+	ck_assert_int_eq(tl_file_contains(K.logfile,
+	    "malformed evict (5 bytes) ignored"), 1);
+}
+END_TEST
+
 /* Pool switched off at run time, and turns without a conversation. */
 START_TEST(test_worker__bypass_disabled_and_no_key)
 {
@@ -1031,7 +1219,7 @@ START_TEST(test_worker__bypass_disabled_and_no_key)
 	wk_turn(0xa01, &t2);
 	expect_completed(&t2);
 	msgbuf_init(&b);
-	msg_add_u8(&b, 0);
+	m_pool_enable_encode(&b, &(struct m_pool_enable){ .enabled = false });
 	wk_send(MSG_POOL_ENABLE, 0, &b);
 	msgbuf_free(&b);
 	ck_assert_int_eq(conn_down(t2.dec_conn[0], NULL, 0, WAIT_MS), 1);
@@ -1110,7 +1298,7 @@ START_TEST(test_worker__shutdown_drains)
 	free(f);
 	wk_must(MSG_REQ_DECISION, 0xd01);
 	msgbuf_init(&b);
-	msg_add_u64(&b, 60 * 1000000ULL);
+	m_shutdown_encode(&b, &(struct m_shutdown){ .grace_us = 60 * 1000000ULL });
 	wk_send(MSG_SHUTDOWN, 0, &b);
 	msgbuf_free(&b);
 	wk_start_turn(0xd02, KEY_3, REQ_F_POOLED | REQ_F_GRANT, 0, NULL);
@@ -1305,8 +1493,8 @@ START_TEST(test_worker__reload_and_conn_close)
 	ck_assert_int_eq(sim_wait_int("connections_open", 2), 2);
 
 	msgbuf_init(&b);
-	msg_add_u64(&b, t1.dec_conn[0]);
-	msg_add_str(&b, "make room");
+	m_conn_close_encode(&b, &(struct m_conn_close){
+	    .conn_id = t1.dec_conn[0], .reason = "make room" });
 	wk_send(MSG_CONN_CLOSE, 0, &b);
 	msgbuf_free(&b);
 	ck_assert_int_eq(conn_down(t1.dec_conn[0], why, sizeof(why), WAIT_MS), 1);
@@ -1522,6 +1710,10 @@ make_suite_worker(void)
 	tcase_add_test(tc, test_worker__cancel_evicts);
 	tcase_add_test(tc, test_worker__evict_entry);
 	tcase_add_test(tc, test_worker__handshake_status);
+	tcase_add_test(tc, test_worker__handshake_5xx_falls_back);
+	tcase_add_test(tc, test_worker__fresh_retry);
+	tcase_add_test(tc, test_worker__retryable_failures);
+	tcase_add_test(tc, test_worker__malformed_messages);
 	tcase_add_test(tc, test_worker__bypass_disabled_and_no_key);
 	tcase_add_test(tc, test_worker__liveness_kill);
 	tcase_add_test(tc, test_worker__start_timeout);

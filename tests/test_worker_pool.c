@@ -163,7 +163,7 @@ idle_conn(struct pool *p, uint64_t key, const char *entry, usec_t now)
 	ck_assert_int_eq(d.verdict, PV_NEW);
 	wpool_established(p, d.conn, now);
 	ck_assert_int_eq(d.conn->state, CONN_BUSY);
-	ck_assert(wpool_turn_done(p, d.conn, now, "resp_1"));
+	ck_assert(wpool_turn_done(p, d.conn, now));
 	ck_assert_int_eq(d.conn->state, CONN_IDLE);
 	return d.conn;
 }
@@ -188,7 +188,7 @@ START_TEST(test_pool__new_then_reuse)
 	ck_assert_ptr_eq(wpool_find_key(&p, KEY_A), c);
 	ck_assert_ptr_eq(wpool_find_id(&p, c->id), c);
 	wpool_established(&p, c, 10 * SEC);
-	ck_assert(wpool_turn_done(&p, c, 11 * SEC, "resp_1"));
+	ck_assert(wpool_turn_done(&p, c, 11 * SEC));
 
 	for (i = 0; i < 2; i++) {
 		r = req(2 + i, KEY_A, "acct-1", REQ_F_POOLED | REQ_F_GRANT);
@@ -197,10 +197,9 @@ START_TEST(test_pool__new_then_reuse)
 		ck_assert_ptr_eq(d.conn, c);
 		ck_assert_int_eq(c->state, CONN_BUSY);
 		ck_assert_uint_eq(c->cur_rid, 2 + i);
-		ck_assert(wpool_turn_done(&p, c, (21 + i) * SEC, "resp_n"));
+		ck_assert(wpool_turn_done(&p, c, (21 + i) * SEC));
 	}
 	ck_assert_uint_eq(c->turns, 3);
-	ck_assert_str_eq(c->last_response_id, "resp_n");
 	ck_assert_uint_eq(p.st.dispatch_new, 1);
 	ck_assert_uint_eq(p.st.dispatch_reuse, 2);
 	ck_assert_uint_eq(wpool_count_pooled(&p), 1);
@@ -292,7 +291,7 @@ START_TEST(test_pool__disabled_and_no_key)
 	ck_assert_int_eq(d.verdict, PV_BYPASS);
 	ck_assert_int_eq(d.reason, BYP_DISABLED);
 
-	ck_assert(!wpool_turn_done(&p, busy, 4 * SEC, "resp_2"));
+	ck_assert(!wpool_turn_done(&p, busy, 4 * SEC));
 	ck_assert_int_eq(busy->state, CONN_CLOSING);
 	ck_assert_int_eq(calls.nclose, 2);
 	wpool_free(&p);
@@ -352,7 +351,7 @@ START_TEST(test_pool__dead_is_a_miss)
 	r = req(8, KEY_B, "acct-1", REQ_F_POOLED | REQ_F_GRANT);
 	wpool_decide(&p, &r, 200 * SEC, &d);	/* 50 s of silence: alive */
 	ck_assert_int_eq(d.verdict, PV_REUSE);
-	ck_assert(wpool_turn_done(&p, c, 200 * SEC, NULL));
+	ck_assert(wpool_turn_done(&p, c, 200 * SEC));
 
 	/* the socket went away: it leaves the pool at once */
 	wpool_lost(&p, c, "closed by upstream");
@@ -498,7 +497,7 @@ START_TEST(test_pool__evict_entry)
 	ck_assert_uint_eq(p.st.evicted, 3);
 
 	/* the busy one finishes its turn, then closes */
-	ck_assert(!wpool_turn_done(&p, a2, 3 * SEC, "resp_9"));
+	ck_assert(!wpool_turn_done(&p, a2, 3 * SEC));
 	ck_assert_int_eq(a2->state, CONN_CLOSING);
 	ck_assert_int_eq(calls.nclose, 3);
 	ck_assert_str_eq(calls.close_reason[2], "pending close after turn");
@@ -524,7 +523,7 @@ START_TEST(test_pool__close_id_pending_after_turn)
 	ck_assert_int_eq(calls.nleft, 1);
 	ck_assert_str_eq(calls.left_reason[0], "make room");
 	ck_assert_int_eq(calls.nclose, 0);
-	ck_assert(!wpool_turn_done(&p, c, 3 * SEC, NULL));
+	ck_assert(!wpool_turn_done(&p, c, 3 * SEC));
 	ck_assert_int_eq(calls.nclose, 1);
 	/* closing completes: the socket is gone */
 	wpool_lost(&p, c, "closed");
@@ -564,6 +563,62 @@ START_TEST(test_pool__sweep_expired)
 }
 END_TEST
 
+/* REQ_F_FRESH: the key's idle connection is closed, never reused; a new
+ * pooled one with a grant, one-shot (cap) without; a busy one is left
+ * alone; a continuation ignores the flag. */
+START_TEST(test_pool__fresh_closes_idle)
+{
+	struct pool p;
+	struct pool_req r;
+	struct pool_decision d;
+	struct pool_conn *c, *n;
+
+	setup_pool(&p);
+	c = idle_conn(&p, KEY_A, "acct-1", SEC);
+	r = req(2, KEY_A, "acct-1", REQ_F_POOLED | REQ_F_GRANT | REQ_F_FRESH);
+	wpool_decide(&p, &r, 2 * SEC, &d);
+	ck_assert_int_eq(d.verdict, PV_NEW);
+	ck_assert_ptr_ne(d.conn, c);
+	n = d.conn;
+	ck_assert_int_eq(c->state, CONN_CLOSING);
+	ck_assert(!c->in_pool);
+	ck_assert_int_eq(calls.nclose, 1);
+	ck_assert_uint_eq(calls.closed[0], c->id);
+	ck_assert_int_eq(calls.nleft, 1);
+	ck_assert_ptr_eq(wpool_find_key(&p, KEY_A), n);
+	ck_assert_uint_eq(p.st.fresh_closed, 1);
+	ck_assert_uint_eq(p.st.dispatch_reuse, 0);
+
+	/* while the new one is connecting: busy, left alone */
+	r = req(3, KEY_A, "acct-1", REQ_F_POOLED | REQ_F_GRANT | REQ_F_FRESH);
+	wpool_decide(&p, &r, 3 * SEC, &d);
+	ck_assert_int_eq(d.verdict, PV_BYPASS);
+	ck_assert_int_eq(d.reason, BYP_BUSY);
+	ck_assert_int_eq(n->state, CONN_CONNECTING);
+	wpool_established(&p, n, 3 * SEC);
+	ck_assert(wpool_turn_done(&p, n, 4 * SEC));
+
+	/* a continuation of n's response runs on n whatever the flag */
+	r = req(4, KEY_A, "acct-1", REQ_F_POOLED | REQ_F_CONTINUE |
+	    REQ_F_FRESH);
+	r.owner_conn = n->id;
+	wpool_decide(&p, &r, 5 * SEC, &d);
+	ck_assert_int_eq(d.verdict, PV_REUSE);
+	ck_assert_ptr_eq(d.conn, n);
+	ck_assert(wpool_turn_done(&p, n, 6 * SEC));
+
+	/* no grant: closed all the same, and the turn goes one-shot */
+	r = req(5, KEY_A, "acct-1", REQ_F_POOLED | REQ_F_FRESH);
+	wpool_decide(&p, &r, 7 * SEC, &d);
+	ck_assert_int_eq(d.verdict, PV_BYPASS);
+	ck_assert_int_eq(d.reason, BYP_CAP);
+	ck_assert_int_eq(n->state, CONN_CLOSING);
+	ck_assert_ptr_null(wpool_find_key(&p, KEY_A));
+	ck_assert_uint_eq(p.st.fresh_closed, 2);
+	wpool_free(&p);
+}
+END_TEST
+
 START_TEST(test_pool__oneshot_closes_after_turn)
 {
 	struct pool p;
@@ -577,7 +632,7 @@ START_TEST(test_pool__oneshot_closes_after_turn)
 	ck_assert_uint_eq(wpool_count_oneshot(&p), 1);
 	wpool_established(&p, c, SEC);
 	ck_assert_int_eq(c->state, CONN_BUSY);
-	ck_assert(!wpool_turn_done(&p, c, 2 * SEC, "resp"));
+	ck_assert(!wpool_turn_done(&p, c, 2 * SEC));
 	ck_assert_int_eq(c->state, CONN_CLOSING);
 	ck_assert_int_eq(calls.nleft, 0);	/* never was in the pool */
 	ck_assert_int_eq(calls.nclose, 1);
@@ -664,7 +719,7 @@ START_TEST(test_pool__thousands_of_keys)
 		wpool_decide(&p, &r, SEC, &d);
 		ck_assert_int_eq(d.verdict, PV_NEW);
 		wpool_established(&p, d.conn, SEC);
-		wpool_turn_done(&p, d.conn, SEC, NULL);
+		wpool_turn_done(&p, d.conn, SEC);
 	}
 	ck_assert_uint_eq(wpool_count_pooled(&p), 5000);
 	ck_assert_uint_eq(wpool_count_state(&p, CONN_IDLE), 5000);
@@ -702,6 +757,7 @@ make_suite_pool(void)
 	tcase_add_test(tc, test_pool__evict_entry);
 	tcase_add_test(tc, test_pool__close_id_pending_after_turn);
 	tcase_add_test(tc, test_pool__sweep_expired);
+	tcase_add_test(tc, test_pool__fresh_closes_idle);
 	tcase_add_test(tc, test_pool__oneshot_closes_after_turn);
 	tcase_add_test(tc, test_pool__state_machine);
 	tcase_add_test(tc, test_pool__conn_ids_unique);

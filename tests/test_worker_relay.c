@@ -104,6 +104,106 @@ START_TEST(test_relay__error_frames)
 }
 END_TEST
 
+/* Every upstream failure before the first byte that another attempt may
+ * survive is retryable; the account's own failures are account-scoped. */
+START_TEST(test_relay__retryable_classification)
+{
+	static const struct {
+		const char	*frame;
+		enum frame_class cls;
+		int		 status;
+		int		 flags;
+	} rows[] = {
+		{ "{\"type\":\"error\",\"status\":503,\"error\":{\"type\":"
+		  "\"service_unavailable_error\",\"code\":\"server_is_overloaded\"}}",
+		  FC_ERROR, 503, ERR_F_RETRYABLE },
+		{ "{\"type\":\"response.failed\",\"response\":{\"id\":\"r\","
+		  "\"error\":{\"code\":\"server_error\"}}}",
+		  FC_ERROR, 500, ERR_F_RETRYABLE },
+		{ "{\"type\":\"error\",\"status\":500,\"error\":{\"code\":"
+		  "\"server_error\"}}", FC_ERROR, 500, ERR_F_RETRYABLE },
+		/* a gateway's 502 with a code we do not know */
+		{ "{\"type\":\"error\",\"status\":502,\"error\":{\"type\":"
+		  "\"bad_gateway\",\"message\":\"upstream connect error\"}}",
+		  FC_ERROR, 502, ERR_F_RETRYABLE },
+		{ "{\"type\":\"error\",\"status_code\":504}",
+		  FC_ERROR, 504, ERR_F_RETRYABLE },
+		{ "{\"type\":\"error\",\"error\":{\"code\":"
+		  "\"websocket_connection_limit_reached\"}}",
+		  FC_CONN_LIMIT, 503, ERR_F_RETRYABLE },
+		{ "{\"type\":\"error\",\"status\":429,\"error\":{\"type\":"
+		  "\"usage_limit_reached\"}}", FC_ERROR, 429, ERR_F_ACCOUNT },
+		{ "{\"type\":\"error\",\"status\":401,\"error\":{\"code\":"
+		  "\"token_expired\"}}", FC_ERROR, 401, ERR_F_ACCOUNT },
+		{ "{\"type\":\"error\",\"status\":400,\"error\":{\"code\":"
+		  "\"previous_response_not_found\"}}", FC_ERROR, 400, 0 },
+		/* an unknown 4xx code, or a 5xx status on another frame type:
+		 * relayed as it is */
+		{ "{\"type\":\"error\",\"status\":400,\"error\":{\"code\":"
+		  "\"model_not_supported_in_plan\"}}", FC_OTHER, 0, 0 },
+		{ "{\"type\":\"response.output_text.delta\",\"status\":502}",
+		  FC_OTHER, 0, 0 },
+		{ "{\"type\":\"error\",\"status\":\"502\"}", FC_OTHER, 0, 0 },
+	};
+	struct frame_info fi;
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		classify(rows[i].frame, &fi);
+		ck_assert_msg(fi.cls == rows[i].cls && fi.http_status ==
+		    rows[i].status, "row %zu: class %d status %d", i, fi.cls,
+		    fi.http_status);
+		ck_assert_msg(relay_error_flags(fi.http_status) == rows[i].flags,
+		    "row %zu: flags %d", i, relay_error_flags(fi.http_status));
+	}
+}
+END_TEST
+
+START_TEST(test_relay__error_flags)
+{
+	static const struct {
+		int status, flags;
+	} rows[] = {
+		{ 500, ERR_F_RETRYABLE }, { 502, ERR_F_RETRYABLE },
+		{ 503, ERR_F_RETRYABLE }, { 504, ERR_F_RETRYABLE },
+		{ 599, ERR_F_RETRYABLE }, { 401, ERR_F_ACCOUNT },
+		{ 402, ERR_F_ACCOUNT }, { 403, ERR_F_ACCOUNT },
+		{ 429, ERR_F_ACCOUNT }, { 400, 0 }, { 404, 0 }, { 409, 0 },
+		{ 499, 0 }, { 600, 0 }, { 0, 0 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		ck_assert_msg(relay_error_flags(rows[i].status) == rows[i].flags,
+		    "status %d", rows[i].status);
+}
+END_TEST
+
+/* codexpoold(8): dead after two and a half ping intervals of silence, at
+ * that moment, not at the next ping (which would be three). */
+START_TEST(test_upstream__liveness_deadline)
+{
+	const usec_t ping = 25 * USEC_PER_SEC, t0 = 1000 * USEC_PER_SEC;
+
+	ck_assert_int_eq(upstream_liveness_window(ping), 62500 * USEC_PER_MSEC);
+	ck_assert_int_eq(upstream_liveness_window(200 * USEC_PER_MSEC),
+	    500 * USEC_PER_MSEC);
+	ck_assert_int_eq(upstream_liveness_window(0), 0);
+	/* at the pings after the last frame: still alive, and the time
+	 * left is exact */
+	ck_assert_int_eq(upstream_liveness_left(t0 + ping, t0, ping),
+	    37500 * USEC_PER_MSEC);
+	ck_assert_int_eq(upstream_liveness_left(t0 + 2 * ping, t0, ping),
+	    12500 * USEC_PER_MSEC);
+	ck_assert_int_eq(upstream_liveness_left(t0 + 62499 * USEC_PER_MSEC,
+	    t0, ping), USEC_PER_MSEC);
+	/* 62.5 s of silence: dead, well before the third ping at 75 s */
+	ck_assert_int_eq(upstream_liveness_left(t0 + 62500 * USEC_PER_MSEC,
+	    t0, ping), 0);
+	ck_assert_int_eq(upstream_liveness_left(t0 + 3 * ping, t0, ping), 0);
+}
+END_TEST
+
 START_TEST(test_relay__completed_usage)
 {
 	struct frame_info fi;
@@ -150,6 +250,9 @@ make_suite_relay(void)
 	tcase_add_test(tc, test_relay__rate_limits_and_early);
 	tcase_add_test(tc, test_relay__error_table);
 	tcase_add_test(tc, test_relay__error_frames);
+	tcase_add_test(tc, test_relay__retryable_classification);
+	tcase_add_test(tc, test_relay__error_flags);
+	tcase_add_test(tc, test_upstream__liveness_deadline);
 	tcase_add_test(tc, test_relay__completed_usage);
 	tcase_add_test(tc, test_relay__not_json);
 	suite_add_tcase(s, tc);

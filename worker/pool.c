@@ -49,7 +49,6 @@ static void
 conn_free(struct pool_conn *c)
 {
 	free(c->entry);
-	free(c->last_response_id);
 	free(c);
 }
 
@@ -240,18 +239,13 @@ wpool_activity(struct pool_conn *c, usec_t now)
 }
 
 bool
-wpool_turn_done(struct pool *p, struct pool_conn *c, usec_t now,
-    const char *response_id)
+wpool_turn_done(struct pool *p, struct pool_conn *c, usec_t now)
 {
 	if (c->state != CONN_BUSY)
 		return false;
 	c->cur_rid = 0;
 	c->turns++;
 	c->last_activity = now;
-	if (response_id != NULL && *response_id != '\0') {
-		free(c->last_response_id);
-		c->last_response_id = xstrdup(response_id);
-	}
 	if (!c->pooled) {
 		wpool_close(p, c, "one-shot done");
 		return false;
@@ -262,13 +256,6 @@ wpool_turn_done(struct pool *p, struct pool_conn *c, usec_t now,
 	}
 	wpool_set_state(p, c, CONN_IDLE);
 	return true;
-}
-
-void
-wpool_detach(struct pool *p, struct pool_conn *c)
-{
-	(void)p;
-	c->cur_rid = 0;
 }
 
 static void
@@ -354,6 +341,8 @@ decide_continue(struct pool *p, const struct pool_req *r, usec_t now,
  *	key's conn dead or
  *	  silent              close it, then miss (reason dead)
  *	key's conn expired    retire it (busy: after its turn), miss (expired)
+ *	key's conn idle,
+ *	  REQ_F_FRESH         close it (a retry must not land on it), miss
  *	key's conn idle       REUSE
  *	key's conn busy,
  *	  connecting          BYPASS(busy)
@@ -402,6 +391,9 @@ wpool_decide(struct pool *p, const struct pool_req *r, usec_t now,
 			p->st.expired++;
 			wpool_retire(p, c, "max age");
 			miss = BYP_EXPIRED;
+		} else if (c->state == CONN_IDLE && (r->flags & REQ_F_FRESH)) {
+			p->st.fresh_closed++;
+			wpool_close(p, c, "fresh connection for a retry");
 		} else if (c->state == CONN_IDLE) {
 			acquire(p, c, r->rid);
 			p->st.dispatch_reuse++;

@@ -51,8 +51,7 @@ struct pool_conn {
 	char		*entry;		/* account entry id */
 	usec_t		 created_at;
 	usec_t		 last_activity;	/* last frame or pong */
-	char		*last_response_id;	/* newest completed response only */
-	uint32_t	 turns;
+	uint32_t	 turns;		/* completed turns, for logs */
 	bool		 pending_close;	/* close after the current turn */
 	bool		 pooled;	/* a pool member (false: one-shot) */
 	bool		 in_pool;	/* still indexed by key and id */
@@ -67,6 +66,7 @@ struct pool_stats {
 	uint64_t	dispatch_new;
 	uint64_t	bypass[BYP_EXPIRED + 1];	/* by enum bypass_reason */
 	uint64_t	retry_stale;
+	uint64_t	fresh_closed;		/* idle connections closed for REQ_F_FRESH */
 	uint64_t	continue_errors;	/* continuation refused (owner gone/busy) */
 	uint64_t	conns_opened;		/* pooled connections created */
 	uint64_t	conns_closed;		/* pooled connections that left the pool */
@@ -159,15 +159,10 @@ void	wpool_activity(struct pool_conn *c, usec_t now);
 
 /*
  * The turn on c ended (terminal frame, or an early error that leaves the
- * connection usable).  response_id (may be NULL) becomes the newest
- * response.  Returns true if c stays in the pool, idle; false if it was
- * closed (pending close, or a one-shot).
+ * connection usable).  Returns true if c stays in the pool, idle; false
+ * if it was closed (pending close, or a one-shot).
  */
-bool	wpool_turn_done(struct pool *p, struct pool_conn *c, usec_t now,
-	    const char *response_id);
-
-/* Detach the turn without finishing it (the caller closes or kills c). */
-void	wpool_detach(struct pool *p, struct pool_conn *c);
+bool	wpool_turn_done(struct pool *p, struct pool_conn *c, usec_t now);
 
 /* Close c now whatever it is doing (cancel, protocol error, liveness). */
 void	wpool_close(struct pool *p, struct pool_conn *c, const char *reason);

@@ -13,11 +13,22 @@
  *	        output frame it was stale: RETRY_STALE, one one-shot attempt
  *	        (continuations fail closed instead: the response id dies
  *	        with the connection)
- *	NEW     a new pooled connection; a transport failure of its
- *	        handshake: BYPASS(factory_error), one one-shot attempt; an
- *	        HTTP status answer is final
+ *	NEW     a new pooled connection; if its handshake fails (refused,
+ *	        reset, timed out, or a 5xx answer to the upgrade, e.g. from
+ *	        a load balancer): BYPASS(factory_error), one one-shot
+ *	        attempt; 401/402/403/429 (the account) and other statuses
+ *	        are final
  *	BYPASS  a one-shot connection; its failure is final
  *	RETRY   the one extra one-shot attempt; its outcome is final
+ *
+ * A final error says whether another attempt may succeed (ERR_F_RETRYABLE:
+ * every 5xx, refused or reset connections, timeouts, the connection
+ * limit) and whether the account is at fault (ERR_F_ACCOUNT); the
+ * supervisor retries a retryable one with REQ_F_FRESH.
+ *
+ * A request and its connection are joined in req_join() and cut in
+ * req_cut() only; upstream.c reaches this file only through
+ * relay_upconn_hooks.
  */
 #include "config.h"
 
@@ -155,6 +166,26 @@ get_u64_path(struct json_object *o, const char *path)
 	return n > 0 ? (uint64_t)n : 0;
 }
 
+/*
+ * An error frame whose code is not in the table but whose status is a 5xx
+ * (a 502 from a gateway, an unknown overload code) is a server failure:
+ * classified, so it fails the turn as retryable before anything is
+ * relayed.  Other unknown codes are relayed as they are.
+ */
+static int
+server_status(struct json_object *o)
+{
+	struct json_object *v = json_get_path(o, "status");
+	int64_t n;
+
+	if (v == NULL)
+		v = json_get_path(o, "status_code");
+	if (v == NULL || !json_object_is_type(v, json_type_int))
+		return 0;
+	n = json_object_get_int64(v);
+	return n >= 500 && n <= 599 ? (int)n : 0;
+}
+
 void
 relay_classify(const void *data, size_t len, struct frame_info *fi)
 {
@@ -173,7 +204,6 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 		json_object_put(o);
 		return;
 	}
-	strlcpy_safe(fi->type, type, sizeof(fi->type));
 
 	if (strcmp(type, "codex.rate_limits") == 0)
 		fi->cls = FC_RATE_LIMITS;
@@ -206,6 +236,9 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 		else if (fi->http_status != 0)
 			fi->cls = FC_ERROR;
 	}
+	if (fi->http_status == 0 && strcmp(type, "error") == 0 &&
+	    (fi->http_status = server_status(o)) != 0)
+		fi->cls = FC_ERROR;
 
 	v = json_get_path(o, "response.id");
 	id = (v != NULL && json_object_is_type(v, json_type_string)) ?
@@ -219,25 +252,47 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 	json_object_put(o);
 }
 
+int
+relay_error_flags(int status)
+{
+	int flags = 0;
+
+	if (status == 401 || status == 402 || status == 403 || status == 429)
+		flags |= ERR_F_ACCOUNT;
+	if (status >= 500 && status <= 599)
+		flags |= ERR_F_RETRYABLE;
+	return flags;
+}
+
 /* ---- requests --------------------------------------------------------- */
 
-uint8_t *
-relay_frame(struct request *req, size_t *len)
+static const uint8_t *
+turn_frame(const struct request *req, size_t *len)
 {
 	*len = req->frame_len;
 	return req->frame;
 }
 
-bool
-relay_started(const struct request *req)
+/* The one place a request and a connection are joined... */
+static void
+req_join(struct request *req, struct upconn *uc)
 {
-	return req->started;
+	req->uc = uc;
+	uc->req = req;
 }
 
-uint64_t
-relay_rid(const struct request *req)
+/* ...and the one place they are cut (the response-start timer goes too). */
+static void
+req_cut(struct request *req)
 {
-	return req->rid;
+	struct upconn *uc = req->uc;
+
+	lws_sul_cancel(&req->sul_start);
+	req->uc = NULL;
+	if (uc != NULL && uc->req == req) {
+		uc->req = NULL;
+		uc->send_pending = false;
+	}
 }
 
 static void
@@ -262,11 +317,7 @@ req_free(struct request *req)
 	size_t i;
 
 	idmap_del(&w->reqs, req->rid);
-	lws_sul_cancel(&req->sul_start);
-	if (req->uc != NULL && req->uc->req == req) {
-		req->uc->req = NULL;
-		req->uc->send_pending = false;
-	}
+	req_cut(req);
 	early_clear(req);
 	free(req->entry);
 	free(req->account_id);
@@ -284,12 +335,13 @@ req_free(struct request *req)
 	worker_check_done(w);
 }
 
-/* The request's log prefix: rid, first 4 of the account, conversation. */
+/* The request's log prefix: rid, the supervisor's attempt, first 4 of
+ * the account, conversation. */
 static void
 req_prefix(const struct request *req, char *buf, size_t len)
 {
-	snprintf(buf, len, "rid=%08llx acct=%.4s conv=%04llx",
-	    (unsigned long long)req->rid, req->entry,
+	snprintf(buf, len, "rid=%08llx#%u acct=%.4s conv=%04llx",
+	    (unsigned long long)req->rid, req->attempt, req->entry,
 	    (unsigned long long)(req->key_hash >> 48));
 }
 
@@ -322,9 +374,9 @@ send_decision(struct request *req, int decision, int reason, uint64_t conn_id)
 	olog(LOG_LVL_INFO, pfx, "ws=%s", what);
 
 	msgbuf_init(&b);
-	msg_add_u8(&b, (uint8_t)decision);
-	msg_add_u8(&b, (uint8_t)reason);
-	msg_add_u64(&b, conn_id);
+	m_req_decision_encode(&b, &(struct m_req_decision){
+	    .decision = (uint8_t)decision, .reason = (uint8_t)reason,
+	    .conn_id = conn_id });
 	worker_send(w, MSG_REQ_DECISION, req->rid, &b, true);
 	msgbuf_free(&b);
 }
@@ -341,10 +393,9 @@ finish_error(struct request *req, int status, int flags, const char *code,
 	olog(LOG_LVL_INFO, pfx, "error %d %s", status, code);
 	w->requests_failed++;
 	msgbuf_init(&b);
-	msg_add_u32(&b, (uint32_t)status);
-	msg_add_u8(&b, (uint8_t)flags);
-	msg_add_str(&b, code);
-	msg_add_blob(&b, body, body_len);
+	m_req_error_encode(&b, &(struct m_req_error){
+	    .http_status = (uint32_t)status, .flags = (uint8_t)flags,
+	    .code = code, .body = body, .body_len = body_len });
 	worker_send(w, MSG_REQ_ERROR, req->rid, &b, true);
 	msgbuf_free(&b);
 	req_free(req);
@@ -376,13 +427,13 @@ finish_done(struct request *req, int outcome, const char *message,
 	} else
 		olog(LOG_LVL_DEBUG, pfx, "done %s", done_outcome_name(outcome));
 	msgbuf_init(&b);
-	msg_add_u8(&b, (uint8_t)outcome);
-	msg_add_str(&b, message);
-	msg_add_str(&b, fi != NULL ? fi->response_id : "");
-	msg_add_u64(&b, fi != NULL ? fi->input_tokens : 0);
-	msg_add_u64(&b, fi != NULL ? fi->cached_tokens : 0);
-	msg_add_u64(&b, fi != NULL ? fi->output_tokens : 0);
-	msg_add_u64(&b, conn_id);
+	m_req_done_encode(&b, &(struct m_req_done){
+	    .outcome = (uint8_t)outcome, .message = message,
+	    .response_id = fi != NULL ? fi->response_id : "",
+	    .input_tokens = fi != NULL ? fi->input_tokens : 0,
+	    .cached_tokens = fi != NULL ? fi->cached_tokens : 0,
+	    .output_tokens = fi != NULL ? fi->output_tokens : 0,
+	    .conn_id = conn_id });
 	worker_send(w, MSG_REQ_DONE, req->rid, &b, true);
 	msgbuf_free(&b);
 	req_free(req);
@@ -402,8 +453,7 @@ ident_of(const struct request *req, struct hs_ident *id)
 static void
 attempt_reset(struct request *req)
 {
-	lws_sul_cancel(&req->sul_start);
-	req->uc = NULL;
+	req_cut(req);
 	req->att_conn = 0;
 	early_clear(req);
 	free(req->limit_body);
@@ -423,7 +473,7 @@ open_oneshot(struct request *req, enum attempt att)
 	pc = wpool_oneshot(&w->pool, req->rid, req->key_hash, req->entry,
 	    now_mono_usec());
 	ident_of(req, &id);
-	req->uc = upconn_open(w, pc, req, &id);
+	req_join(req, upconn_open(w, pc, &id));
 }
 
 static void
@@ -451,15 +501,15 @@ dispatch(struct request *req)
 		send_decision(req, DEC_REUSE, BYP_NONE, d.conn->id);
 		req->att = ATT_REUSE;
 		req->att_conn = d.conn->id;
-		req->uc = d.conn->io;
-		upconn_attach(req->uc, req);
+		req_join(req, d.conn->io);
+		upconn_send_turn(req->uc);
 		return;
 	case PV_NEW:
 		send_decision(req, DEC_NEW, BYP_NONE, d.conn->id);
 		req->att = ATT_NEW;
 		req->att_conn = d.conn->id;
 		ident_of(req, &id);
-		req->uc = upconn_open(w, d.conn, req, &id);
+		req_join(req, upconn_open(w, d.conn, &id));
 		return;
 	case PV_BYPASS:
 		send_decision(req, DEC_BYPASS, d.reason, 0);
@@ -525,10 +575,9 @@ refuse_rid(struct worker *w, uint64_t rid, int status, int flags,
 	log_warnx("rid=%08llx refused: %s", (unsigned long long)rid, message);
 	w->requests_failed++;
 	msgbuf_init(&b);
-	msg_add_u32(&b, (uint32_t)status);
-	msg_add_u8(&b, (uint8_t)flags);
-	msg_add_str(&b, code);
-	msg_add_blob(&b, body, strlen(body));
+	m_req_error_encode(&b, &(struct m_req_error){
+	    .http_status = (uint32_t)status, .flags = (uint8_t)flags,
+	    .code = code, .body = body, .body_len = strlen(body) });
 	worker_send(w, MSG_REQ_ERROR, rid, &b, true);
 	msgbuf_free(&b);
 	free(body);
@@ -578,26 +627,14 @@ start_timeout_cb(lws_sorted_usec_list_t *sul)
 	    (long long)(req->w->cfg.start_timeout / USEC_PER_MSEC));
 }
 
-void
-relay_turn_armed(struct request *req)
+static void
+turn_armed(struct request *req)
 {
 	struct worker *w = req->w;
 
 	if (w->cfg.start_timeout > 0 && !req->started)
 		lws_sul_schedule(w->ctx, 0, &req->sul_start, start_timeout_cb,
 		    w->cfg.start_timeout);
-}
-
-
-static void
-detach(struct request *req, struct upconn *uc)
-{
-	lws_sul_cancel(&req->sul_start);
-	req->uc = NULL;
-	if (uc != NULL && uc->req == req) {
-		uc->req = NULL;
-		uc->send_pending = false;
-	}
 }
 
 static int
@@ -608,7 +645,8 @@ send_event(struct request *req, const void *data, size_t len)
 	int rc;
 
 	msgbuf_init(&b);
-	msg_add_blob(&b, data, len);
+	m_req_event_encode(&b, &(struct m_req_event){ .frame = data,
+	    .frame_len = len });
 	rc = worker_send(w, MSG_REQ_EVENT, req->rid, &b, false);
 	msgbuf_free(&b);
 	if (rc == MSGCHAN_OK) {
@@ -641,20 +679,17 @@ classified_error(struct request *req, struct upconn *uc,
 {
 	struct worker *w = req->w;
 	struct pool_conn *pc = uc->pc;
-	int flags = 0, status = fi->http_status;
+	int status = fi->http_status;
 
-	if (status == 401 || status == 402 || status == 403 || status == 429)
-		flags |= ERR_F_ACCOUNT;
-	if (status >= 500)
-		flags |= ERR_F_RETRYABLE;
-	detach(req, uc);
-	finish_error(req, status, flags, fi->code, data, len);
+	req_cut(req);
+	finish_error(req, status, relay_error_flags(status),
+	    fi->code[0] != '\0' ? fi->code : "upstream_error", data, len);
 	/* the connection itself is fine: back to idle (one-shots close) */
-	wpool_turn_done(&w->pool, pc, now_mono_usec(), NULL);
+	wpool_turn_done(&w->pool, pc, now_mono_usec());
 }
 
-void
-relay_on_message(struct request *req, struct upconn *uc, const uint8_t *data,
+static void
+on_message(struct request *req, struct upconn *uc, const uint8_t *data,
     size_t len)
 {
 	struct worker *w = req->w;
@@ -668,8 +703,8 @@ relay_on_message(struct request *req, struct upconn *uc, const uint8_t *data,
 
 	if (fi.cls == FC_RATE_LIMITS) {
 		msgbuf_init(&b);
-		msg_add_str(&b, req->entry);
-		msg_add_blob(&b, data, len);
+		m_rate_limits_encode(&b, &(struct m_rate_limits){
+		    .entry = req->entry, .frame = data, .frame_len = len });
 		worker_send(w, MSG_RATE_LIMITS, req->rid, &b, false);
 		msgbuf_free(&b);
 		return;
@@ -718,11 +753,10 @@ relay_on_message(struct request *req, struct upconn *uc, const uint8_t *data,
 	 * owned by it: the next turn may continue it there */
 	conn_id = (fi.completed && pc->pooled && pc->in_pool &&
 	    !pc->pending_close) ? pc->id : 0;
-	detach(req, uc);
+	req_cut(req);
 	finish_done(req, fi.completed ? DONE_COMPLETED : DONE_FAILED, "", &fi,
 	    conn_id);
-	wpool_turn_done(&w->pool, pc, now_mono_usec(),
-	    fi.completed ? fi.response_id : NULL);
+	wpool_turn_done(&w->pool, pc, now_mono_usec());
 }
 
 static void
@@ -730,12 +764,7 @@ finish_http_status(struct request *req, int status)
 {
 	char msg[160];
 	const char *code;
-	int flags = 0;
 
-	if (status == 401 || status == 403 || status == 429 || status == 402)
-		flags |= ERR_F_ACCOUNT;
-	if (status >= 500)
-		flags |= ERR_F_RETRYABLE;
 	if (status < 400 || status > 599) {
 		snprintf(msg, sizeof(msg), "the upstream answered the WebSocket "
 		    "upgrade with an unexpected HTTP %d", status);
@@ -753,7 +782,8 @@ finish_http_status(struct request *req, int status)
 	}
 	snprintf(msg, sizeof(msg), "the upstream refused the WebSocket "
 	    "upgrade with HTTP %d", status);
-	finish_error_msg(req, status, flags, code, "upstream_error", msg);
+	finish_error_msg(req, status, relay_error_flags(status), code,
+	    "upstream_error", msg);
 }
 
 static void
@@ -786,13 +816,31 @@ finish_conn_limit(struct request *req)
 	    "the upstream connection limit was reached");
 }
 
-void
-relay_attempt_failed(struct request *req, struct upconn *uc)
+/* A handshake that failed for a reason a one-shot may not share. */
+static bool
+factory_error(const struct upconn *uc)
+{
+	if (uc->established)
+		return false;
+	switch (uc->fail) {
+	case UF_CONNECT:
+	case UF_HS_TIMEOUT:
+	case UF_CLOSED:
+		return true;
+	case UF_HTTP_STATUS:
+		return uc->hs_status >= 500 && uc->hs_status <= 599;
+	default:
+		return false;
+	}
+}
+
+static void
+attempt_failed(struct request *req, struct upconn *uc)
 {
 	struct worker *w = req->w;
 	char msg[512], what[256];
 
-	detach(req, uc);
+	req_cut(req);
 
 	upconn_describe(uc, what, sizeof(what));
 	if (req->started) {
@@ -831,13 +879,7 @@ relay_attempt_failed(struct request *req, struct upconn *uc)
 		return;
 
 	case ATT_NEW:
-		if (uc->fail == UF_HTTP_STATUS) {
-			finish_http_status(req, uc->hs_status);
-			return;
-		}
-		if (!uc->established &&
-		    (uc->fail == UF_CONNECT || uc->fail == UF_HS_TIMEOUT ||
-		    uc->fail == UF_CLOSED)) {
+		if (factory_error(uc)) {
 			w->pool.st.bypass[BYP_FACTORY_ERROR]++;
 			send_decision(req, DEC_BYPASS, BYP_FACTORY_ERROR, 0);
 			open_oneshot(req, ATT_RETRY);
@@ -848,13 +890,11 @@ relay_attempt_failed(struct request *req, struct upconn *uc)
 	case ATT_BYPASS:
 	case ATT_RETRY:
 	case ATT_NONE:
-		if (uc->fail == UF_HTTP_STATUS) {
-			finish_http_status(req, uc->hs_status);
-			return;
-		}
 		break;
 	}
-	if (uc->fail == UF_CONN_LIMIT)
+	if (uc->fail == UF_HTTP_STATUS)
+		finish_http_status(req, uc->hs_status);
+	else if (uc->fail == UF_CONN_LIMIT)
 		finish_conn_limit(req);
 	else
 		finish_unavailable(req, uc);
@@ -870,7 +910,7 @@ abandon_conn(struct request *req, const char *reason)
 	struct worker *w = req->w;
 	struct upconn *uc = req->uc;
 
-	detach(req, uc);
+	req_cut(req);
 	if (uc == NULL)
 		return;
 	if (uc->pc != NULL)
@@ -936,9 +976,14 @@ relay_free_all(struct worker *w)
 	size_t i, n;
 
 	n = collect_reqs(w, &v);
-	for (i = 0; i < n; i++) {
-		detach(v[i], v[i]->uc);
+	for (i = 0; i < n; i++)
 		req_free(v[i]);
-	}
 	free(v);
 }
+
+const struct upconn_hooks relay_upconn_hooks = {
+	.turn_armed = turn_armed,
+	.message = on_message,
+	.attempt_failed = attempt_failed,
+	.frame = turn_frame,
+};

@@ -10,9 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "upstream.h"
 #include "worker_int.h"
-
-struct upconn;
 
 /* Buffered early metadata before the response starts. */
 #define RELAY_EARLY_MAX_FRAMES	64
@@ -33,17 +32,21 @@ struct frame_info {
 	bool		 completed;	/* response.completed */
 	int		 http_status;	/* FC_ERROR, FC_CONN_LIMIT */
 	char		 code[64];	/* lower-cased error code, if any */
-	char		 type[64];	/* the frame's type ("" if none/not JSON) */
 	char		 response_id[128];
 	uint64_t	 input_tokens;
 	uint64_t	 cached_tokens;
 	uint64_t	 output_tokens;
 };
 
-/* Classify one upstream message (any bytes; non-JSON is FC_OTHER). */
+/* Classify one upstream message (any bytes; non-JSON is FC_OTHER).  An
+ * error frame is FC_ERROR when its code is in the table, or when its
+ * status is a 5xx. */
 void	relay_classify(const void *data, size_t len, struct frame_info *fi);
 /* The error-code table: HTTP status for an exact, lower-case code, or 0. */
 int	relay_error_status(const char *code);
+/* The MSG_REQ_ERROR flags of an upstream status: ERR_F_ACCOUNT for
+ * 401/402/403/429, ERR_F_RETRYABLE for 5xx. */
+int	relay_error_flags(int status);
 
 /* Supervisor messages. */
 void	relay_req_start(struct worker *w, const struct msg *m);
@@ -53,18 +56,8 @@ void	relay_fail_all(struct worker *w, const char *why);
 /* Free every request without answering (the channel is gone). */
 void	relay_free_all(struct worker *w);
 
-/* Events from upstream.c about the turn req running on uc. */
-/* The turn is on an established connection (its frame goes out now):
- * the response-start timer runs from here. */
-void	relay_turn_armed(struct request *req);
-void	relay_on_message(struct request *req, struct upconn *uc,
-	    const uint8_t *data, size_t len);
-/* uc failed while serving req; uc->fail/why/hs_status tell how. */
-void	relay_attempt_failed(struct request *req, struct upconn *uc);
-
-/* The request's frame, with LWS_PRE bytes writable before it. */
-uint8_t	*relay_frame(struct request *req, size_t *len);
-bool	relay_started(const struct request *req);
-uint64_t relay_rid(const struct request *req);
+/* What upstream.c calls about the turns on its connections (worker.c
+ * hands them to it: upstream.c does not know this file). */
+extern const struct upconn_hooks relay_upconn_hooks;
 
 #endif

@@ -6,8 +6,10 @@
  *	upconn_open -> lws_client_connect_via_info (numeric address,
  *	    host = the upstream name for Host, SNI and the certificate check)
  *	APPEND_HANDSHAKE_HEADER: the header table below
- *	ESTABLISHED: join the pool (MSG_CONN_UP), start pings, write the turn
- *	RECEIVE: assemble a message, hand it to relay.c
+ *	ESTABLISHED: join the pool (MSG_CONN_UP), start pings and the
+ *	    liveness deadline, write the turn
+ *	RECEIVE: assemble a message, hand it to the turn's owner (relay.c,
+ *	    through w->uphooks: this file does not know relay.c)
  *	CONNECTION_ERROR / CLIENT_CLOSED / WSI_DESTROY / a timer: "lost"
  *
  * Every ending becomes one "lost" event handled from a zero-delay timer,
@@ -30,7 +32,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "relay.h"
+#include "msgcodec.h"
 #include "upstream.h"
 
 #define OPENAI_BETA_WS	"responses_websockets=2026-02-06"
@@ -72,6 +74,7 @@ static const struct hs_header {
 static const char *const fwd_prefixes[] = { "x-codex-", "x-openai-", NULL };
 
 static void lost_cb(lws_sorted_usec_list_t *sul);
+static void live_cb(lws_sorted_usec_list_t *sul);
 static void gc_cb(lws_sorted_usec_list_t *sul);
 static void upconn_free(struct upconn *uc);
 
@@ -137,13 +140,12 @@ upconn_pool_left(void *arg, struct pool_conn *c, const char *reason)
 
 	if (!c->pooled || w->stop)
 		return;
-	log_info("conn=%016llx acct=%.4s conv=%04llx left the pool: %s",
-	    (unsigned long long)c->id, c->entry,
-	    (unsigned long long)(c->key_hash >> 48), reason);
+	log_info("conn=%016llx acct=%.4s conv=%04llx left the pool after %u "
+	    "turns: %s", (unsigned long long)c->id, c->entry,
+	    (unsigned long long)(c->key_hash >> 48), c->turns, reason);
 	msgbuf_init(&b);
-	msg_add_u64(&b, c->id);
-	msg_add_str(&b, c->entry);
-	msg_add_str(&b, reason);
+	m_conn_down_encode(&b, &(struct m_conn_down){ .conn_id = c->id,
+	    .entry = c->entry, .reason = reason });
 	worker_send(w, MSG_CONN_DOWN, 0, &b, true);
 	msgbuf_free(&b);
 }
@@ -175,19 +177,15 @@ upconn_close(struct upconn *uc, const char *reason)
 void
 upconn_pool_close(void *arg, struct pool_conn *c, const char *reason)
 {
+	struct worker *w = arg;
 	struct upconn *uc = c->io;
-	struct request *req;
 
-	(void)arg;
 	if (uc == NULL)
 		return;
-	req = uc->req;
-	if (req != NULL) {
+	if (uc->req != NULL) {
 		/* the pool only closes idle connections; be safe anyway */
-		uc->req = NULL;
-		uc->send_pending = false;
 		set_fail(uc, UF_KILLED, "%s", reason);
-		relay_attempt_failed(req, uc);
+		w->uphooks->attempt_failed(uc->req, uc);
 	}
 	upconn_close(uc, reason);
 }
@@ -283,8 +281,7 @@ current_vhost(struct worker *w)
 }
 
 struct upconn *
-upconn_open(struct worker *w, struct pool_conn *pc, struct request *req,
-    const struct hs_ident *id)
+upconn_open(struct worker *w, struct pool_conn *pc, const struct hs_ident *id)
 {
 	struct lws_client_connect_info i;
 	struct upconn *uc = xcalloc(1, sizeof(*uc));
@@ -294,7 +291,6 @@ upconn_open(struct worker *w, struct pool_conn *pc, struct request *req,
 
 	uc->w = w;
 	uc->pc = pc;
-	uc->req = req;
 	pc->io = uc;
 	copy_ident(uc, id);
 	uc->next = w->conns;
@@ -357,13 +353,15 @@ upconn_open(struct worker *w, struct pool_conn *pc, struct request *req,
 }
 
 void
-upconn_attach(struct upconn *uc, struct request *req)
+upconn_send_turn(struct upconn *uc)
 {
-	uc->req = req;
+	if (uc->req == NULL)
+		return;
 	uc->send_pending = true;
-	if (uc->established)
-		relay_turn_armed(req);
-	if (uc->wsi != NULL && uc->established)
+	if (!uc->established)
+		return;		/* on_established sends it */
+	uc->w->uphooks->turn_armed(uc->req);
+	if (uc->wsi != NULL)
 		lws_callback_on_writable(uc->wsi);
 }
 
@@ -371,7 +369,6 @@ void
 upconn_fail(struct upconn *uc, enum up_fail kind, const char *fmt, ...)
 {
 	struct worker *w = uc->w;
-	struct request *req;
 	va_list ap;
 
 	if (uc->lost)
@@ -382,11 +379,8 @@ upconn_fail(struct upconn *uc, enum up_fail kind, const char *fmt, ...)
 		vsnprintf(uc->why, sizeof(uc->why), fmt, ap);
 		va_end(ap);
 	}
-	req = uc->req;
-	uc->req = NULL;
-	uc->send_pending = false;
-	if (req != NULL)
-		relay_attempt_failed(req, uc);
+	if (uc->req != NULL)
+		w->uphooks->attempt_failed(uc->req, uc);
 	if (uc->pc != NULL) {
 		char what[256];
 
@@ -398,28 +392,65 @@ upconn_fail(struct upconn *uc, enum up_fail kind, const char *fmt, ...)
 
 /* ---- established connections --------------------------------------- */
 
+usec_t
+upstream_liveness_window(usec_t ping_interval)
+{
+	return ping_interval > 0 ? ping_interval * UPSTREAM_LIVENESS_X2 / 2 : 0;
+}
+
+usec_t
+upstream_liveness_left(usec_t now, usec_t last_activity, usec_t ping_interval)
+{
+	usec_t deadline = last_activity +
+	    upstream_liveness_window(ping_interval);
+
+	return now < deadline ? deadline - now : 0;
+}
+
 static void
 ping_cb(lws_sorted_usec_list_t *sul)
 {
 	struct upconn *uc = lws_container_of(sul, struct upconn, sul_ping);
 	struct worker *w = uc->w;
-	usec_t now = now_mono_usec(), ping = w->cfg.ping_interval;
-	usec_t liveness = ping * UPSTREAM_LIVENESS_X2 / 2;
+	usec_t ping = w->cfg.ping_interval;
 
 	if (!uc->established || uc->lost || uc->wsi == NULL || ping <= 0)
 		return;
-	/* while reads are paused for backpressure silence proves nothing */
-	if (!uc->rx_off && uc->pc != NULL &&
-	    now - uc->pc->last_activity > liveness) {
-		w->pool.st.liveness_kills++;
-		upconn_fail(uc, UF_LIVENESS,
-		    "no frame and no pong for %lld ms",
-		    (long long)((now - uc->pc->last_activity) / USEC_PER_MSEC));
-		return;
-	}
 	uc->ping_pending = true;
 	lws_callback_on_writable(uc->wsi);
 	lws_sul_schedule(w->ctx, 0, &uc->sul_ping, ping_cb, ping);
+}
+
+/*
+ * Fires at the liveness deadline (not at the next ping, which would make
+ * it three intervals): dead if nothing arrived since, else it moves to
+ * the new deadline.
+ */
+static void
+live_cb(lws_sorted_usec_list_t *sul)
+{
+	struct upconn *uc = lws_container_of(sul, struct upconn, sul_live);
+	struct worker *w = uc->w;
+	usec_t now = now_mono_usec(), ping = w->cfg.ping_interval, left;
+
+	if (!uc->established || uc->lost || uc->wsi == NULL || ping <= 0 ||
+	    uc->pc == NULL)
+		return;
+	if (uc->rx_off) {
+		/* reads paused for backpressure: silence proves nothing
+		 * (resuming counts as activity) */
+		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb,
+		    upstream_liveness_window(ping));
+		return;
+	}
+	left = upstream_liveness_left(now, uc->pc->last_activity, ping);
+	if (left > 0) {
+		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb, left);
+		return;
+	}
+	w->pool.st.liveness_kills++;
+	upconn_fail(uc, UF_LIVENESS, "no frame and no pong for %lld ms",
+	    (long long)((now - uc->pc->last_activity) / USEC_PER_MSEC));
 }
 
 static void
@@ -434,26 +465,26 @@ on_established(struct upconn *uc)
 	wpool_established(&w->pool, pc, now_mono_usec());
 	if (pc->pooled && pc->in_pool) {
 		msgbuf_init(&b);
-		msg_add_u64(&b, pc->id);
-		msg_add_u64(&b, pc->key_hash);
-		msg_add_str(&b, pc->entry);
+		m_conn_up_encode(&b, &(struct m_conn_up){ .conn_id = pc->id,
+		    .key_hash = pc->key_hash, .entry = pc->entry });
 		worker_send(w, MSG_CONN_UP, 0, &b, true);
 		msgbuf_free(&b);
 	}
 	log_debug("conn=%016llx established (%s)", (unsigned long long)pc->id,
 	    pc->pooled ? "pooled" : "one-shot");
-	if (w->cfg.ping_interval > 0)
+	if (w->cfg.ping_interval > 0) {
 		lws_sul_schedule(w->ctx, 0, &uc->sul_ping, ping_cb,
 		    w->cfg.ping_interval);
+		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb,
+		    upstream_liveness_window(w->cfg.ping_interval));
+	}
 	if (w->rx_paused) {
 		lws_rx_flow_control(uc->wsi, 0);
 		uc->rx_off = true;
 	}
-	if (uc->req != NULL) {
-		relay_turn_armed(uc->req);
-		uc->send_pending = true;
-		lws_callback_on_writable(uc->wsi);
-	} else if (pc->state == CONN_CLOSING)
+	if (uc->req != NULL)
+		upconn_send_turn(uc);
+	else if (pc->state == CONN_CLOSING)
 		upconn_close(uc, uc->close_reason);
 }
 
@@ -461,7 +492,7 @@ static int
 write_frame(struct upconn *uc, struct lws *wsi)
 {
 	size_t len;
-	const uint8_t *frame = relay_frame(uc->req, &len);
+	const uint8_t *frame = uc->w->uphooks->frame(uc->req, &len);
 	uint8_t *buf;
 	int n;
 
@@ -545,7 +576,7 @@ on_receive(struct upconn *uc, struct lws *wsi, const void *in, size_t len)
 	need = uc->rxlen;
 	uc->rxlen = 0;
 	if (uc->req != NULL)
-		relay_on_message(uc->req, uc, uc->rx, need);
+		w->uphooks->message(uc->req, uc, uc->rx, need);
 	/* frames between turns are dropped: they belong to nobody */
 
 	if (uc->rxcap > 1024 * 1024) {
@@ -554,7 +585,6 @@ on_receive(struct upconn *uc, struct lws *wsi, const void *in, size_t len)
 		uc->rx = NULL;
 		uc->rxcap = 0;
 	}
-	(void)w;
 	return 0;
 }
 
@@ -713,7 +743,6 @@ upstream_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			const unsigned char *p = in;
 			int code = (p[0] << 8) | p[1];
 
-			uc->peer_close_code = code;
 			set_fail(uc, UF_CLOSED, "code=%d%s%.*s",
 			    code, len > 2 ? " reason=" : "",
 			    (int)(len > 2 ? (len - 2 > 100 ? 100 : len - 2) : 0),
@@ -767,14 +796,11 @@ lost_cb(lws_sorted_usec_list_t *sul)
 {
 	struct upconn *uc = lws_container_of(sul, struct upconn, sul_lost);
 	struct worker *w = uc->w;
-	struct request *req;
 
 	uc->lost_handled = true;
 	lws_sul_cancel(&uc->sul_hs);
 	lws_sul_cancel(&uc->sul_ping);
-	req = uc->req;
-	uc->req = NULL;
-	uc->send_pending = false;
+	lws_sul_cancel(&uc->sul_live);
 	if (uc->pc != NULL) {
 		char what[256];
 
@@ -783,8 +809,8 @@ lost_cb(lws_sorted_usec_list_t *sul)
 		    what);
 		wpool_lost(&w->pool, uc->pc, what);
 	}
-	if (req != NULL)
-		relay_attempt_failed(req, uc);
+	if (uc->req != NULL)
+		w->uphooks->attempt_failed(uc->req, uc);
 	if (uc->freed_wsi)
 		upconn_free(uc);
 }
@@ -796,6 +822,7 @@ upconn_free(struct upconn *uc)
 
 	lws_sul_cancel(&uc->sul_hs);
 	lws_sul_cancel(&uc->sul_ping);
+	lws_sul_cancel(&uc->sul_live);
 	lws_sul_cancel(&uc->sul_lost);
 	if (uc->prev != NULL)
 		uc->prev->next = uc->next;
@@ -883,17 +910,14 @@ upconn_apply_config(struct worker *w, bool rebuild)
 			    w->cfg.proxy_host, w->cfg.proxy_port);
 		info.http_proxy_address = proxy;
 		info.http_proxy_port = (unsigned)w->cfg.proxy_port;
-		uv->proxy = xstrdup(proxy);
 	}
 	uv->vh = lws_create_vhost(w->ctx, &info);
 	if (uv->vh == NULL) {
 		log_warnx("cannot create the upstream vhost (ca_file %s)",
 		    w->cfg.ca_file ? w->cfg.ca_file : "system");
-		free(uv->proxy);
 		free(uv);
 		return -1;
 	}
-	uv->ca_file = xstrdup(w->cfg.ca_file);
 	uv->current = true;
 	for (o = w->vhosts; o != NULL; o = o->next)
 		o->current = false;
@@ -914,8 +938,6 @@ upconn_vhost_gc(struct worker *w)
 			log_debug("dropping vhost %s", uv->name);
 			*pp = uv->next;
 			lws_vhost_destroy(uv->vh);
-			free(uv->ca_file);
-			free(uv->proxy);
 			free(uv);
 			continue;
 		}
@@ -937,8 +959,6 @@ upconn_vhosts_free(struct worker *w)
 
 	while ((uv = w->vhosts) != NULL) {
 		w->vhosts = uv->next;
-		free(uv->ca_file);
-		free(uv->proxy);
 		free(uv);
 	}
 }

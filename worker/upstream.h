@@ -18,7 +18,8 @@
 #define UPSTREAM_MAX_MESSAGE	(MSG_MAX_PAYLOAD - 64 * 1024)
 /* How long a close may take before the socket is dropped. */
 #define UPSTREAM_CLOSE_GRACE_SECS	5
-/* No frame and no pong for LIVENESS_FACTOR/2 ping intervals: dead. */
+/* No frame and no pong for UPSTREAM_LIVENESS_X2 / 2 (two and a half)
+ * ping intervals: dead (codexpoold(8)). */
 #define UPSTREAM_LIVENESS_X2	5
 
 enum up_fail {
@@ -42,6 +43,28 @@ struct hs_ident {
 	size_t		 nheaders;
 	char *const	*names;
 	char *const	*values;
+};
+
+struct request;
+
+/*
+ * What upstream.c tells the owner of the turns (relay.c) about the turn
+ * req joined to uc.  The owner joins and cuts uc->req; upstream.c only
+ * reads it.
+ */
+struct upconn_hooks {
+	/* The turn's frame goes out now on an established connection: the
+	 * response-start timer runs from here. */
+	void	(*turn_armed)(struct request *req);
+	/* One complete upstream message for the turn. */
+	void	(*message)(struct request *req, struct upconn *uc,
+		    const uint8_t *data, size_t len);
+	/* uc failed while serving req; uc->fail/why/hs_status tell how.
+	 * The owner cuts the turn from uc before anything else. */
+	void	(*attempt_failed)(struct request *req, struct upconn *uc);
+	/* The turn's response.create text (upstream.c writes from a copy:
+	 * lws masks client frames in place). */
+	const uint8_t *(*frame)(const struct request *req, size_t *len);
 };
 
 struct upconn {
@@ -69,12 +92,12 @@ struct upconn {
 
 	enum up_fail	 fail;
 	int		 hs_status;	/* HTTP status of a refused upgrade */
-	int		 peer_close_code;
 	char		 why[200];	/* how it ended, for messages and logs */
 	char		 close_reason[64];
 
 	lws_sorted_usec_list_t sul_hs;
 	lws_sorted_usec_list_t sul_ping;
+	lws_sorted_usec_list_t sul_live;	/* the liveness deadline */
 	lws_sorted_usec_list_t sul_lost;
 
 	uint8_t		*rx;
@@ -89,18 +112,20 @@ void	upconn_pool_left(void *arg, struct pool_conn *c, const char *reason);
 void	upconn_pool_close(void *arg, struct pool_conn *c, const char *reason);
 
 /*
- * Open a connection for pc (whose io becomes the upconn) serving req.
- * Never fails synchronously: a failure arrives later as a loss, through
- * relay_attempt_failed().
+ * Open a connection for pc (whose io becomes the upconn); the caller joins
+ * its turn to it at once.  Never fails synchronously: a failure arrives
+ * later (from a timer) as a loss, through the attempt_failed hook.
  */
 struct upconn *upconn_open(struct worker *w, struct pool_conn *pc,
-	    struct request *req, const struct hs_ident *id);
-/* Give an established idle connection the turn req (a reuse). */
-void	upconn_attach(struct upconn *uc, struct request *req);
+	    const struct hs_ident *id);
+/* The turn just joined to an established idle connection (a reuse): send
+ * its frame. */
+void	upconn_send_turn(struct upconn *uc);
 /*
- * The turn failed on uc for a reason the relay found (start timeout,
- * connection limit, output queue full): record it, detach the request
- * and close the socket.  The caller deals with the request.
+ * uc failed for a reason found above the socket (start timeout, connection
+ * limit, output queue full, liveness, an oversized message): record it,
+ * give its turn (if any) to the attempt_failed hook, which cuts it and
+ * retries or answers it, then close the socket.  The first cause wins.
  */
 void	upconn_fail(struct upconn *uc, enum up_fail kind, const char *fmt, ...)
 	    __attribute__((format(printf, 3, 4)));
@@ -115,6 +140,14 @@ void	upconn_vhosts_free(struct worker *w);
 void	upconn_set_rx(struct worker *w, bool on);
 /* Exit: drop every connection object (after lws_context_destroy). */
 void	upconn_free_all(struct worker *w);
+
+/* The silence after which a connection is dead: two and a half ping
+ * intervals; 0 (never) when pings are off. */
+usec_t	upstream_liveness_window(usec_t ping_interval);
+/* Time left before a connection last heard from at last_activity is
+ * dead; 0 when that deadline has passed. */
+usec_t	upstream_liveness_left(usec_t now, usec_t last_activity,
+	    usec_t ping_interval);
 
 const char *up_fail_name(enum up_fail f);
 /* "<kind>: <detail>", for messages and logs. */

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "msgtypes.h"
+#include "msgcodec.h"
 #include "relay.h"
 #include "upstream.h"
 #include "worker.h"
@@ -241,34 +241,39 @@ str_eq(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
+/* Durations arrive as u64 microseconds; anything past INT64_MAX is "off". */
+static usec_t
+usec_of(uint64_t v)
+{
+	return v > (uint64_t)INT64_MAX ? 0 : (usec_t)v;
+}
+
 static void
 handle_config(struct worker *w, const struct msg *m)
 {
-	struct msgreader r;
+	struct m_config p;
 	struct wcfg c;
 	bool rebuild;
 
-	memset(&c, 0, sizeof(c));
-	msgreader_init(&r, m);
-	c.host = dup_nonempty(msg_get_str(&r));
-	c.port = (int)msg_get_u32(&r);
-	c.path = dup_nonempty(msg_get_str(&r));
-	c.tls = msg_get_u8(&r) != 0;
-	c.ca_file = dup_nonempty(msg_get_str(&r));
-	c.proxy_host = dup_nonempty(msg_get_str(&r));
-	c.proxy_port = (int)msg_get_u32(&r);
-	c.pool_enabled = msg_get_u8(&r) != 0;
-	c.max_age = (usec_t)msg_get_u64(&r);
-	c.ping_interval = (usec_t)msg_get_u64(&r);
-	c.handshake_timeout = (usec_t)msg_get_u64(&r);
-	c.start_timeout = (usec_t)msg_get_u64(&r);
-	c.originator = dup_nonempty(msg_get_str(&r));
-	c.client_version = dup_nonempty(msg_get_str(&r));
-	if (msg_end(&r) != 0) {
+	if (m_config_decode(m, &p) == -1) {
 		log_warnx("malformed MSG_CONFIG ignored");
-		cfg_free(&c);
 		return;
 	}
+	memset(&c, 0, sizeof(c));
+	c.host = dup_nonempty(p.upstream_host);
+	c.port = p.upstream_port <= 65535 ? (int)p.upstream_port : 0;
+	c.path = dup_nonempty(p.upstream_path);
+	c.tls = p.tls;
+	c.ca_file = dup_nonempty(p.ca_file);
+	c.proxy_host = dup_nonempty(p.proxy_host);
+	c.proxy_port = p.proxy_port <= 65535 ? (int)p.proxy_port : 0;
+	c.pool_enabled = p.pool_enabled;
+	c.max_age = usec_of(p.max_age_us);
+	c.ping_interval = usec_of(p.ping_interval_us);
+	c.handshake_timeout = usec_of(p.handshake_timeout_us);
+	c.start_timeout = usec_of(p.response_start_timeout_us);
+	c.originator = dup_nonempty(p.originator);
+	c.client_version = dup_nonempty(p.client_version);
 	if (c.host == NULL || c.port <= 0 || c.port > 65535 || c.path == NULL ||
 	    c.path[0] != '/' || (c.proxy_host != NULL &&
 	    (c.proxy_port <= 0 || c.proxy_port > 65535))) {
@@ -290,8 +295,7 @@ handle_config(struct worker *w, const struct msg *m)
 	w->cfg = c;
 
 	wpool_set_max_age(&w->pool, c.max_age);
-	wpool_set_liveness(&w->pool,
-	    c.ping_interval * UPSTREAM_LIVENESS_X2 / 2);
+	wpool_set_liveness(&w->pool, upstream_liveness_window(c.ping_interval));
 	if (!w->configured || c.pool_enabled != w->pool.enabled)
 		wpool_set_enabled(&w->pool, c.pool_enabled);
 	if (upconn_apply_config(w, rebuild) != 0)
@@ -308,27 +312,19 @@ handle_config(struct worker *w, const struct msg *m)
 static void
 handle_addrs(struct worker *w, const struct msg *m)
 {
-	struct msgreader r;
+	struct m_upstream_addrs p;
 	char **v = NULL;
 	uint32_t i, n;
 
-	msgreader_init(&r, m);
-	n = msg_get_u32(&r);
-	if (r.failed || n > 64) {
+	if (m_upstream_addrs_decode(m, &p) == -1) {
 		log_warnx("malformed MSG_UPSTREAM_ADDRS ignored");
 		return;
 	}
+	n = p.naddrs;
 	if (n > 0)
 		v = xcalloc(n, sizeof(*v));
 	for (i = 0; i < n; i++)
-		v[i] = xstrdup(msg_get_str(&r));
-	if (msg_end(&r) != 0) {
-		log_warnx("malformed MSG_UPSTREAM_ADDRS ignored");
-		for (i = 0; i < n; i++)
-			free(v[i]);
-		free(v);
-		return;
-	}
+		v[i] = xstrdup(p.addrs[i]);
 	for (i = 0; i < w->naddrs; i++)
 		free(w->addrs[i]);
 	free(w->addrs);
@@ -337,12 +333,13 @@ handle_addrs(struct worker *w, const struct msg *m)
 	w->addr_rr = 0;
 }
 
+/* A counter; M_MAX_STATS is well above what send_stats() lists. */
 static void
-stat_add(struct msgbuf *b, uint32_t *n, const char *name, uint64_t v)
+stat_put(struct m_stats *items, const char *name, uint64_t v)
 {
-	msg_add_str(b, name);
-	msg_add_u64(b, v);
-	(*n)++;
+	if (!m_stats_add(items, name, v))
+		log_warnx("stat %s dropped: more than %d counters", name,
+		    M_MAX_STATS);
 }
 
 static void
@@ -350,54 +347,53 @@ send_stats(struct worker *w, uint64_t rid)
 {
 	const struct pool *p = &w->pool;
 	const struct pool_stats *st = &p->st;
-	struct msgbuf items, b;
-	uint32_t n = 0;
+	struct m_stats *items = xcalloc(1, sizeof(*items));
+	struct msgbuf b;
 
-	msgbuf_init(&items);
-	stat_add(&items, &n, "conns_open", wpool_count_pooled(p));
-	stat_add(&items, &n, "conns_busy", wpool_count_state(p, CONN_BUSY));
-	stat_add(&items, &n, "conns_idle", wpool_count_state(p, CONN_IDLE));
-	stat_add(&items, &n, "conns_connecting",
+	stat_put(items, "conns_open", wpool_count_pooled(p));
+	stat_put(items, "conns_busy", wpool_count_state(p, CONN_BUSY));
+	stat_put(items, "conns_idle", wpool_count_state(p, CONN_IDLE));
+	stat_put(items, "conns_connecting",
 	    wpool_count_state(p, CONN_CONNECTING));
-	stat_add(&items, &n, "conns_closing", wpool_count_state(p, CONN_CLOSING));
-	stat_add(&items, &n, "oneshot_open", wpool_count_oneshot(p));
-	stat_add(&items, &n, "sockets", w->nconns);
-	stat_add(&items, &n, "requests_inflight", w->reqs.count);
-	stat_add(&items, &n, "requests_total", w->requests_total);
-	stat_add(&items, &n, "requests_failed", w->requests_failed);
-	stat_add(&items, &n, "stream_errors", w->stream_errors);
-	stat_add(&items, &n, "dispatch_reuse", st->dispatch_reuse);
-	stat_add(&items, &n, "dispatch_new", st->dispatch_new);
-	stat_add(&items, &n, "bypass_busy", st->bypass[BYP_BUSY]);
-	stat_add(&items, &n, "bypass_cap", st->bypass[BYP_CAP]);
-	stat_add(&items, &n, "bypass_dead", st->bypass[BYP_DEAD]);
-	stat_add(&items, &n, "bypass_disabled", st->bypass[BYP_DISABLED]);
-	stat_add(&items, &n, "bypass_no_key", st->bypass[BYP_NO_KEY]);
-	stat_add(&items, &n, "bypass_factory_error",
+	stat_put(items, "conns_closing", wpool_count_state(p, CONN_CLOSING));
+	stat_put(items, "oneshot_open", wpool_count_oneshot(p));
+	stat_put(items, "sockets", w->nconns);
+	stat_put(items, "requests_inflight", w->reqs.count);
+	stat_put(items, "requests_total", w->requests_total);
+	stat_put(items, "requests_failed", w->requests_failed);
+	stat_put(items, "stream_errors", w->stream_errors);
+	stat_put(items, "dispatch_reuse", st->dispatch_reuse);
+	stat_put(items, "dispatch_new", st->dispatch_new);
+	stat_put(items, "bypass_busy", st->bypass[BYP_BUSY]);
+	stat_put(items, "bypass_cap", st->bypass[BYP_CAP]);
+	stat_put(items, "bypass_dead", st->bypass[BYP_DEAD]);
+	stat_put(items, "bypass_disabled", st->bypass[BYP_DISABLED]);
+	stat_put(items, "bypass_no_key", st->bypass[BYP_NO_KEY]);
+	stat_put(items, "bypass_factory_error",
 	    st->bypass[BYP_FACTORY_ERROR]);
-	stat_add(&items, &n, "bypass_expired", st->bypass[BYP_EXPIRED]);
-	stat_add(&items, &n, "retry_stale", st->retry_stale);
-	stat_add(&items, &n, "continue_refused", st->continue_errors);
-	stat_add(&items, &n, "conns_opened", st->conns_opened);
-	stat_add(&items, &n, "conns_closed", st->conns_closed);
-	stat_add(&items, &n, "oneshot_opened", st->oneshot_opened);
-	stat_add(&items, &n, "liveness_kills", st->liveness_kills);
-	stat_add(&items, &n, "expired", st->expired);
-	stat_add(&items, &n, "evicted", st->evicted);
-	stat_add(&items, &n, "frames_relayed", w->frames_relayed);
-	stat_add(&items, &n, "bytes_relayed", w->bytes_relayed);
-	stat_add(&items, &n, "chan_pending", msgchan_pending(w->chan));
-	stat_add(&items, &n, "chan_full", w->chan_full);
-	stat_add(&items, &n, "rx_paused", w->rx_paused);
-	stat_add(&items, &n, "rx_pauses", w->rx_pauses);
-	stat_add(&items, &n, "pool_enabled", p->enabled);
+	stat_put(items, "bypass_expired", st->bypass[BYP_EXPIRED]);
+	stat_put(items, "retry_stale", st->retry_stale);
+	stat_put(items, "fresh_closed", st->fresh_closed);
+	stat_put(items, "continue_refused", st->continue_errors);
+	stat_put(items, "conns_opened", st->conns_opened);
+	stat_put(items, "conns_closed", st->conns_closed);
+	stat_put(items, "oneshot_opened", st->oneshot_opened);
+	stat_put(items, "liveness_kills", st->liveness_kills);
+	stat_put(items, "expired", st->expired);
+	stat_put(items, "evicted", st->evicted);
+	stat_put(items, "frames_relayed", w->frames_relayed);
+	stat_put(items, "bytes_relayed", w->bytes_relayed);
+	stat_put(items, "chan_pending", msgchan_pending(w->chan));
+	stat_put(items, "chan_full", w->chan_full);
+	stat_put(items, "rx_paused", w->rx_paused);
+	stat_put(items, "rx_pauses", w->rx_pauses);
+	stat_put(items, "pool_enabled", p->enabled);
 
 	msgbuf_init(&b);
-	msg_add_u32(&b, n);
-	msgbuf_append(&b, items.buf, items.len);
+	m_stats_encode(&b, items);
 	worker_send(w, MSG_STATS, rid, &b, true);
 	msgbuf_free(&b);
-	msgbuf_free(&items);
+	free(items);
 }
 
 static void
@@ -430,13 +426,15 @@ worker_check_done(struct worker *w)
 static void
 handle_shutdown(struct worker *w, const struct msg *m)
 {
-	struct msgreader r;
+	struct m_shutdown p;
 	uint64_t grace;
 
-	msgreader_init(&r, m);
-	grace = msg_get_u64(&r);
-	if (msg_end(&r) != 0)
-		grace = 0;
+	if (m_shutdown_decode(m, &p) == -1) {
+		log_warnx("malformed MSG_SHUTDOWN: stopping without grace");
+		p.grace_us = 0;
+	}
+	grace = p.grace_us > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX :
+	    p.grace_us;
 	if (w->shutting_down)
 		return;
 	w->shutting_down = true;
@@ -449,12 +447,18 @@ handle_shutdown(struct worker *w, const struct msg *m)
 }
 
 static void
+malformed(const struct msg *m)
+{
+	log_warnx("malformed %s (%u bytes) ignored", msg_type_name(m->hdr.type),
+	    m->hdr.len);
+}
+
+static void
 handle_msg(struct worker *w, const struct msg *m)
 {
-	struct msgreader r;
-	const char *s;
-	uint64_t id;
-	uint8_t on;
+	struct m_evict ev;
+	struct m_conn_close cc;
+	struct m_pool_enable pe;
 
 	switch (m->hdr.type) {
 	case MSG_CONFIG:
@@ -467,33 +471,38 @@ handle_msg(struct worker *w, const struct msg *m)
 		relay_req_start(w, m);
 		break;
 	case MSG_REQ_CANCEL:
-		relay_req_cancel(w, m->hdr.rid);
+		if (m_req_cancel_decode(m) == -1)
+			malformed(m);
+		else
+			relay_req_cancel(w, m->hdr.rid);
 		break;
 	case MSG_EVICT:
-		msgreader_init(&r, m);
-		s = msg_get_str(&r);
-		if (msg_end(&r) == 0 && s != NULL)
-			log_info("evict acct=%.4s: %zu connections", s,
-			    wpool_evict_entry(&w->pool, s));
+		if (m_evict_decode(m, &ev) == -1)
+			malformed(m);
+		else
+			log_info("evict acct=%.4s: %zu connections", ev.entry,
+			    wpool_evict_entry(&w->pool, ev.entry));
 		break;
 	case MSG_CONN_CLOSE:
-		msgreader_init(&r, m);
-		id = msg_get_u64(&r);
-		s = msg_get_str(&r);
-		if (msg_end(&r) == 0)
-			wpool_close_id(&w->pool, id,
-			    (s != NULL && *s) ? s : "closed by supervisor");
+		if (m_conn_close_decode(m, &cc) == -1)
+			malformed(m);
+		else
+			wpool_close_id(&w->pool, cc.conn_id, *cc.reason != '\0' ?
+			    cc.reason : "closed by supervisor");
 		break;
 	case MSG_POOL_ENABLE:
-		msgreader_init(&r, m);
-		on = msg_get_u8(&r);
-		if (msg_end(&r) == 0) {
-			log_info("pool %s", on ? "enabled" : "disabled");
-			wpool_set_enabled(&w->pool, on != 0);
+		if (m_pool_enable_decode(m, &pe) == -1)
+			malformed(m);
+		else {
+			log_info("pool %s", pe.enabled ? "enabled" : "disabled");
+			wpool_set_enabled(&w->pool, pe.enabled);
 		}
 		break;
 	case MSG_STATS_REQ:
-		send_stats(w, m->hdr.rid);
+		if (m_stats_req_decode(m) == -1)
+			malformed(m);
+		else
+			send_stats(w, m->hdr.rid);
 		break;
 	case MSG_SHUTDOWN:
 		handle_shutdown(w, m);
@@ -647,6 +656,7 @@ cancel_timers(struct worker *w)
 	for (uc = w->conns; uc != NULL; uc = uc->next) {
 		lws_sul_cancel(&uc->sul_hs);
 		lws_sul_cancel(&uc->sul_ping);
+		lws_sul_cancel(&uc->sul_live);
 		lws_sul_cancel(&uc->sul_lost);
 	}
 }
@@ -685,6 +695,7 @@ worker_main(int slot, int chan_fd)
 	w.exit_code = 0;
 	w.deferred_tail = &w.deferred;
 	idmap_init(&w.reqs);
+	w.uphooks = &relay_upconn_hooks;
 	wpool_init(&w.pool, slot, (uint32_t)w.pid, &hooks, &w);
 
 	if ((w.chan = msgchan_new(chan_fd)) == NULL) {
@@ -733,9 +744,9 @@ worker_main(int slot, int chan_fd)
 
 	if (!w.stop) {
 		msgbuf_init(&b);
-		msg_add_u32(&b, MSG_PROTO_VERSION);
-		msg_add_u32(&b, (uint32_t)slot);
-		msg_add_u32(&b, (uint32_t)w.pid);
+		m_hello_encode(&b, &(struct m_hello){
+		    .proto_version = MSG_PROTO_VERSION, .slot = (uint32_t)slot,
+		    .pid = (uint32_t)w.pid });
 		worker_send(&w, MSG_HELLO, 0, &b, true);
 		msgbuf_free(&b);
 		lws_sul_schedule(w.ctx, 0, &w.sul_sweep, sweep_cb,

@@ -50,8 +50,6 @@ struct wcfg {
 struct upvhost {
 	struct lws_vhost *vh;
 	char		 name[32];	/* lws keeps a pointer to it */
-	char		*ca_file;
-	char		*proxy;		/* "addr:port" or NULL */
 	unsigned	 refs;		/* connections opened on it */
 	bool		 current;
 	struct upvhost	*next;
@@ -66,6 +64,7 @@ struct deferred_msg {
 };
 
 struct upconn;
+struct upconn_hooks;
 struct request;
 
 struct worker {
@@ -87,6 +86,7 @@ struct worker {
 
 	struct pool	 pool;
 	struct idmap	 reqs;		/* rid -> struct request */
+	const struct upconn_hooks *uphooks;	/* relay.c, for upstream.c */
 	struct upconn	*conns;		/* every upstream connection */
 	size_t		 nconns;
 
