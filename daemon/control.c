@@ -948,15 +948,17 @@ resolve_keywords(struct ctl_out *o, int argc, char **argv)
 	return 0;
 }
 
-static void
-run_command(struct ctl_out *o, int argc, char **argv)
+/* The command typed words name, with the right number of arguments, or
+ * NULL and an error. */
+static const struct ctl_cmd *
+match_command(struct ctl_out *o, int argc, char **argv)
 {
 	const struct ctl_cmd *cands[NCOMMANDS], *exact_match = NULL;
 	size_t i;
 	int n = 0, nexact = 0, exact;
 
 	if (resolve_keywords(o, argc, argv) == -1)
-		return;
+		return NULL;
 
 	for (i = 0; i < NCOMMANDS; i++) {
 		if (!typed_matches(&commands[i], argc, argv, nwords(&commands[i]), &exact))
@@ -969,7 +971,7 @@ run_command(struct ctl_out *o, int argc, char **argv)
 	}
 	if (n == 0) {
 		explain_no_match(o, argc, argv);
-		return;
+		return NULL;
 	}
 	if (n > 1) {
 		if (nexact != 1) {
@@ -978,16 +980,74 @@ run_command(struct ctl_out *o, int argc, char **argv)
 				snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices),
 				    "%s'%s'", i ? ", " : "", cands[i]->usage);
 			out_error(o, "ambiguous command; possibilities are: %s", choices);
-			return;
+			return NULL;
 		}
 		cands[0] = exact_match;
 	}
 	if (argc - nwords(cands[0]) < cands[0]->nargs ||
 	    argc - nwords(cands[0]) > (cands[0]->maxargs ? cands[0]->maxargs : cands[0]->nargs)) {
 		out_error(o, "usage: %s", cands[0]->usage);
-		return;
+		return NULL;
 	}
-	cands[0]->fn(o, argc - nwords(cands[0]), argv + nwords(cands[0]));
+	return cands[0];
+}
+
+/* A line's words, --json taken out; -1 when there are too many. */
+static int
+split_words(char *line, char **argv, bool *json)
+{
+	char *tok, *save = NULL;
+	int argc = 0;
+
+	for (tok = strtok_r(line, " \t\r", &save); tok; tok = strtok_r(NULL, " \t\r", &save)) {
+		if (strcmp(tok, "--json") == 0) {
+			*json = true;
+			continue;
+		}
+		if (argc == CTL_MAX_ARGS)
+			return -1;
+		argv[argc++] = tok;
+	}
+	return argc;
+}
+
+/*
+ * The pure part of a control line, for the fuzzer (fuzz/fuzz_control.c):
+ * split it (in place) and find its command, without running it.  The
+ * command's usage line, or NULL with err set ("" for a blank line).
+ */
+const char *
+control_parse_line(char *line, char *err, size_t errlen)
+{
+	struct ctl_out o = { .text = evbuffer_new() };
+	const struct ctl_cmd *c = NULL;
+	char *argv[CTL_MAX_ARGS];
+	bool json = false;
+	size_t n;
+	int argc;
+
+	if ((argc = split_words(line, argv, &json)) == -1)
+		out_error(&o, "too many words");
+	else if (argc == 0 && json)
+		out_error(&o, "empty command; try 'help'");
+	else if (argc > 0)
+		c = match_command(&o, argc, argv);
+	n = evbuffer_get_length(o.text);
+	if (n >= errlen)
+		n = errlen - 1;
+	evbuffer_copyout(o.text, err, n);
+	err[n] = '\0';
+	evbuffer_free(o.text);
+	return c ? c->usage : NULL;
+}
+
+static void
+run_command(struct ctl_out *o, int argc, char **argv)
+{
+	const struct ctl_cmd *c = match_command(o, argc, argv);
+
+	if (c != NULL)
+		c->fn(o, argc - nwords(c), argv + nwords(c));
 }
 
 /* ---- the workers' counters for an answer --------------------------------- */
@@ -1105,20 +1165,13 @@ handle_line(struct ctl_client *cl, char *line, const struct wstats *ws)
 {
 	struct evbuffer *out = bufferevent_get_output(cl->bev);
 	struct ctl_out o = { .text = evbuffer_new(), .ws = ws };
-	char *argv[CTL_MAX_ARGS], *tok, *save = NULL;
-	int argc = 0;
+	char *argv[CTL_MAX_ARGS];
+	int argc;
 	bool json = false;
 
-	for (tok = strtok_r(line, " \t\r", &save); tok; tok = strtok_r(NULL, " \t\r", &save)) {
-		if (strcmp(tok, "--json") == 0) {
-			json = true;
-			continue;
-		}
-		if (argc == CTL_MAX_ARGS) {
-			out_error(&o, "too many words");
-			goto send;
-		}
-		argv[argc++] = tok;
+	if ((argc = split_words(line, argv, &json)) == -1) {
+		out_error(&o, "too many words");
+		goto send;
 	}
 	if (argc == 0 && !json)
 		goto send_nothing;

@@ -160,9 +160,11 @@ render_agg_result(struct render_agg *a, int outcome, const char *message,
 		    m ? m : "the upstream response failed", r);
 		return;
 	}
-	/* The completed event's response may carry the items, or an empty list. */
-	if (a->output != NULL &&
+	/* The completed event's response may carry the items, or an empty
+	 * list (or, from a broken upstream, something else: ours replace it). */
+	if (a->output != NULL && json_object_is_type(a->final, json_type_object) &&
 	    (!json_object_object_get_ex(a->final, "output", &items) ||
+	     !json_object_is_type(items, json_type_array) ||
 	     json_object_array_length(items) == 0))
 		json_object_object_add(a->final, "output", json_object_get(a->output));
 	r->status = 200;

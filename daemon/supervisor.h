@@ -253,6 +253,9 @@ int	upstream_init(void);
 void	upstream_free(void);
 
 /* control.c */
+/* The pure part of a control line (fuzz/fuzz_control.c): its command's
+ * usage, or NULL with err set ("" for a blank line).  Splits line in place. */
+const char *control_parse_line(char *line, char *err, size_t errlen);
 int	control_start(void);
 void	control_stop(void);
 /* A worker's MSG_STATS, for the control command that asked (rid). */

@@ -439,6 +439,38 @@ START_TEST(test_render__aggregate_failures)
 }
 END_TEST
 
+/* Found by fuzz/fuzz_render: a response.completed whose "output" is not an
+ * array, after an output item, aborted the daemon in json-c. */
+START_TEST(test_render__aggregate_output_not_an_array)
+{
+	static const char *outputs[] = { "48", "null", "\"x\"", "{}", NULL };
+	struct render_agg a;
+	struct render_reply r = { 0 };
+	struct json_object *o, *out;
+	char frame[256], err[64];
+	int i;
+
+	for (i = 0; outputs[i] != NULL; i++) {
+		render_agg_init(&a, 1 << 20);
+		agg_feed(&a, "{\"type\":\"response.output_item.done\",\"output_index\":0,"
+		    "\"item\":{\"type\":\"message\",\"id\":\"msg_1\",\"role\":\"assistant\"}}");
+		snprintf(frame, sizeof(frame), "{\"type\":\"response.completed\",\"response\":"
+		    "{\"id\":\"resp_B\",\"status\":\"completed\",\"output\":%s}}", outputs[i]);
+		agg_feed(&a, frame);
+		render_agg_result(&a, DONE_COMPLETED, "", &r);
+		ck_assert_int_eq(r.status, 200);
+		o = json_parse_buf(r.body, r.len, err, sizeof(err));
+		ck_assert_ptr_nonnull(o);
+		out = json_get_array(o, "output");
+		ck_assert_msg(out != NULL, "output %s: not replaced by the items", outputs[i]);
+		ck_assert_int_eq((int)json_object_array_length(out), 1);
+		json_object_put(o);
+		free(r.body);
+		render_agg_free(&a);
+	}
+}
+END_TEST
+
 START_TEST(test_render__upstream_error)
 {
 	struct render_reply r = { 0 };
@@ -614,6 +646,7 @@ make_suite_render(void)
 	tcase_add_test(tc, test_render__frame_type);
 	tcase_add_test(tc, test_render__aggregate_completed);
 	tcase_add_test(tc, test_render__aggregate_failures);
+	tcase_add_test(tc, test_render__aggregate_output_not_an_array);
 	tcase_add_test(tc, test_render__upstream_error);
 	tcase_add_test(tc, test_render__failed_event);
 	tcase_add_test(tc, test_upframe__rewrites);
