@@ -277,14 +277,9 @@ static void
 route_error(struct evhttp_request *http, const struct xroute *r, int status,
     const char *code, const char *message)
 {
-	struct evbuffer *out = evbuffer_new();
 	char *body = r->error_body(status, code, message);
 
-	evbuffer_add(out, body, strlen(body));
-	evhttp_add_header(evhttp_request_get_output_headers(http),
-	    "Content-Type", "application/json");
-	evhttp_send_reply(http, status, render_reason_phrase(status), out);
-	evbuffer_free(out);
+	http_send_json(http, status, body);
 	free(body);
 }
 
@@ -330,14 +325,9 @@ handle(struct evhttp_request *http, const struct xroute *r, const struct turn_op
 		return;
 	memset(&xerr, 0, sizeof(xerr));
 	if ((body = r->to_responses(client, &xerr)) == NULL) {
-		struct evbuffer *out = evbuffer_new();
 		eb = r == &chat_route ? chat_xlate_error_body(&xerr) :
 		    anthropic_error_body(xerr.status, xerr.message);
-		evbuffer_add(out, eb, strlen(eb));
-		evhttp_add_header(evhttp_request_get_output_headers(http),
-		    "Content-Type", "application/json");
-		evhttp_send_reply(http, xerr.status, render_reason_phrase(xerr.status), out);
-		evbuffer_free(out);
+		http_send_json(http, xerr.status, eb);
 		free(eb);
 		json_object_put(client);
 		return;
@@ -396,28 +386,18 @@ messages_count_tokens(struct evhttp_request *http)
 {
 	struct xlate_error xerr;
 	struct json_object *client, *o;
-	struct evbuffer *out;
-	const char *text;
 	char *eb;
-	size_t len;
 
 	if ((client = read_body(http, &messages_route)) == NULL)
 		return;
 	memset(&xerr, 0, sizeof(xerr));
-	out = evbuffer_new();
-	evhttp_add_header(evhttp_request_get_output_headers(http),
-	    "Content-Type", "application/json");
 	if ((o = anthropic_count_tokens(client, &xerr)) == NULL) {
 		eb = anthropic_error_body(xerr.status, xerr.message);
-		evbuffer_add(out, eb, strlen(eb));
-		evhttp_send_reply(http, xerr.status, render_reason_phrase(xerr.status), out);
+		http_send_json(http, xerr.status, eb);
 		free(eb);
 	} else {
-		text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
-		evbuffer_add(out, text, len);
-		evhttp_send_reply(http, 200, "OK", out);
+		http_send_json(http, 200, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
 	}
-	evbuffer_free(out);
 	json_object_put(client);
 }

@@ -68,7 +68,6 @@ void
 send_error(struct evhttp_request *http, int status, const char *type,
     const char *code, const char *fmt, ...)
 {
-	struct evbuffer *out;
 	char msg[1024];
 	char *body;
 	va_list ap;
@@ -79,17 +78,12 @@ send_error(struct evhttp_request *http, int status, const char *type,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	body = json_error_body(msg, type, code);
-	out = evbuffer_new();
-	evbuffer_add(out, body, strlen(body));
-	evhttp_add_header(evhttp_request_get_output_headers(http),
-	    "Content-Type", "application/json");
-	evhttp_send_reply(http, status, render_reason_phrase(status), out);
-	evbuffer_free(out);
+	http_send_json(http, status, body);
 	free(body);
 }
 
-static void
-send_json(struct evhttp_request *http, int status, const char *json)
+void
+http_send_json(struct evhttp_request *http, int status, const char *json)
 {
 	struct evbuffer *out = evbuffer_new();
 
@@ -117,7 +111,7 @@ handle_models(struct evhttp_request *http)
 	free(list);
 	json_object_object_add(root, "object", json_object_new_string("list"));
 	json_object_object_add(root, "data", data);
-	send_json(http, 200, json_plain(root, NULL));
+	http_send_json(http, 200, json_plain(root, NULL));
 	json_object_put(root);
 }
 
@@ -459,7 +453,7 @@ on_request(struct evhttp_request *http, void *arg)
 		return;
 	}
 	if (strcmp(path, "/health") == 0) {
-		send_json(http, 200, "{\"status\":\"ok\"}");
+		http_send_json(http, 200, "{\"status\":\"ok\"}");
 		return;
 	}
 	send_error(http, 404, "invalid_request_error", "not_found",

@@ -188,6 +188,8 @@ void	messages_count_tokens(struct evhttp_request *http);
 int	model_map_check(const char *spec, char *err, size_t errlen);
 void	model_map_free(void);
 
+/* http.c: a JSON reply (with the status's reason phrase) */
+void	http_send_json(struct evhttp_request *http, int status, const char *json);
 /* http.c: an error reply of our own, in the OpenAI shape */
 void	send_error(struct evhttp_request *http, int status, const char *type,
 	    const char *code, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
