@@ -22,6 +22,7 @@
 #include "apikeys.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "render.h"
 #include "supervisor.h"
 
@@ -162,6 +163,11 @@ on_request(struct evhttp_request *http, void *arg)
 	}
 	if (strcmp(path, "/health") == 0) {
 		send_json(http, 200, "{\"status\":\"ok\"}");
+		return;
+	}
+	/* Behind the key check above: it names the accounts. */
+	if (strcmp(path, "/metrics") == 0 && metrics_on_api()) {
+		metrics_handle(http);
 		return;
 	}
 	send_error(http, 404, "invalid_request_error", "not_found",
