@@ -530,6 +530,24 @@ START_TEST(test_metrics__turns_tokens_and_decisions)
 	ck_assert(msum(&b, "codexpool_upstream_connections_busy", NULL) == 0);
 	ck_assert(msum(&b, "codexpool_worker_requests_total", NULL) == 5);
 	scrape_free(&a);
+
+	/* a usage limit before any output: an error turn, a locked account */
+	ck_assert_int_eq(tl_sim_fault(&e.sim, "{\"kind\":\"usage_limit\",\"count\":1}"), 0);
+	conv_init(&c, "metrics-limited");
+	ck_assert_int_eq(conv_turn(&e, &c, "hello", 0, NULL, NULL), 429);
+	conv_free(&c);
+	ck_assert_int_eq(scrape_at(e.port, NULL, &a), 200);
+	ck_assert(msum(&a, "codexpool_turns_total", "route", "responses", "outcome", "error",
+	    NULL) == 1);
+	ck_assert(msum(&a, "codexpool_turns_total", "outcome", "completed", NULL) ==
+	    msum(&b, "codexpool_turns_total", "outcome", "completed", NULL));
+	ck_assert(msum(&a, "codexpool_turn_duration_seconds_count", "route", "responses",
+	    NULL) == 4);
+	/* no output: no time to first output either */
+	ck_assert(msum(&a, "codexpool_ttft_seconds_count", "route", "responses", NULL) == 3);
+	ck_assert(msum(&a, "codexpool_account_status", "status", "rate_limited", NULL) == 1);
+	ck_assert(msum(&a, "codexpool_account_status", "status", "active", NULL) == 0);
+	scrape_free(&a);
 	scrape_free(&b);
 	e2e_stop(&e);
 }
@@ -590,6 +608,9 @@ START_TEST(test_metrics__metrics_listen_serves_metrics_alone)
 	scrape_free(&sc);
 	ck_assert_int_eq(tl_http("127.0.0.1", port, "GET", "/health", NULL, NULL, 0, &r), 0);
 	ck_assert_int_eq(r.status, 200);
+	tl_response_free(&r);
+	ck_assert_int_eq(tl_http("127.0.0.1", port, "POST", "/metrics", NULL, "x", 1, &r), 0);
+	ck_assert_int_eq(r.status, 405);
 	tl_response_free(&r);
 	/* nothing else there */
 	ck_assert_int_eq(tl_http("127.0.0.1", port, "GET", "/v1/models", NULL, NULL, 0, &r), 0);
