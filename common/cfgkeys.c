@@ -66,6 +66,9 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "unix socket for codexpoolctl", NULL },
 	{ "control_group", CFG_STRING, OFF(control_group), NULL, 0, 0, 0,
 	  "group whose members may also use the control socket (mode 0660); unset = root and the daemon's user only", NULL },
+	{ "control_idle_timeout", CFG_DURATION, OFF(control_idle_timeout), "60s", R,
+	  1 * US_S, 24 * US_H,
+	  "close a control connection that sends nothing and reads nothing for this long", NULL },
 	{ "max_body_size", CFG_SIZE, OFF(max_body_size), "32M", R,
 	  1 * KIB, 1 * GIB,
 	  "largest client request body accepted", NULL },
@@ -74,6 +77,17 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "unread output allowed per client: 10 s above it, or 4 times it at once, drops the client", NULL },
 	{ "max_clients", CFG_INT, OFF(max_clients), "1024", R, 1, 1000000,
 	  "most client turns in flight at once; more get 503", NULL },
+	{ "max_client_connections", CFG_INT, OFF(max_client_connections), "0", R, 0, 1000000,
+	  "most client connections open at once, idle or busy; more are refused with 503; "
+	  "0 = RLIMIT_NOFILE less a reserve (128 + 1/8) for everything else", NULL },
+	{ "client_idle_timeout", CFG_DURATION, OFF(client_idle_timeout), "30s", R,
+	  1 * US_S, 1 * US_H,
+	  "close a client connection silent this long while a request is awaited "
+	  "(keep-alive, or a pause inside headers or body)", NULL },
+	{ "client_request_timeout", CFG_DURATION, OFF(client_request_timeout), "60s", R,
+	  1 * US_S, 1 * US_H,
+	  "close a client connection whose request (headers and body) is not in this "
+	  "long after the connection opened or its previous reply ended", NULL },
 	{ "log_level", CFG_STRING, OFF(log_level), "info", R, 0, 0,
 	  "error, warn, info or debug", log_levels },
 	{ "log_file", CFG_STRING, OFF(log_file), NULL, R, 0, 0,

@@ -29,9 +29,13 @@ struct codexpool_config {
 	char		*data_dir;
 	char		*control_socket;
 	char		*control_group;
+	int64_t		 control_idle_timeout;
 	uint64_t	 max_body_size;
 	uint64_t	 max_client_buffer;
 	int		 max_clients;
+	int		 max_client_connections;	/* 0: from RLIMIT_NOFILE */
+	int64_t		 client_idle_timeout;
+	int64_t		 client_request_timeout;
 	char		*log_level;
 	char		*log_file;
 	char		*pidfile;

@@ -448,6 +448,39 @@ olog(enum log_level level, const char *prefix, const char *fmt, ...)
 	va_end(ap);
 }
 
+int
+log_ratelimit_allow(struct log_ratelimit *rl, long long now_usec,
+    unsigned long long *suppressed)
+{
+	*suppressed = 0;
+	if (rl->last != 0 && now_usec - rl->last < rl->interval_usec) {
+		rl->suppressed++;
+		return 0;
+	}
+	*suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	rl->last = now_usec != 0 ? now_usec : 1;
+	return 1;
+}
+
+void
+log_ratelimited(struct log_ratelimit *rl, enum log_level level, const char *fmt, ...)
+{
+	struct timespec ts;
+	unsigned long long suppressed;
+	char more[64];
+	va_list ap;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (!log_ratelimit_allow(rl, (long long)ts.tv_sec * 1000000LL +
+	    ts.tv_nsec / 1000, &suppressed))
+		return;
+	snprintf(more, sizeof(more), "%llu more suppressed", suppressed);
+	va_start(ap, fmt);
+	vlog_line(level, NULL, fmt, ap, suppressed > 0 ? more : NULL);
+	va_end(ap);
+}
+
 void
 fatal(const char *fmt, ...)
 {

@@ -42,6 +42,24 @@ void	olog(enum log_level level, const char *prefix, const char *fmt, ...)
 	    __attribute__((format(printf, 3, 4)));
 
 /*
+ * A line that can repeat fast (an accept() error under fd exhaustion):
+ * at most one per interval_usec per call site; the next line written says
+ * how many were suppressed.  One static struct log_ratelimit per site.
+ */
+struct log_ratelimit {
+	long long	interval_usec;
+	long long	last;		/* monotonic usec of the last line, 0: none */
+	unsigned long long suppressed;
+};
+#define LOG_RATELIMIT_INIT(usec)	{ (usec), 0, 0 }
+
+/* true: write a line now, *suppressed lines were dropped since the last. */
+int	log_ratelimit_allow(struct log_ratelimit *rl, long long now_usec,
+	    unsigned long long *suppressed);
+void	log_ratelimited(struct log_ratelimit *rl, enum log_level level,
+	    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/*
  * Replace secrets in buf (NUL-terminated, edited in place) with "[redacted]":
  * "Bearer <tok>", JWT-shaped words (eyJ...x.y.z), and the values of
  * access_token / refresh_token / id_token in JSON or key=value text.

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -27,6 +29,7 @@
 #define CTL_PROTO_VERSION	1
 #define REPLY_TIMEOUT_MS	30000
 #define MAX_REPLY		(16 * 1024 * 1024)
+#define MAX_AUTH_JSON		(128 * 1024)	/* encoded, within the daemon's 256 KiB line */
 
 #define EXIT_FAILED		1	/* the daemon refused or failed the command */
 #define EXIT_USAGE		2	/* the command line, the config or a file is wrong */
@@ -140,6 +143,69 @@ read_answer(int fd, size_t *len_out, int greeting)
 	}
 }
 
+/* A word goes on the one-line protocol as is: no blanks, no line ends. */
+static void
+check_word(const char *what, const char *w)
+{
+	if (*w == '\0') {
+		fprintf(stderr, "codexpoolctl: %s is empty\n", what);
+		exit(EXIT_USAGE);
+	}
+	if (strpbrk(w, " \t\r\n") != NULL) {
+		fprintf(stderr, "codexpoolctl: %s has a blank or a line break: '%s'\n", what, w);
+		exit(EXIT_USAGE);
+	}
+}
+
+/*
+ * The auth.json, read whole; exits with a message if it is not a readable
+ * file of plausible size.  The caller wipes and frees it.
+ */
+static uint8_t *
+read_auth_json(const char *file, size_t *lenp)
+{
+	struct stat st;
+	uint8_t *data;
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(file, O_RDONLY | O_CLOEXEC)) == -1) {
+		fprintf(stderr, "codexpoolctl: %s: %s\n", file, strerror(errno));
+		exit(EXIT_USAGE);
+	}
+	if (fstat(fd, &st) == -1 || S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "codexpoolctl: %s: %s\n", file,
+		    S_ISDIR(st.st_mode) ? "is a directory, not an auth.json file" : strerror(errno));
+		exit(EXIT_USAGE);
+	}
+	data = malloc(MAX_AUTH_JSON + 1);
+	if (data == NULL)
+		exit(EXIT_USAGE);
+	/* a pipe or /dev/stdin works too: read until EOF, not st_size */
+	while ((n = read(fd, data + len, MAX_AUTH_JSON + 1 - len)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "codexpoolctl: %s: %s\n", file, strerror(errno));
+			exit(EXIT_USAGE);
+		}
+		len += (size_t)n;
+		if (len > MAX_AUTH_JSON) {
+			fprintf(stderr, "codexpoolctl: %s is too large for an auth.json (more than "
+			    "%d KiB)\n", file, MAX_AUTH_JSON / 1024);
+			exit(EXIT_USAGE);
+		}
+	}
+	close(fd);
+	if (len == 0) {
+		fprintf(stderr, "codexpoolctl: %s is empty, not an auth.json\n", file);
+		exit(EXIT_USAGE);
+	}
+	*lenp = len;
+	return data;
+}
+
 /*
  * "account add --auth-json FILE" reads the file here (the daemon need not
  * read the operator's home) and sends it base64url-encoded on one line;
@@ -147,69 +213,70 @@ read_answer(int fd, size_t *len_out, int greeting)
  * protocol line, or exits with a message.
  */
 static char *
-account_add_line(int argc, char **argv)
+account_add_line(int argc, char **argv, int *json)
 {
 	const char *file = NULL, *access = NULL, *refresh = NULL, *label = NULL;
 	char *line, *b64;
 	size_t len = 0, cap;
-	FILE *f;
-	int i, n;
+	int i;
 
 	for (i = 0; i < argc; i++) {
 		const char **dst = strcmp(argv[i], "--auth-json") == 0 ? &file :
 		    strcmp(argv[i], "--access-token") == 0 ? &access :
 		    strcmp(argv[i], "--refresh-token") == 0 ? &refresh :
 		    strcmp(argv[i], "--label") == 0 ? &label : NULL;
+		if (strcmp(argv[i], "--json") == 0) {
+			*json = 1;
+			continue;
+		}
 		if (dst == NULL || i + 1 >= argc) {
 			fprintf(stderr, "codexpoolctl: account add takes --auth-json FILE, or "
-			    "--access-token T --refresh-token R, and optionally --label NAME\n");
+			    "--access-token T --refresh-token R, and optionally --label NAME%s%s%s\n",
+			    dst == NULL ? " (not '" : " (no value after ", argv[i],
+			    dst == NULL ? "')" : ")");
+			exit(EXIT_USAGE);
+		}
+		if (*dst != NULL) {
+			fprintf(stderr, "codexpoolctl: account add: %s is given twice\n", argv[i]);
 			exit(EXIT_USAGE);
 		}
 		*dst = argv[++i];
 	}
-	if (label && strpbrk(label, " \t\n")) {
-		fprintf(stderr, "codexpoolctl: a label has no spaces\n");
+	if (label)
+		check_word("a label", label);
+	if (file != NULL && (access != NULL || refresh != NULL)) {
+		fprintf(stderr, "codexpoolctl: account add takes --auth-json FILE or the tokens, "
+		    "not both\n");
 		exit(EXIT_USAGE);
 	}
 	if (file != NULL) {
-		uint8_t *data;
-		if ((f = fopen(file, "r")) == NULL) {
-			fprintf(stderr, "codexpoolctl: %s: %s\n", file, strerror(errno));
-			exit(EXIT_USAGE);
-		}
-		cap = 64 * 1024;
-		data = malloc(cap);
-		while (data && (n = (int)fread(data + len, 1, cap - len, f)) > 0) {
-			len += (size_t)n;
-			if (len == cap && (data = realloc(data, cap *= 2)) == NULL)
-				break;
-			if (cap > 4 * 1024 * 1024) {
-				fprintf(stderr, "codexpoolctl: %s is too large for an auth.json\n", file);
-				exit(EXIT_USAGE);
-			}
-		}
-		fclose(f);
-		if (data == NULL)
-			exit(EXIT_USAGE);
-		b64 = malloc(len * 4 / 3 + 8);
-		if (b64 == NULL || b64url_encode(data, len, b64, len * 4 / 3 + 8) < 0) {
+		uint8_t *data = read_auth_json(file, &len);
+		cap = len * 4 / 3 + 8;
+		b64 = malloc(cap);
+		if (b64 == NULL || b64url_encode(data, len, b64, cap) < 0) {
 			fprintf(stderr, "codexpoolctl: cannot encode %s\n", file);
 			exit(EXIT_USAGE);
 		}
-		explicit_bzero(data, cap);
+		explicit_bzero(data, len);
 		free(data);
 		line = malloc(strlen(b64) + (label ? strlen(label) : 0) + 64);
+		if (line == NULL)
+			exit(EXIT_USAGE);
 		sprintf(line, "account add auth-json %s%s%s", b64, label ? " " : "", label ? label : "");
 		explicit_bzero(b64, strlen(b64));
 		free(b64);
 		return line;
 	}
-	if (access == NULL || refresh == NULL || strpbrk(access, " \t\n") || strpbrk(refresh, " \t\n")) {
+	if (access == NULL || refresh == NULL) {
 		fprintf(stderr, "codexpoolctl: account add needs --auth-json FILE, or both "
 		    "--access-token and --refresh-token\n");
 		exit(EXIT_USAGE);
 	}
+	check_word("the access token", access);
+	check_word("the refresh token", refresh);
 	line = malloc(strlen(access) + strlen(refresh) + (label ? strlen(label) : 0) + 64);
+	if (line == NULL)
+		exit(EXIT_USAGE);
 	sprintf(line, "account add tokens %s %s%s%s", access, refresh, label ? " " : "",
 	    label ? label : "");
 	return line;
@@ -257,7 +324,7 @@ main(int argc, char **argv)
 		sock = strdup(CODEXPOOL_DEFAULT_SOCKET);
 
 	if (argc >= 2 && strcmp(argv[0], "account") == 0 && strcmp(argv[1], "add") == 0) {
-		line = account_add_line(argc - 2, argv + 2);
+		line = account_add_line(argc - 2, argv + 2, &json);
 	} else {
 		size_t cap = 16;
 		for (int i = 0; i < argc; i++)
@@ -272,12 +339,13 @@ main(int argc, char **argv)
 				json = 1;
 				continue;
 			}
-			if (strchr(argv[i], '\n')) {
-				fprintf(stderr, "codexpoolctl: a command has no newlines\n");
-				exit(EXIT_USAGE);
-			}
+			if (argv[i][0] == '\0')
+				continue;	/* an empty "$VAR" */
+			check_word("an argument", argv[i]);
 			off += (size_t)snprintf(line + off, cap - off, "%s%s", off ? " " : "", argv[i]);
 		}
+		if (off == 0)
+			usage();	/* the daemon would not answer an empty line */
 	}
 	cmd = realloc(line, strlen(line) + 16);
 	if (cmd == NULL)
@@ -300,7 +368,10 @@ main(int argc, char **argv)
 		exit(EXIT_UNREACHABLE);
 	}
 	greeting = read_answer(fd, &len, 1);
-	if (sscanf(greeting, "codexpool %d", &version) != 1) {
+	if (sscanf(greeting, "codexpool %d", &version) != 1)
+		version = -1;
+	free(greeting);
+	if (version == -1) {
 		fprintf(stderr, "codexpoolctl: %s does not speak the codexpool control protocol\n", sock);
 		exit(EXIT_UNREACHABLE);
 	}
@@ -310,7 +381,6 @@ main(int argc, char **argv)
 		    version, CTL_PROTO_VERSION);
 		exit(EXIT_UNREACHABLE);
 	}
-	free(greeting);
 	line[off++] = '\n';
 	for (size_t done = 0; done < off; ) {
 		ssize_t w = write(fd, line + done, off - done);

@@ -5,12 +5,15 @@
  */
 #include "config.h"
 
+#include <sys/socket.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
@@ -25,6 +28,7 @@
 static void
 on_reply_flushed(struct evhttp_request *http, void *arg)
 {
+	http_reply_done(http);
 	if (sv->replies_flushing > 0)
 		sv->replies_flushing--;
 	if (sv->shutting_down)
@@ -40,10 +44,64 @@ track_final_reply(struct evhttp_request *http)
 	sv->replies_flushing++;
 }
 
+/*
+ * Until the reply starts, libevent reads nothing from the client, so it
+ * would not see a client that left.  A read event on the socket watches
+ * for it (recv with MSG_PEEK: nothing is consumed); once the reply
+ * starts, libevent's own close detection takes over.
+ */
+static void
+stop_watch(struct turn *t)
+{
+	if (t->cl.ev_gone != NULL)
+		event_free(t->cl.ev_gone);
+	t->cl.ev_gone = NULL;
+}
+
+static void on_close(struct evhttp_connection *evcon, void *arg);
+
+static void
+on_client_readable(evutil_socket_t fd, short what, void *arg)
+{
+	struct turn *t = arg;
+	struct evhttp_connection *evcon = t->cl.evcon;
+	char c;
+	ssize_t n;
+
+	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	stop_watch(t);
+	if (n > 0 || evcon == NULL)
+		return;		/* a pipelined request: cannot tell, stop watching */
+	log_info("rid=%08" PRIx64 ": client closed its connection before the reply",
+	    t->rid);
+	http_conn_set_hook(evcon, NULL, NULL);
+	on_close(evcon, t);		/* may free t */
+	evhttp_connection_free(evcon);
+}
+
+static void
+start_watch(struct turn *t)
+{
+	struct bufferevent *bev;
+	evutil_socket_t fd;
+
+	if (t->cl.evcon == NULL ||
+	    (bev = evhttp_connection_get_bufferevent(t->cl.evcon)) == NULL ||
+	    (fd = bufferevent_getfd(bev)) < 0)
+		return;
+	t->cl.ev_gone = event_new(sv->base, fd, EV_READ | EV_PERSIST, on_client_readable, t);
+	if (t->cl.ev_gone != NULL)
+		event_add(t->cl.ev_gone, NULL);
+}
+
 static void
 on_close(struct evhttp_connection *evcon, void *arg)
 {
 	struct turn *t = arg;
+
+	stop_watch(t);
 
 	/*
 	 * A client that leaves before we finished replying: libevent detaches
@@ -63,15 +121,18 @@ client_attach(struct turn *t, struct evhttp_request *http)
 {
 	t->cl.http = http;
 	t->cl.evcon = evhttp_request_get_connection(http);
-	if (t->cl.evcon != NULL)
-		evhttp_connection_set_closecb(t->cl.evcon, on_close, t);
+	if (t->cl.evcon != NULL) {
+		http_conn_set_hook(t->cl.evcon, on_close, t);
+		start_watch(t);
+	}
 }
 
 void
 client_detach(struct turn *t)
 {
+	stop_watch(t);
 	if (t->cl.evcon != NULL)
-		evhttp_connection_set_closecb(t->cl.evcon, NULL, NULL);
+		http_conn_set_hook(t->cl.evcon, NULL, NULL);
 	t->cl.evcon = NULL;
 	t->cl.http = NULL;
 }
@@ -84,6 +145,7 @@ client_start_stream(struct turn *t, const char *content_type)
 
 	if (t->cl.http == NULL)
 		return;
+	stop_watch(t);
 	h = evhttp_request_get_output_headers(t->cl.http);
 	evhttp_add_header(h, "Content-Type", content_type);
 	evhttp_add_header(h, "Cache-Control", "no-cache");
@@ -131,7 +193,7 @@ client_check_slow(struct turn *t)
 		return false;
 	log_warnx("rid=%08" PRIx64 ": client reads too slowly (more than "
 	    "max_client_buffer queued): dropping it", t->rid);
-	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	http_conn_set_hook(evcon, NULL, NULL);
 	on_close(evcon, t);
 	evhttp_connection_free(evcon);
 	return true;
@@ -155,6 +217,7 @@ client_end_stream(struct turn *t)
 {
 	if (t->cl.http == NULL)
 		return;
+	stop_watch(t);
 	track_final_reply(t->cl.http);
 	evhttp_send_reply_end(t->cl.http);
 }
@@ -168,6 +231,7 @@ client_reply(struct turn *t, int status, const char *content_type, const char *b
 
 	if (t->cl.http == NULL)
 		return;
+	stop_watch(t);
 	out = evbuffer_new();
 	evbuffer_add(out, body, len);
 	evhttp_add_header(evhttp_request_get_output_headers(t->cl.http),

@@ -10,7 +10,13 @@
  * first line starts with "#" and names the columns (columns are only
  * ever appended).  A failure is a single "error: <reason>" line.  Any
  * command takes --json.  Commands are matched by unambiguous prefixes.
- * Only root and the daemon's own user may connect (SO_PEERCRED).
+ * Only root, the daemon's own user and control_group may connect
+ * (SO_PEERCRED, SO_PEERGROUPS).
+ *
+ * Every client is bounded: a line is at most CTL_MAX_LINE, its unread
+ * answers at most about CTL_MAX_OUTPUT (then its input waits), an idle
+ * one is closed after control_idle_timeout, and past CTL_MAX_CLIENTS the
+ * one idle longest makes room.
  */
 #include "config.h"
 
@@ -33,28 +39,53 @@
 #include <event2/listener.h>
 
 #include "apikeys.h"
+#include "ctltable.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "msgcodec.h"
 #include "msgtypes.h"
 #include "store.h"
 #include "supervisor.h"
 
 #define CTL_PROTO_VERSION	1
-#define CTL_MAX_CLIENTS		64
+#define CTL_MAX_CLIENTS		64	/* more: the one idle longest is closed */
 #define CTL_MAX_LINE		(256 * 1024)	/* account add carries an auth.json */
 #define CTL_MAX_ARGS		16
+#define CTL_MAX_OUTPUT		(256 * 1024)	/* unread answers above this: stop reading */
+#define CTL_STATS_WAIT		(500 * USEC_PER_MSEC)	/* for the workers' counters */
+
+/* The workers' own counters for one answer (MSG_STATS_REQ / MSG_STATS). */
+struct wstats {
+	uint64_t		 rid;
+	int			 nslots;
+	int			 waiting;	/* replies still expected */
+	bool			 asked[SV_MAX_WORKERS];
+	bool			 answered[SV_MAX_WORKERS];
+	uint64_t		*val;		/* nslots x NWCOUNTERS */
+	struct event		*ev_deadline;
+};
 
 struct ctl_client {
 	struct bufferevent	*bev;
 	uid_t			 uid;
 	bool			 discarding;	/* the rest of an over-long line */
+	bool			 output_full;	/* not reading: too many unread answers */
+	bool			 read_eof;	/* sent everything: answer it, then close */
+	usec_t			 last_active;	/* input read or output taken */
+	struct event		*ev_idle;
+	char			*suspended;	/* a command waiting for the workers' counters */
+	struct wstats		*ws;
+	TAILQ_ENTRY(ctl_client)	 link;
 };
+TAILQ_HEAD(ctl_client_list, ctl_client);
 
 /* What a command writes: either text or a JSON object, never both. */
 struct ctl_out {
 	struct evbuffer		*text;
 	struct json_object	*json;		/* set when --json */
 	bool			 failed;
+	const struct wstats	*ws;		/* the workers' counters, when asked for */
+	bool			 want_ws;	/* the command asks for them: run it again */
 };
 
 typedef void ctl_fn(struct ctl_out *, int argc, char **argv);
@@ -68,7 +99,9 @@ struct ctl_cmd {
 };
 
 static struct evconnlistener *listener;
+static struct ctl_client_list clients = TAILQ_HEAD_INITIALIZER(clients);
 static int nclients;
+static uint64_t next_stats_rid;
 static gid_t control_gid = (gid_t)-1;	/* control_group, if set */
 
 static void
@@ -118,6 +151,13 @@ kv_ratio(struct ctl_out *o, const char *k, uint64_t num, uint64_t den)
 		evbuffer_add_printf(o->text, "%s: %.3f\n", k, r);
 }
 
+/* Where a table writes: the text buffer, or NULL in JSON mode. */
+static struct evbuffer *
+table_text(struct ctl_out *o)
+{
+	return o->json ? NULL : o->text;
+}
+
 static uint64_t
 dispatches(void)
 {
@@ -127,6 +167,9 @@ dispatches(void)
 	    s->decisions[DEC_BYPASS] + s->decisions[DEC_RETRY_STALE];
 }
 
+static void	control_counters(struct ctl_out *);
+static void	worker_counter_sums(struct ctl_out *);
+
 static void
 cmd_status(struct ctl_out *o, int argc, char **argv)
 {
@@ -134,6 +177,10 @@ cmd_status(struct ctl_out *o, int argc, char **argv)
 	int busy, open = pm_count(&sv->pool, &busy), i;
 	char name[64];
 
+	if (o->ws == NULL) {
+		o->want_ws = true;
+		return;
+	}
 	kv_str(o, "version", PACKAGE_VERSION);
 	kv_u64(o, "uptime", (uint64_t)((now_mono_usec() - sv->started_at) / USEC_PER_SEC));
 	kv_str(o, "listen", sv->listen_addr);
@@ -165,7 +212,17 @@ cmd_status(struct ctl_out *o, int argc, char **argv)
 		kv_ratio(o, "prompt_cache_hit_rate_5m", cached5, in5);
 	}
 	kv_u64(o, "client_aborts", s->client_aborts);
+	kv_u64(o, "client_connections", (uint64_t)http_conn_count());
+	kv_u64(o, "client_connections_refused", s->client_conns_refused);
 	kv_u64(o, "worker_restarts", s->worker_restarts);
+	kv_u64(o, "retries", s->retries);
+	kv_u64(o, "retried_on_respawn", s->retried_on_respawn);
+	kv_u64(o, "account_moves", s->account_moves);
+	kv_u64(o, "resumed", s->resumed);
+	kv_u64(o, "resume_fallbacks", s->resume_fallbacks);
+	kv_u64(o, "upstream_bytes", s->upstream_bytes);
+	control_counters(o);
+	worker_counter_sums(o);
 }
 
 static const char *
@@ -180,14 +237,70 @@ slot_state_name(enum slot_state st)
 	return "?";
 }
 
+/*
+ * show workers: the supervisor's view of each slot, then the worker's own
+ * counters (MSG_STATS; "-" / null when the worker did not answer).  The
+ * counter columns are named as the worker names its counters.
+ */
+static const struct ctl_column worker_cols[] = {
+	COL("slot", CT_INT), COL("pid", CT_INT), COL("state", CT_STR), COL("uptime", CT_UINT),
+	COL("restarts", CT_UINT), COL("requests", CT_UINT), COL("reuse", CT_UINT),
+	COL("new", CT_UINT), COL("bypass", CT_UINT), COL("retry_stale", CT_UINT),
+	COL("conns", CT_INT), COL("busy", CT_INT),
+#define WCOUNTERS_FROM	12
+	COL("sockets", CT_UINT), COL("conns_opened", CT_UINT), COL("conns_closed", CT_UINT),
+	COL("oneshot_opened", CT_UINT), COL("liveness_kills", CT_UINT), COL("expired", CT_UINT),
+	COL("evicted", CT_UINT), COL("stream_errors", CT_UINT), COL("continue_refused", CT_UINT),
+	COL("frames_relayed", CT_UINT), COL("bytes_relayed", CT_UINT), COL("chan_full", CT_UINT),
+	COL("rx_pauses", CT_UINT),
+};
+#define NWCOUNTERS	(sizeof(worker_cols) / sizeof(worker_cols[0]) - WCOUNTERS_FROM)
+
+static const uint64_t *
+wcounters(const struct wstats *ws, int slot)
+{
+	if (ws == NULL || slot >= ws->nslots || !ws->answered[slot])
+		return NULL;
+	return ws->val + (size_t)slot * NWCOUNTERS;
+}
+
+/* status: each worker counter summed over the workers that answered. */
+static void
+worker_counter_sums(struct ctl_out *o)
+{
+	uint64_t sum[NWCOUNTERS] = { 0 };
+	const uint64_t *v;
+	char name[64];
+	size_t k;
+	int i, n = 0;
+
+	for (i = 0; i < sv->nslots; i++) {
+		if ((v = wcounters(o->ws, i)) == NULL)
+			continue;
+		n++;
+		for (k = 0; k < NWCOUNTERS; k++)
+			sum[k] += v[k];
+	}
+	kv_u64(o, "workers_reporting", (uint64_t)n);
+	for (k = 0; k < NWCOUNTERS; k++) {
+		snprintf(name, sizeof(name), "worker_%s", worker_cols[WCOUNTERS_FROM + k].name);
+		kv_u64(o, name, sum[k]);
+	}
+}
+
 static void
 cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	int i, conns[SV_MAX_WORKERS] = { 0 }, busy[SV_MAX_WORKERS] = { 0 };
-	size_t it = 0;
+	const uint64_t *wc;
+	size_t it = 0, k;
 	void *v;
 
+	if (o->ws == NULL) {
+		o->want_ws = true;
+		return;
+	}
 	while ((v = idmap_next(&sv->pool.conns, &it)) != NULL) {
 		struct pm_conn *c = v;
 		if (c->slot >= 0 && c->slot < SV_MAX_WORKERS) {
@@ -195,84 +308,71 @@ cmd_show_workers(struct ctl_out *o, int argc, char **argv)
 			busy[c->slot] += c->busy;
 		}
 	}
-	if (!rows)
-		evbuffer_add_printf(o->text, "# slot pid state uptime restarts requests "
-		    "reuse new bypass retry_stale conns busy\n");
+	CTL_TABLE_BEGIN(&t, worker_cols, table_text(o));
 	for (i = 0; i < sv->nslots; i++) {
 		const struct worker_slot *w = &sv->slots[i];
-		uint64_t up = w->pid ? (uint64_t)((now_mono_usec() - w->started_at) / USEC_PER_SEC) : 0;
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "slot", json_object_new_int(i));
-			json_object_object_add(r, "pid", json_object_new_int((int)w->pid));
-			json_object_object_add(r, "state", json_object_new_string(
-			    w->draining && w->state == SLOT_UP ? "draining" : slot_state_name(w->state)));
-			json_object_object_add(r, "uptime", json_object_new_int64((int64_t)up));
-			json_object_object_add(r, "restarts", json_object_new_int((int)w->restarts));
-			json_object_object_add(r, "requests", json_object_new_int64((int64_t)w->requests));
-			json_object_object_add(r, "reuse", json_object_new_int64((int64_t)w->decisions[DEC_REUSE]));
-			json_object_object_add(r, "new", json_object_new_int64((int64_t)w->decisions[DEC_NEW]));
-			json_object_object_add(r, "bypass", json_object_new_int64((int64_t)w->decisions[DEC_BYPASS]));
-			json_object_object_add(r, "retry_stale", json_object_new_int64((int64_t)w->decisions[DEC_RETRY_STALE]));
-			json_object_object_add(r, "conns", json_object_new_int(conns[i]));
-			json_object_object_add(r, "busy", json_object_new_int(busy[i]));
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "%d %d %s %" PRIu64 " %u %" PRIu64 " %" PRIu64
-			    " %" PRIu64 " %" PRIu64 " %" PRIu64 " %d %d\n", i, (int)w->pid,
-			    w->draining && w->state == SLOT_UP ? "draining" : slot_state_name(w->state),
-			    up, w->restarts, w->requests,
-			    w->decisions[DEC_REUSE], w->decisions[DEC_NEW],
-			    w->decisions[DEC_BYPASS], w->decisions[DEC_RETRY_STALE],
-			    conns[i], busy[i]);
+		ctl_row_begin(&t);
+		ctl_cell_int(&t, i);
+		ctl_cell_int(&t, w->pid);
+		ctl_cell_str(&t, w->draining && w->state == SLOT_UP ? "draining" :
+		    slot_state_name(w->state));
+		ctl_cell_uint(&t, w->pid ? (uint64_t)((now_mono_usec() - w->started_at) /
+		    USEC_PER_SEC) : 0);
+		ctl_cell_uint(&t, w->restarts);
+		ctl_cell_uint(&t, w->requests);
+		ctl_cell_uint(&t, w->decisions[DEC_REUSE]);
+		ctl_cell_uint(&t, w->decisions[DEC_NEW]);
+		ctl_cell_uint(&t, w->decisions[DEC_BYPASS]);
+		ctl_cell_uint(&t, w->decisions[DEC_RETRY_STALE]);
+		ctl_cell_int(&t, conns[i]);
+		ctl_cell_int(&t, busy[i]);
+		wc = wcounters(o->ws, i);
+		for (k = 0; k < NWCOUNTERS; k++) {
+			if (wc != NULL)
+				ctl_cell_uint(&t, wc[k]);
+			else
+				ctl_cell_none(&t);
 		}
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "workers", rows);
+	ctl_table_end(&t, o->json, "workers");
 }
+
+static const struct ctl_column pool_cols[] = {
+	COL("conn", CT_STR), COL("key", CT_STR), COL("worker", CT_INT), COL("account", CT_STR),
+	COL("state", CT_STR), COL("age", CT_UINT), COL("turns", CT_UINT),
+	COL("last_decision", CT_STR), COL("cached", CT_UINT), COL("input", CT_UINT),
+};
 
 static void
 cmd_show_pools(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	usec_t now = now_mono_usec();
 	size_t it = 0;
 	void *v;
 
-	if (!rows)
-		evbuffer_add_printf(o->text, "# conn key worker account state age turns "
-		    "last_decision cached input\n");
+	CTL_TABLE_BEGIN(&t, pool_cols, table_text(o));
 	while ((v = idmap_next(&sv->pool.conns, &it)) != NULL) {
 		const struct pm_conn *c = v;
-		const char *state = c->closing ? "closing" : !c->up ? "connecting" :
-		    c->busy ? "busy" : "idle";
 		char conn[24], key[24];
-		uint64_t age = (uint64_t)((now - c->created) / USEC_PER_SEC);
 		snprintf(conn, sizeof(conn), "%016" PRIx64, c->id);
 		snprintf(key, sizeof(key), "%016" PRIx64, c->key_hash);
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "conn", json_object_new_string(conn));
-			json_object_object_add(r, "key", json_object_new_string(key));
-			json_object_object_add(r, "worker", json_object_new_int(c->slot));
-			json_object_object_add(r, "account", json_object_new_string(c->acct->entry));
-			json_object_object_add(r, "state", json_object_new_string(state));
-			json_object_object_add(r, "age", json_object_new_int64((int64_t)age));
-			json_object_object_add(r, "turns", json_object_new_int64(c->turns));
-			json_object_object_add(r, "last_decision", json_object_new_string(
-			    c->last_decision ? decision_name(c->last_decision) : "-"));
-			json_object_object_add(r, "cached", json_object_new_int64((int64_t)c->last_cached));
-			json_object_object_add(r, "input", json_object_new_int64((int64_t)c->last_input));
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "%s %s %d %s %s %" PRIu64 " %u %s %" PRIu64
-			    " %" PRIu64 "\n", conn, key, c->slot, c->acct->entry, state, age,
-			    c->turns, c->last_decision ? decision_name(c->last_decision) : "-",
-			    c->last_cached, c->last_input);
-		}
+		ctl_row_begin(&t);
+		ctl_cell_str(&t, conn);
+		ctl_cell_str(&t, key);
+		ctl_cell_int(&t, c->slot);
+		ctl_cell_str(&t, c->acct->entry);
+		ctl_cell_str(&t, c->closing ? "closing" : !c->up ? "connecting" :
+		    c->busy ? "busy" : "idle");
+		ctl_cell_uint(&t, (uint64_t)((now - c->created) / USEC_PER_SEC));
+		ctl_cell_uint(&t, c->turns);
+		ctl_cell_str(&t, c->last_decision ? decision_name(c->last_decision) : "-");
+		ctl_cell_uint(&t, c->last_cached);
+		ctl_cell_uint(&t, c->last_input);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "pools", rows);
+	ctl_table_end(&t, o->json, "pools");
 }
 
 /* An account by entry id, label or ChatGPT account id; an error if none. */
@@ -341,32 +441,29 @@ cmd_reload(struct ctl_out *o, int argc, char **argv)
 		json_object_object_add(o->json, "changes", rows);
 }
 
+static const struct ctl_column config_cols[] = {
+	COL("key", CT_STR), COL("value", CT_STR), COL("origin", CT_STR), COL("reloadable", CT_BOOL),
+};
+
 static void
 cmd_config(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	const struct cfg_key *k;
 	char val[512];
 	int i;
 
-	if (!rows)
-		evbuffer_add_printf(o->text, "# key value origin reloadable\n");
+	CTL_TABLE_BEGIN(&t, config_cols, table_text(o));
 	for (k = codexpool_cfg_keys, i = 0; k->name != NULL; k++, i++) {
 		cfg_format(&sv->cfgset, k, val, sizeof(val));
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "key", json_object_new_string(k->name));
-			json_object_object_add(r, "value", json_object_new_string(val));
-			json_object_object_add(r, "origin", json_object_new_string(sv->cfgset.origin[i].where));
-			json_object_object_add(r, "reloadable", json_object_new_boolean(k->flags & CFG_RELOADABLE));
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "%s %s %s %s\n", k->name, val[0] ? val : "-",
-			    sv->cfgset.origin[i].where, (k->flags & CFG_RELOADABLE) ? "yes" : "no");
-		}
+		ctl_row_begin(&t);
+		ctl_cell_str(&t, k->name);
+		ctl_cell_str(&t, val);
+		ctl_cell_str(&t, sv->cfgset.origin[i].where);
+		ctl_cell_bool(&t, k->flags & CFG_RELOADABLE);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "config", rows);
+	ctl_table_end(&t, o->json, "config");
 }
 
 static void
@@ -403,64 +500,76 @@ cmd_stats_reset(struct ctl_out *o, int argc, char **argv)
 	kv_str(o, "stats", "reset");
 }
 
+static const struct ctl_column conversation_cols[] = {
+	COL("conv", CT_STR), COL("account", CT_STR), COL("worker", CT_INT), COL("turns", CT_UINT),
+	COL("idle", CT_UINT), COL("route", CT_STR), COL("key", CT_STR), COL("resumed", CT_UINT),
+	/* free text with blanks: always the last column */
+	COL_H("recent", CT_CUSTOM, "recent_turns(n:decision:cached/input[:miss])"),
+};
+
+/* A conversation's recent turns: "n:decision:cached/input[:miss],..." and as JSON. */
+static void
+recent_turns(const struct conv_rec *c, struct evbuffer *text, struct json_object *turns)
+{
+	uint32_t first = c->turns > CONVLOG_TURNS ? c->turns - CONVLOG_TURNS + 1 : 1, n;
+
+	for (n = first; n <= c->turns; n++) {
+		const struct conv_turn *t = &c->ring[(n - 1) % CONVLOG_TURNS];
+		const char *dec = t->decision ? decision_name(t->decision) : "-";
+		struct json_object *tj;
+
+		if (text != NULL) {
+			evbuffer_add_printf(text, "%s%u:%s:%" PRIu64 "/%" PRIu64 "%s%s",
+			    n > first ? "," : "", t->n, t->decision == DEC_BYPASS ?
+			    bypass_reason_name(t->reason) : dec, t->cached, t->input,
+			    t->miss ? ":" : "", t->miss ? t->miss : "");
+			continue;
+		}
+		tj = json_object_new_object();
+		json_object_object_add(tj, "turn", json_object_new_int((int)t->n));
+		json_object_object_add(tj, "decision", json_object_new_string(dec));
+		if (t->decision == DEC_BYPASS)
+			json_object_object_add(tj, "bypass", json_object_new_string(
+			    bypass_reason_name(t->reason)));
+		json_object_object_add(tj, "cached", json_object_new_int64((int64_t)t->cached));
+		json_object_object_add(tj, "input", json_object_new_int64((int64_t)t->input));
+		if (t->miss)
+			json_object_object_add(tj, "miss", json_object_new_string(t->miss));
+		json_object_array_add(turns, tj);
+	}
+}
+
 static void
 cmd_show_conversations(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	const struct conv_rec *c;
+	struct evbuffer *recent = evbuffer_new();
 	usec_t now = now_mono_usec();
 
-	if (!rows)
-		evbuffer_add_printf(o->text, "# conv account worker turns idle "
-		    "recent_turns(n:decision:cached/input[:miss])\n");
+	CTL_TABLE_BEGIN(&t, conversation_cols, table_text(o));
 	TAILQ_FOREACH_REVERSE(c, &sv->convs.lru, conv_rec_list, lru) {
-		uint32_t first = c->turns > CONVLOG_TURNS ? c->turns - CONVLOG_TURNS + 1 : 1, n;
+		struct json_object *turns = o->json ? json_object_new_array() : NULL;
 		char conv[24];
-		struct json_object *turns = rows ? json_object_new_array() : NULL;
-		uint64_t idle = (uint64_t)((now - c->last_active) / USEC_PER_SEC);
 
 		snprintf(conv, sizeof(conv), "%016" PRIx64, c->key_hash);
-		if (!rows)
-			evbuffer_add_printf(o->text, "%s %s %d %u %" PRIu64 " ", conv, c->entry,
-			    c->slot, c->turns, idle);
-		for (n = first; n <= c->turns; n++) {
-			const struct conv_turn *t = &c->ring[(n - 1) % CONVLOG_TURNS];
-			const char *dec = t->decision == DEC_BYPASS ? bypass_reason_name(t->reason) :
-			    t->decision ? decision_name(t->decision) : "-";
-			if (turns) {
-				struct json_object *tj = json_object_new_object();
-				json_object_object_add(tj, "turn", json_object_new_int((int)t->n));
-				json_object_object_add(tj, "decision", json_object_new_string(
-				    t->decision ? decision_name(t->decision) : "-"));
-				if (t->decision == DEC_BYPASS)
-					json_object_object_add(tj, "bypass", json_object_new_string(
-					    bypass_reason_name(t->reason)));
-				json_object_object_add(tj, "cached", json_object_new_int64((int64_t)t->cached));
-				json_object_object_add(tj, "input", json_object_new_int64((int64_t)t->input));
-				if (t->miss)
-					json_object_object_add(tj, "miss", json_object_new_string(t->miss));
-				json_object_array_add(turns, tj);
-			} else {
-				evbuffer_add_printf(o->text, "%s%u:%s:%" PRIu64 "/%" PRIu64 "%s%s",
-				    n > first ? "," : "", t->n, dec, t->cached, t->input,
-				    t->miss ? ":" : "", t->miss ? t->miss : "");
-			}
-		}
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "conv", json_object_new_string(conv));
-			json_object_object_add(r, "account", json_object_new_string(c->entry));
-			json_object_object_add(r, "worker", json_object_new_int(c->slot));
-			json_object_object_add(r, "turns", json_object_new_int((int)c->turns));
-			json_object_object_add(r, "idle", json_object_new_int64((int64_t)idle));
-			json_object_object_add(r, "recent", turns);
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "\n");
-		}
+		ctl_row_begin(&t);
+		ctl_cell_str(&t, conv);
+		ctl_cell_str(&t, c->entry);
+		ctl_cell_int(&t, c->slot);
+		ctl_cell_uint(&t, c->turns);
+		ctl_cell_uint(&t, (uint64_t)((now - c->last_active) / USEC_PER_SEC));
+		ctl_cell_str(&t, c->route[0] ? c->route : "-");
+		ctl_cell_str(&t, c->key_label[0] ? c->key_label : "-");
+		ctl_cell_uint(&t, c->resumed);
+		evbuffer_drain(recent, evbuffer_get_length(recent));
+		recent_turns(c, o->json ? NULL : recent, turns);
+		evbuffer_add(recent, "", 1);
+		ctl_cell_custom(&t, (const char *)evbuffer_pullup(recent, -1), turns);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "conversations", rows);
+	ctl_table_end(&t, o->json, "conversations");
+	evbuffer_free(recent);
 }
 
 /* Seconds from now to a unix time, 0 if past or unset. */
@@ -490,51 +599,45 @@ quota_summary(const struct account *a, char *buf, size_t len)
 	json_object_put(q);
 }
 
+static const struct ctl_column account_cols[] = {
+	COL("entry", CT_STR), COL("label", CT_STR), COL("account_id", CT_STR), COL("status", CT_STR),
+	COL("locked_for", CT_INT), COL("token_expires_in", CT_INT), COL("plan", CT_STR),
+	COL("quota", CT_CUSTOM), COL("inflight", CT_INT), COL("pooled", CT_INT),
+	COL("requests", CT_UINT), COL("input_tokens", CT_UINT), COL("cached_tokens", CT_UINT),
+	COL("reason", CT_STR),
+};
+
 static void
 cmd_account_list(struct ctl_out *o, int argc, char **argv)
 {
-	struct json_object *rows = o->json ? json_object_new_array() : NULL;
+	struct ctl_table t;
 	struct account *a;
 	char quota[64];
 
-	if (!rows)
-		evbuffer_add_printf(o->text, "# entry label account_id status locked_for token_expires_in "
-		    "plan quota inflight pooled requests input_tokens cached_tokens reason\n");
+	CTL_TABLE_BEGIN(&t, account_cols, table_text(o));
 	TAILQ_FOREACH(a, &sv->accounts, link) {
 		struct pm_account *pa = pm_account(&sv->pool, a->entry);
-		uint64_t req = a->requests + (uint64_t)a->d_requests;
-		uint64_t in = a->input_tokens + (uint64_t)a->d_input;
-		uint64_t cached = a->cached_tokens + (uint64_t)a->d_cached;
 		quota_summary(a, quota, sizeof(quota));
 		account_usable(a);	/* ends an expired lock */
-		if (rows) {
-			struct json_object *r = json_object_new_object();
-			json_object_object_add(r, "entry", json_object_new_string(a->entry));
-			json_object_object_add(r, "label", a->label ? json_object_new_string(a->label) : NULL);
-			json_object_object_add(r, "account_id", json_object_new_string(a->account_id));
-			json_object_object_add(r, "status", json_object_new_string(account_status_name(a)));
-			json_object_object_add(r, "reason", a->reason ? json_object_new_string(a->reason) : NULL);
-			json_object_object_add(r, "locked_for", json_object_new_int64(secs_until(a->locked_until)));
-			json_object_object_add(r, "token_expires_in", json_object_new_int64(secs_until(a->access_expires)));
-			json_object_object_add(r, "plan", a->plan ? json_object_new_string(a->plan) : NULL);
-			json_object_object_add(r, "quota", a->quota_json ?
-			    json_tokener_parse(a->quota_json) : NULL);
-			json_object_object_add(r, "inflight", json_object_new_int(a->inflight));
-			json_object_object_add(r, "pooled", json_object_new_int(pa->live));
-			json_object_object_add(r, "requests", json_object_new_int64((int64_t)req));
-			json_object_object_add(r, "input_tokens", json_object_new_int64((int64_t)in));
-			json_object_object_add(r, "cached_tokens", json_object_new_int64((int64_t)cached));
-			json_object_array_add(rows, r);
-		} else {
-			evbuffer_add_printf(o->text, "%s %s %s %s %" PRId64 " %" PRId64 " %s %s %d %d %"
-			    PRIu64 " %" PRIu64 " %" PRIu64 " %s\n", a->entry, a->label ? a->label : "-",
-			    a->account_id, account_status_name(a), secs_until(a->locked_until),
-			    secs_until(a->access_expires), a->plan ? a->plan : "-", quota,
-			    a->inflight, pa->live, req, in, cached, a->reason ? a->reason : "-");
-		}
+		ctl_row_begin(&t);
+		ctl_cell_str(&t, a->entry);
+		ctl_cell_str(&t, a->label);
+		ctl_cell_str(&t, a->account_id);
+		ctl_cell_str(&t, account_status_name(a));
+		ctl_cell_int(&t, secs_until(a->locked_until));
+		ctl_cell_int(&t, secs_until(a->access_expires));
+		ctl_cell_str(&t, a->plan);
+		ctl_cell_custom(&t, quota, o->json && a->quota_json ?
+		    json_tokener_parse(a->quota_json) : NULL);
+		ctl_cell_int(&t, a->inflight);
+		ctl_cell_int(&t, pa->live);
+		ctl_cell_uint(&t, a->requests + (uint64_t)a->d_requests);
+		ctl_cell_uint(&t, a->input_tokens + (uint64_t)a->d_input);
+		ctl_cell_uint(&t, a->cached_tokens + (uint64_t)a->d_cached);
+		ctl_cell_str(&t, a->reason);
+		ctl_row_end(&t);
 	}
-	if (rows)
-		json_object_object_add(o->json, "accounts", rows);
+	ctl_table_end(&t, o->json, "accounts");
 }
 
 static void
@@ -887,11 +990,121 @@ run_command(struct ctl_out *o, int argc, char **argv)
 	cands[0]->fn(o, argc - nwords(cands[0]), argv + nwords(cands[0]));
 }
 
+/* ---- the workers' counters for an answer --------------------------------- */
+
+static void	wstats_done(evutil_socket_t, short, void *);
+
 static void
-handle_line(struct ctl_client *cl, char *line)
+wstats_free(struct wstats *ws)
+{
+	if (ws == NULL)
+		return;
+	if (ws->ev_deadline)
+		event_free(ws->ev_deadline);
+	free(ws->val);
+	free(ws);
+}
+
+/*
+ * Ask every running worker for its counters.  The answer waits until all
+ * have replied or CTL_STATS_WAIT has passed, whichever is first; the event
+ * loop goes on meanwhile.  waiting is 0 if no worker could be asked: the
+ * answer goes at once, every worker without counters.
+ */
+static struct wstats *
+wstats_ask(struct ctl_client *cl)
+{
+	struct wstats *ws = xcalloc(1, sizeof(*ws));
+	struct timeval tv = { 0, CTL_STATS_WAIT };
+	int i;
+
+	ws->rid = ++next_stats_rid;
+	ws->nslots = sv->nslots;
+	ws->val = xcalloc((size_t)ws->nslots ? (size_t)ws->nslots : 1, NWCOUNTERS * sizeof(uint64_t));
+	for (i = 0; i < ws->nslots; i++) {
+		if (sv->slots[i].state != SLOT_UP || sv->slots[i].chan == NULL)
+			continue;
+		if (workers_send(i, MSG_STATS_REQ, ws->rid, NULL) != MSGCHAN_OK)
+			continue;
+		ws->asked[i] = true;
+		ws->waiting++;
+	}
+	if (ws->waiting == 0)
+		return ws;
+	ws->ev_deadline = evtimer_new(sv->base, wstats_done, cl);
+	evtimer_add(ws->ev_deadline, &tv);
+	return ws;
+}
+
+void
+control_on_worker_stats(int slot, const struct msg *m)
+{
+	struct ctl_client *cl;
+	struct wstats *ws = NULL;
+	struct m_stats st;
+	uint64_t *val;
+	uint32_t i;
+	size_t k;
+
+	TAILQ_FOREACH(cl, &clients, link)
+		if (cl->ws != NULL && cl->ws->rid == m->hdr.rid) {
+			ws = cl->ws;
+			break;
+		}
+	/* late (after the deadline), or for a client that has gone */
+	if (ws == NULL || slot < 0 || slot >= ws->nslots || !ws->asked[slot] ||
+	    ws->answered[slot])
+		return;
+	val = ws->val + (size_t)slot * NWCOUNTERS;
+	if (m_stats_decode(m, &st) == 0) {
+		for (i = 0; i < st.nstats; i++)
+			for (k = 0; k < NWCOUNTERS; k++)
+				if (strcmp(st.stats[i].name, worker_cols[WCOUNTERS_FROM + k].name) == 0)
+					val[k] = st.stats[i].value;
+		ws->answered[slot] = true;
+	} else {
+		log_warnx("worker %d: malformed counters", slot);
+	}
+	ws->asked[slot] = false;
+	if (--ws->waiting == 0)
+		wstats_done(-1, 0, cl);
+}
+
+/* ---- control clients ----------------------------------------------------- */
+
+static void	process_input(struct ctl_client *);
+
+/* The command line again, from its resolved words, to run it once more. */
+static char *
+join_words(int argc, char **argv, bool json)
+{
+	size_t len = 16;
+	char *line;
+	int i;
+
+	for (i = 0; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	line = xcalloc(1, len);
+	for (i = 0; i < argc; i++) {
+		if (i > 0)
+			strcat(line, " ");
+		strcat(line, argv[i]);
+	}
+	if (json)
+		strcat(line, " --json");
+	return line;
+}
+
+/*
+ * Run one command line and queue its answer.  A command that needs the
+ * workers' counters (ws NULL) asks for them: the client is suspended, and
+ * the line runs again when they are in.
+ */
+static void
+handle_line(struct ctl_client *cl, char *line, const struct wstats *ws)
 {
 	struct evbuffer *out = bufferevent_get_output(cl->bev);
-	struct ctl_out o = { .text = evbuffer_new() };
+	struct ctl_out o = { .text = evbuffer_new(), .ws = ws };
 	char *argv[CTL_MAX_ARGS], *tok, *save = NULL;
 	int argc = 0;
 	bool json = false;
@@ -915,6 +1128,24 @@ handle_line(struct ctl_client *cl, char *line)
 		out_error(&o, "empty command; try 'help'");
 	else
 		run_command(&o, argc, argv);
+	if (o.want_ws && ws == NULL) {
+		struct wstats *asked;
+		char *again = join_words(argc, argv, json);
+
+		json_object_put(o.json);
+		evbuffer_free(o.text);
+		asked = wstats_ask(cl);
+		if (asked->waiting == 0) {
+			/* no worker to ask: answer at once, every worker without counters */
+			handle_line(cl, again, asked);
+			free(again);
+			wstats_free(asked);
+			return;
+		}
+		cl->ws = asked;
+		cl->suspended = again;
+		return;
+	}
 send:
 	if (o.json) {
 		size_t len;
@@ -930,29 +1161,65 @@ send_nothing:
 	evbuffer_free(o.text);
 }
 
+/* The workers answered, or the deadline passed: answer, then read on. */
+static void
+wstats_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl_client *cl = arg;
+	struct wstats *ws = cl->ws;
+	char *line = cl->suspended;
+
+	cl->ws = NULL;
+	cl->suspended = NULL;
+	if (ws->waiting > 0)
+		log_debug("control: %d worker(s) did not send their counters in time", ws->waiting);
+	handle_line(cl, line, ws);
+	free(line);
+	wstats_free(ws);
+	cl->last_active = now_mono_usec();
+	process_input(cl);
+}
+
 static void
 client_free(struct ctl_client *cl)
 {
+	TAILQ_REMOVE(&clients, cl, link);
 	bufferevent_free(cl->bev);
+	event_free(cl->ev_idle);
+	wstats_free(cl->ws);
+	free(cl->suspended);
 	free(cl);
 	nclients--;
 }
 
+/*
+ * Answer the complete lines that have arrived, in order, while the
+ * client is not suspended and reads its answers: past CTL_MAX_OUTPUT of
+ * unread answers, its input is left alone (and not read from the socket)
+ * until the output has drained, so a client that sends without reading
+ * costs at most that much memory.
+ */
 static void
-on_read(struct bufferevent *bev, void *arg)
+process_input(struct ctl_client *cl)
 {
-	struct ctl_client *cl = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = bufferevent_get_input(cl->bev);
+	struct evbuffer *out = bufferevent_get_output(cl->bev);
 	struct evbuffer_ptr nl;
 	char *line;
 	size_t n;
 
 	for (;;) {
+		if (cl->suspended != NULL)
+			break;
+		if (evbuffer_get_length(out) > CTL_MAX_OUTPUT) {
+			cl->output_full = true;
+			break;
+		}
 		if (cl->discarding) {
 			nl = evbuffer_search(in, "\n", 1, NULL);
 			if (nl.pos < 0) {
 				evbuffer_drain(in, evbuffer_get_length(in));
-				return;
+				break;
 			}
 			evbuffer_drain(in, (size_t)nl.pos + 1);
 			cl->discarding = false;
@@ -960,56 +1227,260 @@ on_read(struct bufferevent *bev, void *arg)
 		if ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) == NULL)
 			break;
 		if (n > CTL_MAX_LINE)
-			evbuffer_add_printf(bufferevent_get_output(bev), "error: line too long\n\n");
+			evbuffer_add_printf(out, "error: line too long\n\n");
 		else
-			handle_line(cl, line);
+			handle_line(cl, line, NULL);
 		free(line);
 	}
+	if (cl->suspended != NULL || cl->output_full || cl->read_eof) {
+		bufferevent_disable(cl->bev, EV_READ);
+		return;
+	}
 	if (evbuffer_get_length(in) > CTL_MAX_LINE) {
-		evbuffer_add_printf(bufferevent_get_output(bev), "error: line too long\n\n");
+		evbuffer_add_printf(out, "error: line too long\n\n");
 		evbuffer_drain(in, evbuffer_get_length(in));
 		cl->discarding = true;
 	}
+	bufferevent_enable(cl->bev, EV_READ);
+}
+
+/* The client has closed its side, and has all its answers. */
+static bool
+client_done(struct ctl_client *cl)
+{
+	return cl->read_eof && cl->suspended == NULL && !cl->output_full &&
+	    evbuffer_get_length(bufferevent_get_output(cl->bev)) == 0;
 }
 
 static void
+on_read(struct bufferevent *bev, void *arg)
+{
+	struct ctl_client *cl = arg;
+
+	cl->last_active = now_mono_usec();
+	process_input(cl);
+}
+
+/* The output drained below the low-water mark: read on if we had stopped. */
+static void
+on_write(struct bufferevent *bev, void *arg)
+{
+	struct ctl_client *cl = arg;
+
+	if (cl->output_full) {
+		cl->output_full = false;
+		process_input(cl);
+	}
+	if (client_done(cl))
+		client_free(cl);
+}
+
+/* The client took some of its answers: it is not idle. */
+static void
+on_output_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct ctl_client *cl = arg;
+
+	if (info->n_deleted > 0)
+		cl->last_active = now_mono_usec();
+}
+
+/*
+ * An error ends the client.  EOF ends only its input: the commands it
+ * sent before (`printf 'status\n' | socat - UNIX-CONNECT:...`) are still
+ * answered, and it is closed when the answers are out.
+ */
+static void
 on_event(struct bufferevent *bev, short what, void *arg)
 {
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		client_free(arg);
+	struct ctl_client *cl = arg;
+
+	if (what & BEV_EVENT_ERROR) {
+		client_free(cl);
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		cl->read_eof = true;
+		process_input(cl);
+		if (client_done(cl))
+			client_free(cl);
+	}
+}
+
+static usec_t
+idle_timeout(void)
+{
+	return sv->cfg.control_idle_timeout > 0 ? sv->cfg.control_idle_timeout : 60 * USEC_PER_SEC;
+}
+
+static void
+arm_idle(struct ctl_client *cl, usec_t after)
+{
+	struct timeval tv = { after / USEC_PER_SEC, after % USEC_PER_SEC };
+
+	evtimer_add(cl->ev_idle, &tv);
+}
+
+/*
+ * Idle: nothing read from the client and none of its answers taken for
+ * control_idle_timeout.  The timer is lazy: activity only moves
+ * last_active, and the timer re-arms itself for the rest of the time.
+ */
+static void
+on_idle(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl_client *cl = arg;
+	usec_t idle = now_mono_usec() - cl->last_active, limit = idle_timeout();
+
+	if (idle < limit || cl->suspended != NULL) {
+		arm_idle(cl, idle < limit ? limit - idle : limit);
+		return;
+	}
+	log_info("control: closed a connection of uid %d idle for %llds", (int)cl->uid,
+	    (long long)(idle / USEC_PER_SEC));
+	client_free(cl);
+}
+
+/*
+ * Make room for one more client: close the one idle longest (never one
+ * waiting for the workers' counters).  A leak of idle connections, or a
+ * flood of them, cannot lock the operator out.  -1 if none can go.
+ */
+static int
+close_idlest(void)
+{
+	struct ctl_client *cl, *idlest = NULL;
+
+	TAILQ_FOREACH(cl, &clients, link)
+		if (cl->suspended == NULL && (idlest == NULL || cl->last_active < idlest->last_active))
+			idlest = cl;
+	if (idlest == NULL)
+		return -1;
+	log_info("control: %d connections: closed the one idle longest (uid %d, %llds) to "
+	    "admit a new one", nclients, (int)idlest->uid,
+	    (long long)((now_mono_usec() - idlest->last_active) / USEC_PER_SEC));
+	client_free(idlest);
+	return 0;
+}
+
+/* status: the control socket's own load. */
+static void
+control_counters(struct ctl_out *o)
+{
+	struct ctl_client *cl;
+	uint64_t queued = 0, full = 0;
+
+	TAILQ_FOREACH(cl, &clients, link) {
+		queued += evbuffer_get_length(bufferevent_get_output(cl->bev));
+		full += cl->output_full;
+	}
+	kv_u64(o, "control_clients", (uint64_t)nclients);
+	kv_u64(o, "control_output_full", full);
+	kv_u64(o, "control_queued_bytes", queued);
+}
+
+/*
+ * Is the peer in control_group: by its primary gid, or by a supplementary
+ * group.  The supplementary groups are the ones the kernel recorded at
+ * connect() (SO_PEERGROUPS, Linux 4.13): the same set the socket file's
+ * mode was checked against, with no race on the pid and no lookup that
+ * can block.  getgrouplist() on the uid's passwd entry would ask NSS
+ * (files, LDAP, ...) from inside the event loop, and would miss a group
+ * the process holds but /etc/group does not list (or the reverse).  On a
+ * kernel without SO_PEERGROUPS: the Groups: line of /proc/PID/status, a
+ * read of procfs that does not block either.
+ */
+static bool
+peer_in_group(int fd, const struct ucred *cred, gid_t gid)
+{
+	gid_t small[64], *groups = small;
+	socklen_t len = sizeof(small);
+	bool found = false;
+	size_t i;
+
+	if (cred->gid == gid)
+		return true;
+#ifdef SO_PEERGROUPS
+	int rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+
+	if (rc == -1 && errno == ERANGE && len > sizeof(small)) {
+		groups = xmalloc(len);
+		rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len);
+	}
+	if (rc == 0)
+		for (i = 0; i < len / sizeof(gid_t) && !found; i++)
+			found = groups[i] == gid;
+	if (groups != small)
+		free(groups);
+	if (rc == 0 || errno != ENOPROTOOPT)
+		return found;
+#endif
+	{
+		char path[64], line[4096];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)cred->pid);
+		if ((f = fopen(path, "re")) == NULL)
+			return false;
+		while (!found && fgets(line, sizeof(line), f) != NULL) {
+			char *p, *end;
+			if (strncmp(line, "Groups:", 7) != 0)
+				continue;
+			for (p = line + 7; !found; p = end) {
+				unsigned long g = strtoul(p, &end, 10);
+				if (end == p)
+					break;
+				found = (gid_t)g == gid;
+			}
+		}
+		fclose(f);
+	}
+	return found;
+}
+
+static void
+refuse(int fd, const char *why)
+{
+	char msg[256];
+	int n = snprintf(msg, sizeof(msg), "codexpool %d\nerror: %s\n\n", CTL_PROTO_VERSION, why);
+
+	if (write(fd, msg, (size_t)n) < 0)
+		(void)0;
+	close(fd);
 }
 
 static void
 on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     int socklen, void *arg)
 {
-	struct ucred cred;
+	struct ucred cred = { .uid = (uid_t)-1 };
 	socklen_t cl_len = sizeof(cred);
 	struct ctl_client *cl;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl_len) == -1 ||
 	    (cred.uid != 0 && cred.uid != geteuid() &&
-	    (control_gid == (gid_t)-1 || cred.gid != control_gid))) {
-		static const char denied[] = "codexpool 1\nerror: permission denied\n\n";
-		if (write(fd, denied, sizeof(denied) - 1) < 0)
-			(void)0;
+	    (control_gid == (gid_t)-1 || !peer_in_group(fd, &cred, control_gid)))) {
 		log_warnx("control: refused a connection from uid %d", (int)cred.uid);
-		close(fd);
+		refuse(fd, "permission denied");
 		return;
 	}
-	if (nclients >= CTL_MAX_CLIENTS) {
-		static const char busy[] = "codexpool 1\nerror: too many control connections\n\n";
-		if (write(fd, busy, sizeof(busy) - 1) < 0)
-			(void)0;
-		close(fd);
+	if (nclients >= CTL_MAX_CLIENTS && close_idlest() == -1) {
+		refuse(fd, "too many control connections");
 		return;
 	}
 	cl = xcalloc(1, sizeof(*cl));
 	cl->uid = cred.uid;
+	cl->last_active = now_mono_usec();
 	cl->bev = bufferevent_socket_new(sv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(cl->bev, on_read, NULL, on_event, cl);
+	cl->ev_idle = evtimer_new(sv->base, on_idle, cl);
+	bufferevent_setcb(cl->bev, on_read, on_write, on_event, cl);
+	/* on_write when the unread answers are down to half the limit */
+	bufferevent_setwatermark(cl->bev, EV_WRITE, CTL_MAX_OUTPUT / 2, 0);
+	evbuffer_add_cb(bufferevent_get_output(cl->bev), on_output_drained, cl);
 	bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
 	evbuffer_add_printf(bufferevent_get_output(cl->bev), "codexpool %d\n", CTL_PROTO_VERSION);
+	arm_idle(cl, idle_timeout());
+	TAILQ_INSERT_TAIL(&clients, cl, link);
 	nclients++;
 }
 
@@ -1074,9 +1545,21 @@ control_start(void)
 	return 0;
 }
 
+/*
+ * The first call (a stop signal) only stops accepting: connected clients
+ * are still answered while running turns finish.  The next (at exit)
+ * closes them.
+ */
 void
 control_stop(void)
 {
+	static bool stopped;
+	struct ctl_client *cl;
+
+	if (stopped)
+		while ((cl = TAILQ_FIRST(&clients)) != NULL)
+			client_free(cl);
+	stopped = true;
 	if (listener == NULL)
 		return;
 	evconnlistener_free(listener);

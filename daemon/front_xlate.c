@@ -364,8 +364,8 @@ handle(struct evhttp_request *http, const struct xroute *r, const struct turn_op
 	/* the conversation comes from the client's own model name, so a new
 	 * model_map does not split it */
 	if ((v = evhttp_find_header(evhttp_request_get_input_headers(http),
-	    "x-claude-code-session-id")) != NULL && *v) {
-		conv = xstrdup(v);
+	    "x-claude-code-session-id")) != NULL &&
+	    (conv = conversation_key(v, strlen(v))) != NULL) {
 		source = "x-claude-code-session-id";
 	} else {
 		source = conversation_of(http, body, &conv);

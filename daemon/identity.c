@@ -5,7 +5,8 @@
  *   1. previous_response_id: the conversation and connection that own that
  *      response (handled by the caller, before this);
  *   2. a session header: session_id, session-id, x-session-id,
- *      conversation_id;
+ *      conversation_id (x-claude-code-session-id first on /v1/messages
+ *      and /v1/chat/completions);
  *   3. the body's prompt_cache_key;
  *   4. for stateless clients: a hash of the model, the instructions and the
  *      first user input item, so a client that resends the whole history
@@ -18,34 +19,70 @@
  */
 #include "config.h"
 
-#include <ctype.h>
 #include <string.h>
 
 #include <openssl/evp.h>
 #include <event2/http.h>
 
 #include "jsonutil.h"
+#include "store.h"
 #include "supervisor.h"
 #include "util.h"
 
-#define CONV_MAX	512
+/*
+ * What a conversation key is, for every source (headers, prompt_cache_key,
+ * x-claude-code-session-id): the client's bytes, trimmed of surrounding
+ * white space.  Short printable text is kept as it is, so logs and `show
+ * conversations` name what the client sent; anything longer than the store
+ * keeps (STORE_ID_MAX) or holding a control character or NUL becomes
+ * "h_" and 32 hex digits of SHA-256 over the exact bytes, so distinct keys
+ * stay distinct and the store, the pool and identity agree on one string.
+ */
+#define CONV_KEEP_MAX	STORE_ID_MAX
 
-static char *
-trimmed_dup(const char *s)
+static bool
+printable_key(const char *s, size_t n)
 {
-	size_t n;
-	char *d;
+	size_t i;
 
-	while (*s && isspace((unsigned char)*s))
-		s++;
-	n = strlen(s);
-	while (n > 0 && isspace((unsigned char)s[n - 1]))
-		n--;
-	if (n == 0 || n > CONV_MAX)
+	if (n > CONV_KEEP_MAX)
+		return false;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+char *
+conversation_key(const char *s, size_t n)
+{
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	char hex[65], *d;
+
+	if (s == NULL)
 		return NULL;
-	d = xmalloc(n + 1);
-	memcpy(d, s, n);
-	d[n] = '\0';
+	while (n > 0 && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) {
+		s++;
+		n--;
+	}
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' ||
+	    s[n - 1] == '\n'))
+		n--;
+	if (n == 0)
+		return NULL;
+	if (printable_key(s, n)) {
+		d = xmalloc(n + 1);
+		memcpy(d, s, n);
+		d[n] = '\0';
+		return d;
+	}
+	EVP_Digest(s, n, md, &mdlen, EVP_sha256(), NULL);
+	hex_encode(md, 32, hex);
+	d = xmalloc(2 + 32 + 1);
+	memcpy(d, "h_", 2);
+	memcpy(d + 2, hex, 32);
+	d[34] = '\0';
 	return d;
 }
 
@@ -96,6 +133,7 @@ conversation_of(struct evhttp_request *http, struct json_object *body, char **co
 	static const char *headers[] = { "session_id", "session-id", "x-session-id",
 	    "conversation_id", NULL };
 	struct evkeyvalq *h = evhttp_request_get_input_headers(http);
+	struct json_object *pck;
 	const char *v, *user, *parts[4];
 	char hex[65];
 	int i;
@@ -103,10 +141,13 @@ conversation_of(struct evhttp_request *http, struct json_object *body, char **co
 	*conv = NULL;
 	for (i = 0; headers[i]; i++)
 		if ((v = evhttp_find_header(h, headers[i])) != NULL &&
-		    (*conv = trimmed_dup(v)) != NULL)
+		    (*conv = conversation_key(v, strlen(v))) != NULL)
 			return headers[i];
-	if ((v = json_get_str(body, "prompt_cache_key")) != NULL &&
-	    (*conv = trimmed_dup(v)) != NULL)
+	/* a JSON string may hold NUL: its length, not strlen */
+	if (json_object_object_get_ex(body, "prompt_cache_key", &pck) &&
+	    json_object_is_type(pck, json_type_string) &&
+	    (*conv = conversation_key(json_object_get_string(pck),
+	    (size_t)json_object_get_string_len(pck))) != NULL)
 		return "prompt_cache_key";
 	if ((user = first_user_item(body)) != NULL) {
 		parts[0] = "stateless";

@@ -101,6 +101,7 @@ struct sv_stats {
 	uint64_t	cached_tokens;
 	uint64_t	output_tokens;
 	uint64_t	client_aborts;
+	uint64_t	client_conns_refused;	/* over max_client_connections */
 	uint64_t	worker_restarts;
 	uint64_t	retried_on_respawn;
 	uint64_t	retries;		/* retryable failures sent again */
@@ -194,9 +195,18 @@ void	send_error(struct evhttp_request *http, int status, const char *type,
 /* http.c */
 int	http_start(void);
 void	http_stop_accepting(void);
+/* Client connections (http.c): the turn's close hook, the end of a reply. */
+void	http_conn_set_hook(struct evhttp_connection *evcon,
+	    void (*hook)(struct evhttp_connection *, void *), void *arg);
+void	http_reply_done(struct evhttp_request *http);
+int	http_conn_count(void);
+int	http_conn_cap(void);
 void	http_free(void);
 
 /* identity.c */
+/* A client's conversation key as codexpool keeps it (identity.c); NULL if
+ * blank.  Every source of a key goes through it. */
+char	*conversation_key(const char *s, size_t len);
 const char *conversation_of(struct evhttp_request *http, struct json_object *body,
 	    char **conv);
 /* The id sent upstream for (account, conversation): "cp_" + 32 hex. */
@@ -245,6 +255,8 @@ void	upstream_free(void);
 /* control.c */
 int	control_start(void);
 void	control_stop(void);
+/* A worker's MSG_STATS, for the control command that asked (rid). */
+void	control_on_worker_stats(int slot, const struct msg *m);
 
 /* reload.c: 0, or -1 with the reason; report lists what changed */
 int	config_reload(char *report, size_t len);

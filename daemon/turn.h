@@ -91,6 +91,7 @@ struct client {
 	struct evhttp_request	*http;		/* NULL once the client is gone */
 	struct evhttp_connection *evcon;
 	bool			 gone;
+	struct event		*ev_gone;	/* watches for a client gone before the reply */
 	usec_t			 last_write;
 	usec_t			 backlog_since;	/* unread output above max_client_buffer since */
 };

@@ -257,7 +257,8 @@ handle_msg(struct worker_slot *w, const struct msg *m)
 			accounts_on_rate_limits(p.rl.entry, p.rl.frame, p.rl.frame_len);
 		break;
 	case MSG_STATS:
-		break;		/* answered by the supervisor's own counters */
+		control_on_worker_stats(w->index, m);	/* show workers, status */
+		break;
 	default:
 		turn_on_worker_msg(w->index, m);
 		break;

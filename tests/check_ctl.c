@@ -1121,9 +1121,12 @@ END_TEST
 
 enum { PEER_EACCES = 10, PEER_OTHER_ERRNO, PEER_DENIED = 20, PEER_SERVED };
 
-/* In a child as uid: connect, read to EOF; how it went as an exit code. */
+/*
+ * In a child as uid, primary group gid and the supplementary groups
+ * groups[ngroups]: connect, read to EOF; how it went as an exit code.
+ */
 static int
-connect_as(const char *path, uid_t uid, gid_t gid)
+connect_as_groups(const char *path, uid_t uid, gid_t gid, const gid_t *groups, int ngroups)
 {
 	int status;
 	pid_t pid = fork();
@@ -1136,7 +1139,8 @@ connect_as(const char *path, uid_t uid, gid_t gid)
 		int fd;
 
 		signal(SIGPIPE, SIG_IGN);
-		if (setgroups(0, NULL) == -1 || setgid(gid) == -1 || setuid(uid) == -1)
+		if (setgroups((size_t)ngroups, groups) == -1 || setgid(gid) == -1 ||
+		    setuid(uid) == -1)
 			_exit(99);
 		fd = unix_connect(path);
 		if (fd == -1)
@@ -1162,6 +1166,12 @@ connect_as(const char *path, uid_t uid, gid_t gid)
 	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 		;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int
+connect_as(const char *path, uid_t uid, gid_t gid)
+{
+	return connect_as_groups(path, uid, gid, NULL, 0);
 }
 
 /* Can anyone reach path (every parent directory searchable by others)? */
@@ -1287,6 +1297,65 @@ START_TEST(test_ctl__control_group_members_served)
 		rc = connect_as(e.ctl, pw->pw_uid, pw->pw_gid);
 		ck_assert_msg(rc == PEER_SERVED, "a member of %s got %d", gr->gr_name, rc);
 	}
+	ck_assert_int_eq(chmod(e.dir, 0700), 0);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* A group to test control_group with: not root's, not the user's own. */
+static struct group *
+some_other_group(gid_t not_this)
+{
+	static const char *const names[] = { "users", "staff", "adm", "daemon", "operator", NULL };
+	struct group *gr;
+	int i;
+
+	for (i = 0; names[i]; i++)
+		if ((gr = getgrnam(names[i])) != NULL && gr->gr_gid != 0 && gr->gr_gid != not_this)
+			return gr;
+	return NULL;
+}
+
+/*
+ * control_group also serves a user whose supplementary group (not the
+ * primary one) it is, and still refuses one not in it.
+ */
+START_TEST(test_ctl__control_group_supplementary_member)
+{
+	struct e2e e;
+	struct passwd *pw;
+	struct group *gr;
+	char extra[128];
+	gid_t member;
+	int rc;
+
+	if (geteuid() != 0 || (pw = getpwnam("nobody")) == NULL ||
+	    (gr = some_other_group(pw->pw_gid)) == NULL) {
+		fprintf(stderr, "test_ctl__control_group_supplementary_member: skipped, needs "
+		    "root, the user nobody and a group such as users\n");
+		return;
+	}
+	member = gr->gr_gid;
+	snprintf(extra, sizeof(extra), "control_group = %s", gr->gr_name);
+	e2e_start(&e, NULL, extra);
+	ck_assert_int_eq(chmod(e.dir, 0711), 0);
+	if (!traversable(e.ctl)) {
+		fprintf(stderr, "test_ctl__control_group_supplementary_member: %s is not "
+		    "reachable by others; not exercised\n", e.ctl);
+		ck_assert_int_eq(chmod(e.dir, 0700), 0);
+		e2e_stop(&e);
+		return;
+	}
+	/* nobody, primary group its own, supplementary group control_group */
+	rc = connect_as_groups(e.ctl, pw->pw_uid, pw->pw_gid, &member, 1);
+	ck_assert_msg(rc == PEER_SERVED, "a supplementary member of %s got %d", gr->gr_name, rc);
+	/* not a member: the socket's mode keeps it out; loosened, the daemon does */
+	rc = connect_as(e.ctl, pw->pw_uid, pw->pw_gid);
+	ck_assert_msg(rc == PEER_EACCES, "a non-member got %d through mode 0660", rc);
+	ck_assert_int_eq(chmod(e.ctl, 0666), 0);
+	rc = connect_as(e.ctl, pw->pw_uid, pw->pw_gid);
+	ck_assert_msg(rc == PEER_DENIED, "a non-member of %s got %d", gr->gr_name, rc);
+	ck_assert_int_eq(chmod(e.ctl, 0660), 0);
 	ck_assert_int_eq(chmod(e.dir, 0700), 0);
 	e2e_stop(&e);
 }
@@ -2160,6 +2229,525 @@ START_TEST(test_ctl__check_config_and_log_reopen)
 }
 END_TEST
 
+/* ---- 12. the control socket's limits ------------------------------------ */
+
+/* The resident memory of a process in KiB, -1 if unknown. */
+static long long
+vmrss_kib(pid_t pid)
+{
+	char path[64], *s, *p;
+	long long kib = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	s = tl_read_file(path, NULL);
+	if (s != NULL && (p = strstr(s, "VmRSS:")) != NULL)
+		kib = strtoll(p + 6, NULL, 10);
+	free(s);
+	return kib;
+}
+
+/*
+ * A client that sends commands and never reads its answers: the daemon
+ * stops reading it once its unread answers pass the limit (256 KiB), so
+ * what is queued for it, and the daemon's memory, stay bounded; everyone
+ * else is still served, and the client's answers go when it does.
+ */
+START_TEST(test_ctl__flood_without_reading_stays_bounded)
+{
+	enum { FLOOD = 512 * 1024, CHUNK = 5 * 1024 };
+	struct e2e e;
+	struct raw *r;
+	char *g, chunk[CHUNK];
+	size_t sent = 0, i;
+	long long rss0, rss1, queued, full = -1;
+
+	e2e_start(&e, NULL, NULL);
+	rss0 = vmrss_kib(e.daemon);
+	ck_assert_int_gt(rss0, 0);
+	r = raw_open(e.ctl);
+	g = raw_line(r);
+	ck_assert_str_eq(g, "codexpool 1");
+	free(g);
+	for (i = 0; i < CHUNK; i += 5)
+		memcpy(chunk + i, "help\n", 5);
+	ck_assert_int_eq(fcntl(r->fd, F_SETFL, O_NONBLOCK), 0);
+	/* each "help" is ~2 KiB of answer: FLOOD bytes of them are ~200 MiB */
+	while (sent < FLOOD) {
+		struct pollfd pfd = { .fd = r->fd, .events = POLLOUT };
+		ssize_t n = write(r->fd, chunk, FLOOD - sent < CHUNK ? FLOOD - sent : CHUNK);
+		if (n > 0) {
+			sent += (size_t)n;
+			continue;
+		}
+		ck_assert_msg(n < 0 && (errno == EAGAIN || errno == EINTR), "write: %s",
+		    strerror(errno));
+		/* the socket is full: has the daemon stopped reading us? */
+		if ((full = status_num(&e, "control_output_full")) >= 1)
+			break;
+		poll(&pfd, 1, 100);
+	}
+	full = status_num(&e, "control_output_full");
+	queued = status_num(&e, "control_queued_bytes");
+	rss1 = vmrss_kib(e.daemon);
+	ck_assert_msg(full == 1, "the daemon kept reading a client that reads nothing "
+	    "(sent %zu bytes of commands; control_output_full %lld)", sent, full);
+	ck_assert_msg(queued > 0 && queued <= 1024 * 1024,
+	    "%lld bytes queued for a client that reads nothing", queued);
+	ck_assert_msg(rss1 - rss0 < 64 * 1024, "the daemon grew from %lld to %lld KiB",
+	    rss0, rss1);
+	ck_assert_int_eq(status_num(&e, "control_clients"), 2);
+	/* the client goes, and its queued answers with it */
+	raw_close(r);
+	ck_assert_int_eq(wait_status(&e, "control_clients", 1), 0);
+	ck_assert_int_eq(status_num(&e, "control_queued_bytes"), 0);
+	ck_assert_int_eq(status_num(&e, "control_output_full"), 0);
+	e2e_stop(&e);
+}
+END_TEST
+
+/*
+ * A slow reader gets every answer, in order: pausing loses nothing; nor
+ * does closing its side right after the commands (socat does that).
+ */
+START_TEST(test_ctl__paused_client_gets_every_answer)
+{
+	enum { NCMDS = 600 };
+	struct e2e e;
+	struct raw *r;
+	char *g, *a, *cmds;
+	size_t i;
+	int n;
+
+	e2e_start(&e, NULL, NULL);
+	r = raw_open(e.ctl);
+	g = raw_line(r);
+	ck_assert_str_eq(g, "codexpool 1");
+	free(g);
+	/* ~1.2 MiB of answers, sent before reading any: past the limit */
+	cmds = malloc(NCMDS * 5 + 8);
+	for (i = 0; i < NCMDS; i++)
+		memcpy(cmds + i * 5, i % 2 ? "conf\n" : "help\n", 5);
+	memcpy(cmds + NCMDS * 5, "status\n", 7);
+	raw_send(r, cmds, NCMDS * 5 + 7);
+	free(cmds);
+	ck_assert_int_eq(shutdown(r->fd, SHUT_WR), 0);
+	for (n = 0; n < NCMDS; n++) {
+		a = raw_answer(r);
+		ck_assert_msg(a != NULL, "answer %d never came", n);
+		if (n % 2)
+			ck_assert_msg(strncmp(a, "# key value", 11) == 0, "answer %d: %.100s", n, a);
+		else
+			ck_assert_msg(has_line(a, "help:"), "answer %d: %.100s", n, a);
+		free(a);
+	}
+	a = raw_answer(r);
+	ck_assert_msg(a && has_line(a, "uptime: "), "the last answer: %.200s", a);
+	free(a);
+	/* and then the daemon closes */
+	ck_assert_msg(r->have == 0 && raw_fill(r, tl_now_ms() + WAIT_MS) == 0,
+	    "no EOF after the last answer");
+	raw_close(r);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* control_idle_timeout: a client that does nothing is closed. */
+START_TEST(test_ctl__idle_client_closed)
+{
+	struct e2e e;
+	struct raw *r;
+	char *g, *a, val[600], origin[300];
+	int64_t deadline;
+	int rc;
+
+	e2e_start(&e, NULL, "control_idle_timeout = 1s");
+	ck_assert_int_eq(config_row(&e, "control_idle_timeout", val, sizeof(val), origin,
+	    sizeof(origin)), 0);
+	ck_assert_str_eq(val, "1s");
+	r = raw_open(e.ctl);
+	g = raw_line(r);
+	ck_assert_str_eq(g, "codexpool 1");
+	free(g);
+	raw_send(r, "status\n", 7);
+	a = raw_answer(r);
+	ck_assert_msg(a && has_line(a, "uptime: "), "%s", a);
+	free(a);
+	/* then nothing: the daemon hangs up */
+	deadline = tl_now_ms() + WAIT_MS;
+	while ((rc = raw_fill(r, deadline)) > 0)
+		r->have = 0;
+	ck_assert_msg(rc == 0, "an idle control connection was not closed");
+	ck_assert_int_eq(tl_wait_file_contains(e.log, "idle for", WAIT_MS), 0);
+	raw_close(r);
+	ck_assert_int_ge(status_num(&e, "uptime"), 0);
+	e2e_stop(&e);
+}
+END_TEST
+
+/*
+ * More idle connections than the daemon keeps (64): each new one closes
+ * the one idle longest, so codexpoolctl still gets in.
+ */
+START_TEST(test_ctl__idle_flood_does_not_lock_out)
+{
+	enum { NIDLE = 80 };
+	struct e2e e;
+	struct raw *r[NIDLE];
+	char *g, *a;
+	int i, rc;
+
+	e2e_start(&e, NULL, NULL);
+	for (i = 0; i < NIDLE; i++) {
+		r[i] = raw_open(e.ctl);
+		g = raw_line(r[i]);
+		ck_assert_msg(g && strcmp(g, "codexpool 1") == 0, "connection %d got: %s", i, g);
+		free(g);
+	}
+	a = ctl_expect(&e, 0, "status");
+	ck_assert_msg(has_line(a, "uptime: "), "%s", a);
+	ck_assert_msg(field_num(a, "control_clients") <= 64, "%s", a);
+	free(a);
+	ck_assert_int_eq(tl_wait_file_contains(e.log, "closed the one idle longest", WAIT_MS), 0);
+	/* the oldest went first; the newest still works */
+	rc = raw_fill(r[0], tl_now_ms() + WAIT_MS);
+	ck_assert_msg(rc == 0, "the connection idle longest was not closed (%d)", rc);
+	raw_send(r[NIDLE - 1], "status\n", 7);
+	a = raw_answer(r[NIDLE - 1]);
+	ck_assert_msg(a && has_line(a, "uptime: "), "%s", a);
+	free(a);
+	for (i = 0; i < NIDLE; i++)
+		raw_close(r[i]);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* ---- 13. the workers' own counters -------------------------------------- */
+
+/* The words of a text table's header (after "#"), malloc'd, n of them. */
+static int
+header_words(const char *text, char words[][64], int max)
+{
+	const char *p = text + 1, *end = strchr(text, '\n');
+	int n = 0;
+
+	while (p < end && n < max) {
+		size_t len;
+		while (*p == ' ')
+			p++;
+		len = strcspn(p, " \n");
+		if (len == 0)
+			break;
+		snprintf(words[n++], 64, "%.*s", (int)len, p);
+		p += len;
+	}
+	return n;
+}
+
+static const char *const worker_counters[] = {
+	"sockets", "conns_opened", "conns_closed", "oneshot_opened", "liveness_kills",
+	"expired", "evicted", "stream_errors", "continue_refused", "frames_relayed",
+	"bytes_relayed", "chan_full", "rx_pauses", NULL
+};
+
+/*
+ * The text row of slot in `show workers`: its cells by column name;
+ * returns the value of column col ("" if none).
+ */
+static void
+worker_cell(const char *text, int slot, const char *col, char *val, size_t len)
+{
+	char hdr[64][64], copy[8192], *line, *save = NULL, *cell, *s2;
+	int nh = header_words(text, hdr, 64), k;
+
+	val[0] = '\0';
+	snprintf(copy, sizeof(copy), "%s", text);
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (line[0] == '#' || atoi(line) != slot)
+			continue;
+		for (k = 0, cell = strtok_r(line, " ", &s2); cell && k < nh;
+		    k++, cell = strtok_r(NULL, " ", &s2))
+			if (strcmp(hdr[k], col) == 0) {
+				snprintf(val, len, "%s", cell);
+				return;
+			}
+	}
+}
+
+START_TEST(test_ctl__worker_counters)
+{
+	struct e2e e;
+	struct conv c1, c2;
+	char *out, hdr[64][64], val[64];
+	json_object *o, *rows, *row, *v;
+	long long frames = 0;
+	int i, k, nh, found;
+	pid_t pid0;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c1, "conv-counters-1");
+	conv_init(&c2, "conv-counters-2");
+	ck_assert_int_eq(conv_turn(&e, &c1, "one", 0, NULL, NULL), 200);
+	ck_assert_int_eq(conv_turn(&e, &c1, "two", 0, NULL, NULL), 200);
+	ck_assert_int_eq(conv_turn(&e, &c2, "three", 1, NULL, NULL), 200);
+
+	/* text: the counter columns, after the supervisor's, numbers in each row */
+	out = ctl_expect(&e, 0, "show workers");
+	nh = header_words(out, hdr, 64);
+	for (k = 0; worker_counters[k]; k++) {
+		for (i = 0, found = 0; i < nh; i++)
+			found |= strcmp(hdr[i], worker_counters[k]) == 0;
+		ck_assert_msg(found, "show workers has no column %s:\n%s", worker_counters[k], out);
+	}
+	for (i = 0; i < 2; i++)
+		for (k = 0; worker_counters[k]; k++) {
+			char *end;
+			worker_cell(out, i, worker_counters[k], val, sizeof(val));
+			ck_assert_msg(val[0] != '\0' && (strtoll(val, &end, 10), *end == '\0'),
+			    "worker %d: %s is '%s':\n%s", i, worker_counters[k], val, out);
+			if (strcmp(worker_counters[k], "frames_relayed") == 0)
+				frames += strtoll(val, NULL, 10);
+		}
+	ck_assert_msg(frames > 0, "no frames relayed after three turns:\n%s", out);
+	free(out);
+
+	/* JSON: the same columns, integers */
+	o = ctl_json(&e, "show workers");
+	rows = json_object_object_get(o, "workers");
+	ck_assert_int_eq(json_object_array_length(rows), 2);
+	for (i = 0; i < 2; i++) {
+		row = json_object_array_get_idx(rows, i);
+		for (k = 0; worker_counters[k]; k++)
+			ck_assert_msg(json_object_object_get_ex(row, worker_counters[k], &v) &&
+			    json_object_is_type(v, json_type_int), "worker %d: %s in %s", i,
+			    worker_counters[k], json_object_to_json_string(row));
+	}
+	json_object_put(o);
+
+	/* status: the sums, and how many workers answered */
+	out = ctl_expect(&e, 0, "status");
+	ck_assert_int_eq(field_num(out, "workers_reporting"), 2);
+	ck_assert_int_eq(field_num(out, "worker_frames_relayed"), frames);
+	ck_assert_int_ge(field_num(out, "worker_conns_opened"), 2);
+	for (k = 0; worker_counters[k]; k++) {
+		char key[64];
+		snprintf(key, sizeof(key), "worker_%s", worker_counters[k]);
+		ck_assert_msg(field_num(out, key) >= 0, "status lacks %s:\n%s", key, out);
+	}
+	free(out);
+
+	/* a worker that cannot answer: the others' counters, "-" / null for it */
+	pid0 = worker_row(&e, 0).pid;
+	ck_assert_int_gt(pid0, 0);
+	ck_assert_int_eq(kill(pid0, SIGSTOP), 0);
+	out = ctl_expect(&e, 0, "show workers");
+	worker_cell(out, 0, "frames_relayed", val, sizeof(val));
+	ck_assert_msg(strcmp(val, "-") == 0, "a stopped worker has counters:\n%s", out);
+	worker_cell(out, 1, "frames_relayed", val, sizeof(val));
+	ck_assert_msg(val[0] >= '0' && val[0] <= '9', "worker 1 has no counters:\n%s", out);
+	free(out);
+	o = ctl_json(&e, "show workers");
+	rows = json_object_object_get(o, "workers");
+	ck_assert_msg(json_object_object_get_ex(json_object_array_get_idx(rows, 0),
+	    "frames_relayed", &v) && v == NULL, "%s", json_object_to_json_string(o));
+	json_object_put(o);
+	ck_assert_int_eq(status_num(&e, "workers_reporting"), 1);
+	ck_assert_int_eq(kill(pid0, SIGCONT), 0);
+	ck_assert_int_eq(wait_status(&e, "workers_reporting", 2), 0);
+	ck_assert_int_eq(worker_row(&e, 0).pid, pid0);
+	conv_free(&c1);
+	conv_free(&c2);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* ---- 14. each table: the text is the JSON ------------------------------- */
+
+/* A JSON cell as the text table shows it; NULL for a value shown otherwise. */
+static const char *
+as_text(json_object *v, char *buf, size_t len)
+{
+	if (v == NULL)
+		return "-";
+	switch (json_object_get_type(v)) {
+	case json_type_int:
+		snprintf(buf, len, "%lld", (long long)json_object_get_int64(v));
+		return buf;
+	case json_type_boolean:
+		return json_object_get_boolean(v) ? "yes" : "no";
+	case json_type_string:
+		return json_object_get_string_len(v) ? json_object_get_string(v) : "-";
+	default:
+		return NULL;
+	}
+}
+
+/*
+ * The header names the JSON keys in order, and every text cell is its
+ * JSON value (columns that move with the clock are skipped).
+ */
+static void
+assert_table_matches_json(struct e2e *e, const char *cmd, const char *key, int minrows)
+{
+	static const char *const clock[] = { "uptime", "age", "idle", "locked_for",
+	    "token_expires_in", NULL };
+	char *text = ctl_expect(e, 0, cmd), hdr[64][64], *line, *save = NULL, buf[64];
+	json_object *o = ctl_json(e, cmd), *rows = json_object_object_get(o, key);
+	int nh = header_words(text, hdr, 64), row = 0, k, c;
+
+	ck_assert_msg(rows != NULL, "'%s --json' has no '%s'", cmd, key);
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		json_object *r;
+		struct json_object_iterator it, end;
+		char *p = line;
+
+		if (line[0] == '#')
+			continue;
+		ck_assert_msg((size_t)row < json_object_array_length(rows),
+		    "'%s': more text rows than JSON rows", cmd);
+		r = json_object_array_get_idx(rows, row++);
+		it = json_object_iter_begin(r);
+		end = json_object_iter_end(r);
+		for (k = 0; k < nh; k++, json_object_iter_next(&it)) {
+			const char *name, *want;
+			size_t len = k == nh - 1 ? strlen(p) : strcspn(p, " ");
+			ck_assert_msg(!json_object_iter_equal(&it, &end), "'%s': JSON row %d has "
+			    "fewer keys than the header", cmd, row);
+			name = json_object_iter_peek_name(&it);
+			ck_assert_msg(strncmp(hdr[k], name, strlen(name)) == 0,
+			    "'%s': column %d is '%s' in text, '%s' in JSON", cmd, k, hdr[k], name);
+			want = as_text(json_object_iter_peek_value(&it), buf, sizeof(buf));
+			for (c = 0; clock[c] && strcmp(clock[c], name) != 0; c++)
+				;
+			if (want != NULL && clock[c] == NULL)
+				ck_assert_msg(strlen(want) == len && strncmp(p, want, len) == 0,
+				    "'%s' row %d, %s: text '%.*s', JSON '%s'", cmd, row, name,
+				    (int)len, p, want);
+			p += len;
+			if (*p == ' ')
+				p++;
+		}
+		ck_assert_msg(json_object_iter_equal(&it, &end), "'%s': JSON row %d has more "
+		    "keys than the header", cmd, row);
+	}
+	ck_assert_int_eq(row, json_object_array_length(rows));
+	ck_assert_int_ge(row, minrows);
+	json_object_put(o);
+	free(text);
+}
+
+START_TEST(test_ctl__tables_text_matches_json)
+{
+	struct e2e e;
+	struct conv c;
+
+	e2e_start(&e, NULL, NULL);
+	conv_init(&c, "conv-tables");
+	ck_assert_int_eq(conv_turn(&e, &c, "one", 0, NULL, NULL), 200);
+	ck_assert_int_eq(conv_turn(&e, &c, "two", 0, NULL, NULL), 200);
+	assert_table_matches_json(&e, "show workers", "workers", 2);
+	assert_table_matches_json(&e, "show pools", "pools", 1);
+	assert_table_matches_json(&e, "show conversations", "conversations", 1);
+	assert_table_matches_json(&e, "account list", "accounts", 1);
+	assert_table_matches_json(&e, "config", "config", 10);
+	conv_free(&c);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* ---- 15. codexpoolctl: bad input --------------------------------------- */
+
+/* codexpoolctl -s sock argv...; exit status, output in *out. */
+static int
+ctl_argv(struct e2e *e, char **out, char *const *args)
+{
+	char *argv[16], outpath[800];
+	int argc = 0, i;
+	pid_t pid;
+
+	argv[argc++] = tl_program("ctl/codexpoolctl");
+	argv[argc++] = "-s";
+	argv[argc++] = e->ctl;
+	for (i = 0; args[i] && argc < 15; i++)
+		argv[argc++] = args[i];
+	argv[argc] = NULL;
+	snprintf(outpath, sizeof(outpath), "%s/ctl-argv.out", e->dir);
+	unlink(outpath);
+	pid = tl_spawn(outpath, argv);
+	free(argv[0]);
+	return ctl_wait(pid, outpath, out);
+}
+
+START_TEST(test_ctl__ctl_bad_input)
+{
+	struct e2e e;
+	char path[800], big[800], failures[8192] = "", *out, *auth;
+	size_t len;
+	int rc, i;
+	struct {
+		char	*args[10];
+		int	 want;
+		const char *n1, *n2;
+	} cases[] = {
+		{ { "account", "add", "--auth-json", NULL }, 2, "--auth-json", NULL },
+		{ { "account", "add", "--auth-json", "DIR", NULL }, 2, "is a directory", NULL },
+		{ { "account", "add", "--auth-json", "/dev/null", NULL }, 2, "empty", NULL },
+		{ { "account", "add", "--auth-json", "BIG", NULL }, 2, "too large", NULL },
+		{ { "account", "add", "--auth-json", "MISSING", NULL }, 2, "No such file", NULL },
+		{ { "account", "add", "--auth-json", "AUTH", "--access-token", "a",
+		    "--refresh-token", "b", NULL }, 2, "not both", NULL },
+		{ { "account", "add", "--access-token", "a", NULL }, 2, "--refresh-token", NULL },
+		{ { "account", "add", "--frob", "x", NULL }, 2, "--frob", NULL },
+		{ { "account", "add", "--auth-json", "AUTH", "--label", "a b", NULL }, 2,
+		    "label", "blank" },
+		{ { "account", "add", "--label", "x", "--label", "y", NULL }, 2, "twice", NULL },
+		{ { "evict", "a b", NULL }, 2, "blank", NULL },
+		{ { "", NULL }, 2, "usage:", NULL },
+		{ { " ", NULL }, 2, "blank", NULL },
+		{ { "status", "", NULL }, 0, "uptime: ", NULL },
+	};
+
+	e2e_start(&e, NULL, NULL);
+	snprintf(big, sizeof(big), "%s/big.json", e.dir);
+	out = calloc(1, 200 * 1024);
+	memset(out, ' ', 200 * 1024 - 1);
+	ck_assert_int_eq(tl_write_file(big, out, 200 * 1024 - 1, 0600), 0);
+	free(out);
+	tl_sim_auth_path(&e.sim, 2, path, sizeof(path));
+	auth = tl_read_file(path, &len);
+	ck_assert_ptr_nonnull(auth);
+	free(auth);
+	for (i = 0; i < (int)(sizeof(cases) / sizeof(cases[0])); i++) {
+		char *args[10], missing[800];
+		int k;
+		snprintf(missing, sizeof(missing), "%s/no-such.json", e.dir);
+		for (k = 0; cases[i].args[k]; k++)
+			args[k] = strcmp(cases[i].args[k], "DIR") == 0 ? e.dir :
+			    strcmp(cases[i].args[k], "BIG") == 0 ? big :
+			    strcmp(cases[i].args[k], "AUTH") == 0 ? path :
+			    strcmp(cases[i].args[k], "MISSING") == 0 ? missing : cases[i].args[k];
+		args[k] = NULL;
+		rc = ctl_argv(&e, &out, args);
+		{
+			char what[300] = "";
+			for (k = 0; args[k]; k++)
+				snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s'%s'",
+				    k ? " " : "", args[k]);
+			note(failures, sizeof(failures), what, rc, cases[i].want, out,
+			    cases[i].n1, cases[i].n2);
+		}
+		free(out);
+	}
+	ck_assert_msg(failures[0] == '\0', "codexpoolctl:%s", failures);
+	/* none of it reached the daemon's accounts */
+	{
+		json_object *o = ctl_json(&e, "account list");
+		ck_assert_int_eq(json_object_array_length(json_object_object_get(o, "accounts")), 1);
+		json_object_put(o);
+	}
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_ctl(void)
 {
@@ -2168,11 +2756,13 @@ make_suite_ctl(void)
 	TCase *proto = tcase_create("protocol");
 	TCase *ops = tcase_create("operations");
 	TCase *initd = tcase_create("initscript");
+	TCase *limits = tcase_create("limits");
 
 	tcase_set_timeout(cmds, 120);
 	tcase_set_timeout(proto, 120);
 	tcase_set_timeout(ops, 120);
 	tcase_set_timeout(initd, 120);
+	tcase_set_timeout(limits, 120);
 	tcase_add_test(cmds, test_ctl__every_command_text_and_json);
 	tcase_add_test(cmds, test_ctl__abbreviations_and_errors);
 	tcase_add_test(cmds, test_ctl__ambiguous_prefix_st);
@@ -2185,6 +2775,14 @@ make_suite_ctl(void)
 	tcase_add_test(proto, test_ctl__other_uid_refused);
 	tcase_add_test(proto, test_ctl__control_group_members_served);
 	tcase_add_test(proto, test_ctl__concurrent_clients_during_traffic);
+	tcase_add_test(proto, test_ctl__control_group_supplementary_member);
+	tcase_add_test(limits, test_ctl__flood_without_reading_stays_bounded);
+	tcase_add_test(limits, test_ctl__paused_client_gets_every_answer);
+	tcase_add_test(limits, test_ctl__idle_client_closed);
+	tcase_add_test(limits, test_ctl__idle_flood_does_not_lock_out);
+	tcase_add_test(cmds, test_ctl__worker_counters);
+	tcase_add_test(cmds, test_ctl__tables_text_matches_json);
+	tcase_add_test(cmds, test_ctl__ctl_bad_input);
 	tcase_add_test(ops, test_ctl__pool_disable_mid_stream);
 	tcase_add_test(ops, test_ctl__reload);
 	tcase_add_test(ops, test_ctl__drain_worker);
@@ -2197,6 +2795,7 @@ make_suite_ctl(void)
 	suite_add_tcase(s, proto);
 	suite_add_tcase(s, ops);
 	suite_add_tcase(s, initd);
+	suite_add_tcase(s, limits);
 	return s;
 }
 

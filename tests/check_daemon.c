@@ -12,6 +12,8 @@
 #include "render.h"
 #include "resume.h"
 #include "upframe.h"
+#include "supervisor.h"
+#include "log.h"
 
 #define A	"aaaaaaaaaaaaaaaa"
 #define B	"bbbbbbbbbbbbbbbb"
@@ -621,6 +623,122 @@ make_suite_render(void)
 	return s;
 }
 
+/* ---- conversation keys (identity.c) and rate-limited logging ---- */
+
+static int
+is_hashed_key(const char *k)
+{
+	size_t i;
+
+	if (k == NULL || strlen(k) != 34 || strncmp(k, "h_", 2) != 0)
+		return 0;
+	for (i = 2; i < 34; i++)
+		if (!((k[i] >= '0' && k[i] <= '9') || (k[i] >= 'a' && k[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+START_TEST(test_conv_key__short_printable_kept)
+{
+	const char *in = "  sess-1 \"quoted\" \xc3\xa9  ";
+	char *k = conversation_key(in, strlen(in));
+
+	ck_assert_str_eq(k, "sess-1 \"quoted\" \xc3\xa9");
+	free(k);
+	ck_assert_ptr_null(conversation_key("   \t ", 5));
+	ck_assert_ptr_null(conversation_key("", 0));
+	ck_assert_ptr_null(conversation_key(NULL, 0));
+}
+END_TEST
+
+START_TEST(test_conv_key__long_hashed_and_distinct)
+{
+	char a[600], b[600];
+	char *ka, *kb, *k256;
+
+	memset(a, 'x', sizeof(a));
+	memcpy(b, a, sizeof(b));
+	b[599] = 'y';
+	ka = conversation_key(a, 300);
+	ck_assert(is_hashed_key(ka));
+	kb = conversation_key(a, 300);
+	ck_assert_str_eq(ka, kb);		/* stable */
+	free(kb);
+	kb = conversation_key(b, 600);
+	ck_assert(is_hashed_key(kb));
+	ck_assert_str_ne(ka, kb);
+	free(kb);
+	/* past the old 512 limit: still a key, not ignored */
+	kb = conversation_key(a, 600);
+	ck_assert(is_hashed_key(kb));
+	ck_assert_str_ne(ka, kb);
+	free(kb);
+	/* 256 bytes is what the store keeps: kept as it is */
+	k256 = conversation_key(a, 256);
+	ck_assert_uint_eq(strlen(k256), 256);
+	free(k256);
+	k256 = conversation_key(a, 257);
+	ck_assert(is_hashed_key(k256));
+	free(k256);
+	free(ka);
+}
+END_TEST
+
+START_TEST(test_conv_key__control_and_nul)
+{
+	char *k1 = conversation_key("a\0b", 3);
+	char *k2 = conversation_key("a\0c", 3);
+	char *k3 = conversation_key("a", 1);
+	char *k4 = conversation_key("tab\there", 8);
+	char *k5 = conversation_key("del\x7f", 4);
+
+	ck_assert(is_hashed_key(k1));
+	ck_assert(is_hashed_key(k2));
+	ck_assert_str_ne(k1, k2);		/* not cut at the NUL */
+	ck_assert_str_eq(k3, "a");
+	ck_assert(is_hashed_key(k4));
+	ck_assert(is_hashed_key(k5));
+	free(k1);
+	free(k2);
+	free(k3);
+	free(k4);
+	free(k5);
+}
+END_TEST
+
+START_TEST(test_log__ratelimit)
+{
+	struct log_ratelimit rl = LOG_RATELIMIT_INIT(1000000);
+	unsigned long long sup = 99;
+	int i, allowed = 0;
+
+	ck_assert(log_ratelimit_allow(&rl, 5000000, &sup));
+	ck_assert_uint_eq(sup, 0);
+	for (i = 1; i <= 1000; i++)
+		allowed += log_ratelimit_allow(&rl, 5000000 + i * 100, &sup);
+	ck_assert_int_eq(allowed, 0);
+	ck_assert(log_ratelimit_allow(&rl, 6000001, &sup));
+	ck_assert_uint_eq(sup, 1000);
+	ck_assert(!log_ratelimit_allow(&rl, 6000002, &sup));
+	ck_assert(log_ratelimit_allow(&rl, 9000000, &sup));
+	ck_assert_uint_eq(sup, 1);
+}
+END_TEST
+
+static Suite *
+make_suite_hostile(void)
+{
+	Suite *s = suite_create("hostile");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_conv_key__short_printable_kept);
+	tcase_add_test(tc, test_conv_key__long_hashed_and_distinct);
+	tcase_add_test(tc, test_conv_key__control_and_nul);
+	tcase_add_test(tc, test_log__ratelimit);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
 int
 main(void)
 {
@@ -628,6 +746,7 @@ main(void)
 	int failed;
 
 	srunner_add_suite(sr, make_suite_render());
+	srunner_add_suite(sr, make_suite_hostile());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -980,6 +980,8 @@ struct tl_stream {
 	int		 done;
 	int		 timeout_ms;
 	struct buf	 sse;		/* undelivered SSE text */
+	const char	*method;	/* "HEAD" or "" */
+	int		 need_head;	/* sent by tl_stream_send, head not read yet */
 };
 
 char *
@@ -1100,7 +1102,7 @@ read_response_head(struct tl_io *io, const char *method, int64_t deadline,
 }
 
 struct tl_stream *
-tl_stream_open(const struct tl_conn_opts *opts, const char *host, int port,
+tl_stream_send(const struct tl_conn_opts *opts, const char *host, int port,
     const char *method, const char *path, const char *extra_headers,
     const void *body, size_t len)
 {
@@ -1129,14 +1131,45 @@ tl_stream_open(const struct tl_conn_opts *opts, const char *host, int port,
 		return NULL;
 	}
 	free(req);
-	if (read_response_head(&s->io, method, deadline, &s->status, &s->headers,
+	s->method = strcmp(method, "HEAD") == 0 ? "HEAD" : "";
+	s->need_head = 1;
+	return s;
+}
+
+int
+tl_stream_head(struct tl_stream *s)
+{
+	int64_t deadline = tl_now_ms() + s->timeout_ms;
+
+	if (!s->need_head)
+		return 0;
+	s->need_head = 0;
+	if (read_response_head(&s->io, s->method, deadline, &s->status, &s->headers,
 	    &s->mode, &s->left) < 0) {
-		tl_err("%s %s: no HTTP response (%s)", method, path, strerror(errno));
-		tl_stream_close(s, 0);
-		return NULL;
+		tl_err("no HTTP response (%s)", strerror(errno));
+		s->done = 1;
+		return -1;
 	}
 	if (s->mode == BODY_NONE || (s->mode == BODY_LENGTH && s->left == 0))
 		s->done = 1;
+	return 0;
+}
+
+struct tl_stream *
+tl_stream_open(const struct tl_conn_opts *opts, const char *host, int port,
+    const char *method, const char *path, const char *extra_headers,
+    const void *body, size_t len)
+{
+	struct tl_stream *s;
+
+	s = tl_stream_send(opts, host, port, method, path, extra_headers, body, len);
+	if (s == NULL)
+		return NULL;
+	if (tl_stream_head(s) < 0) {
+		tl_err("%s %s: no HTTP response", method, path);
+		tl_stream_close(s, 0);
+		return NULL;
+	}
 	return s;
 }
 
@@ -1172,6 +1205,8 @@ tl_stream_read(struct tl_stream *s, void *dst, size_t n, int timeout_ms)
 	ssize_t r;
 	size_t want;
 
+	if (s->need_head && tl_stream_head(s) < 0)
+		return -1;
 	if (s->done || n == 0)
 		return 0;
 	switch (s->mode) {
@@ -1330,30 +1365,28 @@ tl_stream_close(struct tl_stream *s, int abort_conn)
 }
 
 int
-tl_http_opts(const struct tl_conn_opts *opts, const char *host, int port,
-    const char *method, const char *path, const char *extra_headers,
-    const void *body, size_t len, struct tl_response *out)
+tl_stream_finish(struct tl_stream *s, struct tl_response *out)
 {
-	struct tl_stream *s;
 	struct buf b = { 0 };
 	char chunk[65536];
 	ssize_t r;
 
 	memset(out, 0, sizeof(*out));
-	s = tl_stream_open(opts, host, port, method, path, extra_headers, body, len);
-	if (s == NULL)
+	if (tl_stream_head(s) < 0) {
+		tl_stream_close(s, 0);
 		return -1;
+	}
 	buf_add(&b, "", 0);
 	while ((r = tl_stream_read(s, chunk, sizeof(chunk), 0)) > 0) {
 		buf_add(&b, chunk, (size_t)r);
 		if (b.len > TL_MAX_BODY_BYTES) {
-			tl_err("%s %s: response body too large", method, path);
+			tl_err("response body too large");
 			r = -1;
 			break;
 		}
 	}
 	if (r < 0) {
-		tl_err("%s %s: reading the body: %s", method, path, strerror(errno));
+		tl_err("reading the body: %s", strerror(errno));
 		free(b.p);
 		tl_stream_close(s, 0);
 		return -1;
@@ -1363,6 +1396,24 @@ tl_http_opts(const struct tl_conn_opts *opts, const char *host, int port,
 	s->headers = NULL;
 	out->body = buf_take(&b, &out->bodylen);
 	tl_stream_close(s, 0);
+	return 0;
+}
+
+int
+tl_http_opts(const struct tl_conn_opts *opts, const char *host, int port,
+    const char *method, const char *path, const char *extra_headers,
+    const void *body, size_t len, struct tl_response *out)
+{
+	struct tl_stream *s;
+
+	memset(out, 0, sizeof(*out));
+	s = tl_stream_open(opts, host, port, method, path, extra_headers, body, len);
+	if (s == NULL)
+		return -1;
+	if (tl_stream_finish(s, out) < 0) {
+		tl_err("%s %s: no complete response", method, path);
+		return -1;
+	}
 	return 0;
 }
 

@@ -165,6 +165,18 @@ struct tl_stream;
 struct tl_stream *tl_stream_open(const struct tl_conn_opts *opts, const char *host,
 	    int port, const char *method, const char *path, const char *extra_headers,
 	    const void *body, size_t len);
+/*
+ * The same in two steps, for a request whose answer is not expected yet
+ * (a turn still queued or waiting upstream): tl_stream_send only connects
+ * and sends; tl_stream_head reads the status line and headers (done
+ * already: 0).  tl_stream_read and tl_stream_read_event read it first.
+ */
+struct tl_stream *tl_stream_send(const struct tl_conn_opts *opts, const char *host,
+	    int port, const char *method, const char *path, const char *extra_headers,
+	    const void *body, size_t len);
+int	tl_stream_head(struct tl_stream *s);
+/* The rest of the response into out, as tl_http does; always closes s. */
+int	tl_stream_finish(struct tl_stream *s, struct tl_response *out);
 int	tl_stream_status(const struct tl_stream *s);
 const char *tl_stream_headers(const struct tl_stream *s);
 /* Up to n body bytes (de-chunked); 0 at the end, -1 on error/timeout. */
