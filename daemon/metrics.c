@@ -176,6 +176,11 @@ render_totals(struct evbuffer *b)
 	    "implicit resumes refused and sent again in full", s->resume_fallbacks);
 	u64_family(b, "codexpool_upstream_request_bytes_total", "counter",
 	    "response.create bytes sent upstream", s->upstream_bytes);
+	u64_family(b, "codexpool_client_connections", "gauge",
+	    "client connections open on the API listener", (uint64_t)http_conn_count());
+	u64_family(b, "codexpool_client_connections_refused_total", "counter",
+	    "client connections refused over max_client_connections",
+	    s->client_conns_refused);
 	u64_family(b, "codexpool_turns_in_flight", "gauge",
 	    "client turns in flight", (uint64_t)(sv->inflight > 0 ? sv->inflight : 0));
 }

@@ -529,6 +529,9 @@ START_TEST(test_metrics__turns_tokens_and_decisions)
 	ck_assert(msum(&b, "codexpool_upstream_connections", NULL) == 2);
 	ck_assert(msum(&b, "codexpool_upstream_connections_busy", NULL) == 0);
 	ck_assert(msum(&b, "codexpool_worker_requests_total", NULL) == 5);
+	/* this scrape's own connection is open */
+	ck_assert(msum(&b, "codexpool_client_connections", NULL) >= 1);
+	ck_assert(msum(&b, "codexpool_client_connections_refused_total", NULL) == 0);
 	scrape_free(&a);
 
 	/* a usage limit before any output: an error turn, a locked account */
