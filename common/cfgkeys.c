@@ -24,6 +24,8 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  "address of the client HTTP API (host:port or [v6]:port; port 0 = any free port)", NULL },
 	{ "allow_anonymous", CFG_BOOL, OFF(allow_anonymous), "no", 0, 0, 0,
 	  "serve clients without an API key on a non-loopback listen address while no key exists (codexpoolctl key add); otherwise codexpoold refuses to start", NULL },
+	{ "metrics_listen", CFG_ADDRESS, OFF(metrics_listen), NULL, 0, 0, 0,
+	  "address of a separate listener for GET /metrics and /health, without API keys; unset = /metrics on the API listener (behind API keys once one exists)", NULL },
 	{ "workers", CFG_INT, OFF(workers), "0", 0, 0, 256,
 	  "number of worker processes; 0 = one per CPU", NULL },
 	{ "upstream_url", CFG_STRING, OFF(upstream_url),

@@ -12,6 +12,7 @@
 struct codexpool_config {
 	char		*listen;
 	bool		 allow_anonymous;	/* no API key needed on a public listen */
+	char		*metrics_listen;	/* NULL: /metrics on the API listener */
 	int		 workers;		/* 0 = number of CPUs */
 	char		*upstream_url;
 	char		*upstream_ca_file;

@@ -30,6 +30,7 @@
 #include "jsonutil.h"
 #include "jwt.h"
 #include "log.h"
+#include "metrics.h"
 #include "oauth.h"
 #include "store.h"
 #include "supervisor.h"
@@ -158,6 +159,8 @@ accounts_set_listener(void (*fn)(struct account *a, int event))
 static void
 notify(struct account *a, int event)
 {
+	if (event == ACCT_EV_REFRESHED || event == ACCT_EV_REFRESH_FAILED)
+		metrics_token_refresh(event == ACCT_EV_REFRESHED);
 	if (listener != NULL)
 		listener(a, event);
 }

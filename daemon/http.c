@@ -27,6 +27,7 @@
 #include "apikeys.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "render.h"
 #include "supervisor.h"
 
@@ -454,6 +455,11 @@ on_request(struct evhttp_request *http, void *arg)
 	}
 	if (strcmp(path, "/health") == 0) {
 		http_send_json(http, 200, "{\"status\":\"ok\"}");
+		return;
+	}
+	/* Behind the key check above: it names the accounts. */
+	if (strcmp(path, "/metrics") == 0 && metrics_on_api()) {
+		metrics_handle(http);
 		return;
 	}
 	send_error(http, 404, "invalid_request_error", "not_found",

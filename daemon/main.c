@@ -26,6 +26,7 @@
 #include "apikeys.h"
 #include "cfgkeys.h"
 #include "log.h"
+#include "metrics.h"
 #include "supervisor.h"
 #include "turn.h"
 #include "worker.h"
@@ -424,7 +425,7 @@ main(int argc, char **argv)
 	}
 	/* The store is open and the sockets bound while root; then drop
 	 * to the user, and the workers start as the user. */
-	if (http_start() == -1 || control_start() == -1)
+	if (http_start() == -1 || metrics_listen_start() == -1 || control_start() == -1)
 		goto out;
 	if (drop_privileges(sv->cfg.user) == -1)
 		goto out;
@@ -451,6 +452,7 @@ out:
 		workers_free();
 		turn_free_all();
 		http_free();
+		metrics_listen_free();
 		accounts_free();	/* before the DNS base: a refresh may use it */
 		apikeys_free();		/* after the final usage flush */
 		upstream_free();

@@ -20,6 +20,7 @@
 #include "hash.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "msgcodec.h"
 #include "msgtypes.h"
 #include "render.h"
@@ -239,6 +240,8 @@ log_turn_end(struct turn *t, int status, uint64_t in, uint64_t cached,
 	    " cached=%" PRIu64 " out=%" PRIu64 " %lldms", what, t->ops->route, status,
 	    t->stream, t->conv_source, t->attempts, in, cached, outt,
 	    (long long)((now_mono_usec() - t->started_at) / USEC_PER_MSEC));
+	metrics_turn_end(t->ops->route, t->cl.gone ? 499 : status, what,
+	    now_mono_usec() - t->started_at, in, cached, outt, t->acct);
 }
 
 /* The turn ends before any output: the client gets t->last. */
@@ -716,6 +719,7 @@ on_started(struct turn *t)
 	json_object_put(t->body);
 	t->body = NULL;
 	turn_set_state(t, TURN_STREAMING);
+	metrics_turn_started(t->ops->route, now_mono_usec() - t->started_at);
 	if (!t->cl.gone)
 		t->ops->start(t);
 }
