@@ -188,3 +188,24 @@ xlate_str(const char *s)
 {
 	return json_object_new_string(s != NULL ? s : "");
 }
+
+struct json_object *
+xlate_part(const char *type, const char *key, const char *text)
+{
+	struct json_object *p = json_object_new_object();
+
+	json_object_object_add(p, "type", json_object_new_string(type));
+	json_object_object_add(p, key, xlate_str(text));
+	return p;
+}
+
+struct json_object *
+xlate_message(const char *role, struct json_object *content)
+{
+	struct json_object *m = json_object_new_object();
+
+	json_object_object_add(m, "type", json_object_new_string("message"));
+	json_object_object_add(m, "role", json_object_new_string(role));
+	json_object_object_add(m, "content", content);
+	return m;
+}

@@ -96,27 +96,6 @@ const char *const anthropic_ignored_fields[] = {
 	NULL
 };
 
-static struct json_object *
-part(const char *type, const char *key, const char *text)
-{
-	struct json_object *p = json_object_new_object();
-
-	json_object_object_add(p, "type", json_object_new_string(type));
-	json_object_object_add(p, key, xlate_str(text));
-	return p;
-}
-
-static struct json_object *
-message_item(const char *role, struct json_object *content)
-{
-	struct json_object *m = json_object_new_object();
-
-	json_object_object_add(m, "type", json_object_new_string("message"));
-	json_object_object_add(m, "role", json_object_new_string(role));
-	json_object_object_add(m, "content", content);
-	return m;
-}
-
 static bool
 is(const char *a, const char *b)
 {
@@ -150,7 +129,7 @@ image_part(struct json_object *block, const char *where, struct xlate_error *err
 		return p;
 	}
 	if (is(type, "url") && (url = json_get_str(src, "url")) != NULL && *url != '\0')
-		return part("input_image", "image_url", url);
+		return xlate_part("input_image", "image_url", url);
 	xlate_error_set(err, 400, "messages",
 	    "%s: unsupported image source type '%s' (base64 or url)", where,
 	    type ? type : "(none)");
@@ -227,7 +206,7 @@ tool_result_item(struct json_object *block, const char *where,
 		/* text first, then the images */
 		struct json_object *out = json_object_new_array();
 		if (text.len > 0)
-			json_object_array_add(out, part("input_text", "text", text.data));
+			json_object_array_add(out, xlate_part("input_text", "text", text.data));
 		for (i = 0; i < json_object_array_length(parts); i++)
 			json_object_array_add(out,
 			    json_object_get(json_object_array_get_idx(parts, i)));
@@ -256,7 +235,7 @@ reasoning_item(const char *summary, const char *signature)
 	item = json_object_new_object();
 	sum = json_object_new_array();
 	if (summary != NULL && *summary != '\0')
-		json_object_array_add(sum, part("summary_text", "text", summary));
+		json_object_array_add(sum, xlate_part("summary_text", "text", summary));
 	json_object_object_add(item, "type", json_object_new_string("reasoning"));
 	json_object_object_add(item, "summary", sum);
 	json_object_object_add(item, "encrypted_content",
@@ -269,7 +248,7 @@ static void
 flush(struct json_object *input, const char *role, struct json_object **parts)
 {
 	if (*parts != NULL && json_object_array_length(*parts) > 0)
-		json_object_array_add(input, message_item(role, *parts));
+		json_object_array_add(input, xlate_message(role, *parts));
 	else
 		json_object_put(*parts);
 	*parts = NULL;
@@ -294,7 +273,7 @@ add_message(struct json_object *input, struct json_object *m, size_t mi,
 	json_object_object_get_ex(m, "content", &content);
 	if (content != NULL && json_object_is_type(content, json_type_string)) {
 		parts = json_object_new_array();
-		json_object_array_add(parts, part(user ? "input_text" : "output_text", "text",
+		json_object_array_add(parts, xlate_part(user ? "input_text" : "output_text", "text",
 		    json_object_get_string(content)));
 		flush(input, role, &parts);
 		return 0;
@@ -317,7 +296,7 @@ add_message(struct json_object *input, struct json_object *m, size_t mi,
 			}
 			if (parts == NULL)
 				parts = json_object_new_array();
-			json_object_array_add(parts, part(user ? "input_text" : "output_text",
+			json_object_array_add(parts, xlate_part(user ? "input_text" : "output_text",
 			    "text", s));
 		} else if (user && is(type, "image")) {
 			if ((item = image_part(b, where, err)) == NULL)

@@ -83,27 +83,6 @@ in_list(const char *const *list, const char *s)
 	return false;
 }
 
-static struct json_object *
-part(const char *type, const char *key, const char *text)
-{
-	struct json_object *p = json_object_new_object();
-
-	json_object_object_add(p, "type", json_object_new_string(type));
-	json_object_object_add(p, key, xlate_str(text));
-	return p;
-}
-
-static struct json_object *
-message_item(const char *role, struct json_object *content)
-{
-	struct json_object *m = json_object_new_object();
-
-	json_object_object_add(m, "type", json_object_new_string("message"));
-	json_object_object_add(m, "role", json_object_new_string(role));
-	json_object_object_add(m, "content", content);
-	return m;
-}
-
 /*
  * The text of a content that may only hold text: a string, or an array of
  * {type:text,text} parts (refusal too when allow_refusal), joined by sep.
@@ -163,7 +142,7 @@ user_content(struct json_object *content, size_t msgno, struct xlate_error *err)
 	size_t i, n;
 
 	if (json_object_is_type(content, json_type_string)) {
-		json_object_array_add(parts, part("input_text", "text",
+		json_object_array_add(parts, xlate_part("input_text", "text",
 		    json_object_get_string(content)));
 		return parts;
 	}
@@ -183,7 +162,7 @@ user_content(struct json_object *content, size_t msgno, struct xlate_error *err)
 				    "messages[%zu].content[%zu] has no text", msgno, i);
 				goto fail;
 			}
-			json_object_array_add(parts, part("input_text", "text", text));
+			json_object_array_add(parts, xlate_part("input_text", "text", text));
 		} else if (type != NULL && strcmp(type, "image_url") == 0) {
 			json_object_object_get_ex(p, "image_url", &img);
 			if (img != NULL && json_object_is_type(img, json_type_string))
@@ -197,7 +176,7 @@ user_content(struct json_object *content, size_t msgno, struct xlate_error *err)
 				    "messages[%zu].content[%zu].image_url.url is required", msgno, i);
 				goto fail;
 			}
-			v = part("input_image", "image_url", url);
+			v = xlate_part("input_image", "image_url", url);
 			if (detail != NULL)
 				json_object_object_add(v, "detail", json_object_new_string(detail));
 			json_object_array_add(parts, v);
@@ -294,14 +273,14 @@ add_messages(struct json_object *out, struct json_object *messages, struct xlate
 			}
 			if ((parts = user_content(content, i, err)) == NULL)
 				goto out;
-			json_object_array_add(input, message_item("user", parts));
+			json_object_array_add(input, xlate_message("user", parts));
 		} else if (strcmp(role, "assistant") == 0) {
 			if ((text = content_text(content, "", true, i, err)) == NULL)
 				goto out;
 			if (*text != '\0') {
 				parts = json_object_new_array();
-				json_object_array_add(parts, part("output_text", "text", text));
-				json_object_array_add(input, message_item("assistant", parts));
+				json_object_array_add(parts, xlate_part("output_text", "text", text));
+				json_object_array_add(input, xlate_message("assistant", parts));
 			}
 			free(text);
 			json_object_object_get_ex(m, "tool_calls", &tcs);
@@ -350,8 +329,8 @@ add_messages(struct json_object *out, struct json_object *messages, struct xlate
 	/* The backend wants a user turn; a system-only request gets an empty one. */
 	if (json_object_array_length(input) == 0) {
 		struct json_object *parts = json_object_new_array();
-		json_object_array_add(parts, part("input_text", "text", ""));
-		json_object_array_add(input, message_item("user", parts));
+		json_object_array_add(parts, xlate_part("input_text", "text", ""));
+		json_object_array_add(input, xlate_message("user", parts));
 	}
 	json_object_object_add(out, "instructions",
 	    json_object_new_string(instr.len > 0 ? instr.data : DEFAULT_INSTRUCTIONS));

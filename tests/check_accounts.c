@@ -17,37 +17,6 @@
 
 #include "e2e.h"
 
-/* `account list` row fields of the account whose label or entry is who. */
-static int
-account_field(struct e2e *e, const char *who, const char *field, char *out, size_t len)
-{
-	char *text = NULL;
-	json_object *root, *rows, *v;
-	size_t i;
-	int found = -1;
-
-	if (ctl_run(e, &text, "account list --json") != 0 || text == NULL) {
-		free(text);
-		return -1;
-	}
-	root = json_tokener_parse(text);
-	free(text);
-	rows = json_object_object_get(root, "accounts");
-	for (i = 0; rows && i < json_object_array_length(rows); i++) {
-		json_object *r = json_object_array_get_idx(rows, i);
-		const char *label = json_object_get_string(json_object_object_get(r, "label"));
-		const char *entry = json_object_get_string(json_object_object_get(r, "entry"));
-		if ((label && strcmp(label, who) == 0) || (entry && strcmp(entry, who) == 0)) {
-			v = json_object_object_get(r, field);
-			snprintf(out, len, "%s", v ? json_object_get_string(v) : "");
-			found = 0;
-			break;
-		}
-	}
-	json_object_put(root);
-	return found;
-}
-
 static int
 account_count(struct e2e *e)
 {
@@ -64,21 +33,6 @@ account_count(struct e2e *e)
 	return n;
 }
 
-static int
-wait_account_field(struct e2e *e, const char *who, const char *field, const char *want)
-{
-	int64_t end = tl_now_ms() + WAIT_MS;
-	char v[256];
-
-	while (tl_now_ms() < end) {
-		if (account_field(e, who, field, v, sizeof(v)) == 0 && strstr(v, want) != NULL)
-			return 0;
-		tl_msleep(50);
-	}
-	fprintf(stderr, "account %s field %s never contained '%s'\n", who, field, want);
-	return -1;
-}
-
 /* Adds simulator account n (2, 3, ...) with a label through codexpoolctl. */
 static void
 add_account(struct e2e *e, int n, const char *label)
@@ -87,22 +41,6 @@ add_account(struct e2e *e, int n, const char *label)
 
 	tl_sim_auth_path(&e->sim, n, path, sizeof(path));
 	ck_assert_int_eq(ctl_run(e, NULL, "account add --auth-json %s --label %s", path, label), 0);
-}
-
-/* The account id the simulator saw on its newest request. */
-static char *
-last_sim_account(struct e2e *e)
-{
-	json_object *st = tl_sim_state(&e->sim), *reqs, *last;
-	char *acct = NULL;
-
-	reqs = json_object_object_get(st, "requests");
-	if (reqs && json_object_array_length(reqs) > 0) {
-		last = json_object_array_get_idx(reqs, json_object_array_length(reqs) - 1);
-		acct = strdup(json_object_get_string(json_object_object_get(last, "account")));
-	}
-	json_object_put(st);
-	return acct;
 }
 
 START_TEST(test_accounts__import_once_and_persist)

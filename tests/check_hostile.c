@@ -262,21 +262,6 @@ START_TEST(test_hostile__stream_client_leaves_before_first_frame)
 }
 END_TEST
 
-static char *
-last_sim_account(struct e2e *e)
-{
-	json_object *st = tl_sim_state(&e->sim), *reqs, *last;
-	char *acct = NULL;
-
-	reqs = json_object_object_get(st, "requests");
-	if (reqs && json_object_array_length(reqs) > 0) {
-		last = json_object_array_get_idx(reqs, json_object_array_length(reqs) - 1);
-		acct = strdup(json_object_get_string(json_object_object_get(last, "account")));
-	}
-	json_object_put(st);
-	return acct;
-}
-
 START_TEST(test_hostile__long_session_keeps_its_account)
 {
 	struct e2e e;

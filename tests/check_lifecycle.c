@@ -36,53 +36,6 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-/* `account list --json` field of the account whose label or entry is who. */
-static int
-account_field(struct e2e *e, const char *who, const char *field, char *out, size_t len)
-{
-	char *text = NULL;
-	json_object *root, *rows, *v;
-	size_t i;
-	int found = -1;
-
-	if (ctl_run(e, &text, "account list --json") != 0 || text == NULL) {
-		free(text);
-		return -1;
-	}
-	root = json_tokener_parse(text);
-	free(text);
-	rows = json_object_object_get(root, "accounts");
-	for (i = 0; rows && i < json_object_array_length(rows); i++) {
-		json_object *r = json_object_array_get_idx(rows, i);
-		const char *label = json_object_get_string(json_object_object_get(r, "label"));
-		const char *entry = json_object_get_string(json_object_object_get(r, "entry"));
-		if ((label && strcmp(label, who) == 0) || (entry && strcmp(entry, who) == 0)) {
-			v = json_object_object_get(r, field);
-			snprintf(out, len, "%s", v ? json_object_get_string(v) : "");
-			found = 0;
-			break;
-		}
-	}
-	json_object_put(root);
-	return found;
-}
-
-static int
-wait_account_field(struct e2e *e, const char *who, const char *field, const char *want)
-{
-	int64_t end = tl_now_ms() + WAIT_MS;
-	char v[256] = "";
-
-	while (tl_now_ms() < end) {
-		if (account_field(e, who, field, v, sizeof(v)) == 0 && strstr(v, want) != NULL)
-			return 0;
-		tl_msleep(50);
-	}
-	fprintf(stderr, "account %s field %s never contained '%s' (last '%s')\n", who, field,
-	    want, v);
-	return -1;
-}
-
 /* Open upstream connections of simulator account n (from 1), as the
  * simulator counts them. */
 static long long

@@ -60,6 +60,13 @@ struct tl_stream *open_held_stream(struct e2e *e, struct conv *c, const char *te
 /* Reads the rest; *completed says whether response.completed came. */
 int	drain_stream(struct tl_stream *s, int *completed);
 
+/* `account list` field of the account whose label or entry is who: 0, or -1. */
+int	account_field(struct e2e *e, const char *who, const char *field, char *out, size_t len);
+/* Waits until that field contains want: 0, or -1 after WAIT_MS. */
+int	wait_account_field(struct e2e *e, const char *who, const char *field, const char *want);
+/* The account id the simulator saw on its newest request (caller frees), or NULL. */
+char	*last_sim_account(struct e2e *e);
+
 /* Runs a runner's suite (CK_ENV), kills leftover processes, returns the exit status. */
 int	e2e_run(Suite *s);
 
