@@ -192,16 +192,19 @@ error_object(struct json_object *o)
 	return e;
 }
 
+/* At most a year: an upstream's number never overflows a caller's sum. */
+#define RESETS_IN_MAX	(366 * 86400)
+
 static int64_t
 resets_in(struct json_object *e, int64_t now_unix)
 {
 	int64_t v;
 
 	if ((v = json_get_int(e, "resets_at", 0)) > 0)
-		return v > now_unix ? v - now_unix : 0;
-	if ((v = json_get_int(e, "resets_in_seconds", 0)) > 0)
-		return v;
-	return -1;
+		v = v > now_unix ? v - now_unix : 0;
+	else if ((v = json_get_int(e, "resets_in_seconds", 0)) <= 0)
+		return -1;
+	return v > RESETS_IN_MAX ? RESETS_IN_MAX : v;
 }
 
 int64_t

@@ -604,7 +604,8 @@ error_resets_at(struct account *a, const char *body, size_t len)
 	if ((e = json_get_obj(o, "error")) != NULL) {
 		at = json_get_int(e, "resets_at", 0);
 		if (at == 0 && (in = json_get_int(e, "resets_in_seconds", 0)) > 0)
-			at = now_wall_usec() / USEC_PER_SEC + in;
+			at = now_wall_usec() / USEC_PER_SEC +
+			    (in > 366 * 86400 ? 366 * 86400 : in);	/* no overflow */
 	}
 	json_object_put(o);
 	return at;

@@ -30,6 +30,17 @@ xlate_error_set(struct xlate_error *err, int status, const char *param,
 	va_end(ap);
 }
 
+/* Token counts are what the upstream says, kept in [0, 2^53): sums of two
+ * never overflow, and every count survives a JSON double (found by
+ * fuzz_chat_stream: input_tokens near INT64_MAX overflowed a total). */
+static int64_t
+token_count(int64_t v)
+{
+	if (v < 0)
+		return 0;
+	return v > ((int64_t)1 << 53) ? (int64_t)1 << 53 : v;
+}
+
 void
 xlate_usage_from(struct xlate_usage *u, struct json_object *response)
 {
@@ -38,12 +49,12 @@ xlate_usage_from(struct xlate_usage *u, struct json_object *response)
 	if (usage == NULL)
 		return;
 	u->seen = true;
-	u->input = json_get_int(usage, "input_tokens", 0);
-	u->output = json_get_int(usage, "output_tokens", 0);
-	u->cached = json_get_int(json_get_obj(usage, "input_tokens_details"),
-	    "cached_tokens", 0);
-	u->reasoning = json_get_int(json_get_obj(usage, "output_tokens_details"),
-	    "reasoning_tokens", 0);
+	u->input = token_count(json_get_int(usage, "input_tokens", 0));
+	u->output = token_count(json_get_int(usage, "output_tokens", 0));
+	u->cached = token_count(json_get_int(json_get_obj(usage, "input_tokens_details"),
+	    "cached_tokens", 0));
+	u->reasoning = token_count(json_get_int(json_get_obj(usage, "output_tokens_details"),
+	    "reasoning_tokens", 0));
 	if (u->cached > u->input)
 		u->cached = u->input;
 }

@@ -770,6 +770,39 @@ END_TEST
  * [{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}]
  * = 80 bytes; 84 / 4 = 21.
  */
+/* Upstream token counts near INT64_MAX: no overflow in the totals of
+ * either route's usage (found by fuzz_chat_stream). */
+START_TEST(test_xlate__huge_token_counts)
+{
+	static const char done[] = "{\"type\":\"response.completed\",\"response\":{\"id\":\"r\","
+	    "\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":9223372036854775807,"
+	    "\"output_tokens\":9223372036854775807,\"input_tokens_details\":{\"cached_tokens\":-5},"
+	    "\"output_tokens_details\":{\"reasoning_tokens\":9223372036854775807}}}}";
+	struct xlate_stream_opts opts = { .client_model = "m", .id_seed = "x", .include_usage = true };
+	struct chat_stream *cs = chat_stream_new(&opts);
+	struct anthropic_stream *as = anthropic_stream_new(&opts);
+	struct json_object *o;
+	int status = 0;
+
+	chat_stream_event(cs, "response.completed", done, sizeof(done) - 1, NULL, NULL);
+	chat_stream_end(cs, NULL, NULL, NULL);
+	o = chat_stream_result(cs, &status);
+	ck_assert_int_eq(status, 200);
+	ck_assert(json_object_get_int64(json_object_object_get(json_object_object_get(o, "usage"),
+	    "total_tokens")) == ((int64_t)1 << 54));
+	json_object_put(o);
+	anthropic_stream_event(as, "response.completed", done, sizeof(done) - 1, NULL, NULL);
+	anthropic_stream_end(as, NULL, NULL, NULL);
+	o = anthropic_stream_result(as, &status);
+	ck_assert_int_eq(status, 200);
+	ck_assert(json_object_get_int64(json_object_object_get(json_object_object_get(o, "usage"),
+	    "cache_read_input_tokens")) == 0);
+	json_object_put(o);
+	chat_stream_free(cs);
+	anthropic_stream_free(as);
+}
+END_TEST
+
 START_TEST(test_anthropic__count_tokens)
 {
 	struct json_object *req = parse("{\"model\":\"claude-x\",\"system\":\"abcd\","
@@ -890,6 +923,7 @@ xlate_suite(void)
 	tcase_add_test(tc, test_anthropic__session_of);
 	tcase_add_test(tc, test_anthropic__thinking_budgets);
 	tcase_add_test(tc, test_anthropic__count_tokens);
+	tcase_add_test(tc, test_xlate__huge_token_counts);
 	tcase_add_test(tc, test_anthropic__drop_reasoning);
 	suite_add_tcase(s, tc);
 
