@@ -220,3 +220,18 @@ xlate_message(const char *role, struct json_object *content)
 	json_object_object_add(m, "content", content);
 	return m;
 }
+
+char *
+xlate_id(const char *prefix, const char *seed)
+{
+	size_t pl = strlen(prefix), sl;
+	char *id;
+
+	if (seed == NULL)
+		seed = "0";
+	sl = strlen(seed);
+	id = xmalloc(pl + sl + 1);
+	memcpy(id, prefix, pl);
+	memcpy(id + pl, seed, sl + 1);
+	return id;
+}

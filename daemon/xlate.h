@@ -177,6 +177,8 @@ size_t	xlate_drop_reasoning(struct json_object *responses_body);
 int	xlate_emit_json(xlate_emit_fn emit, void *arg, const char *event,
 	    struct json_object *o);
 struct json_object *xlate_str(const char *s);	/* json string, "" for NULL */
+/* prefix + seed ("0" when NULL), malloc'd: a response id for the client. */
+char	*xlate_id(const char *prefix, const char *seed);
 /* {"type": type, key: text}: one content part. */
 struct json_object *xlate_part(const char *type, const char *key, const char *text);
 /* {"type":"message","role": role,"content": content} (takes content). */

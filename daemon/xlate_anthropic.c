@@ -727,11 +727,8 @@ struct anthropic_stream *
 anthropic_stream_new(const struct xlate_stream_opts *opts)
 {
 	struct anthropic_stream *st = xcalloc(1, sizeof(*st));
-	const char *seed = opts->id_seed != NULL ? opts->id_seed : "0";
 
-	st->id = xmalloc(strlen(seed) + 5);
-	memcpy(st->id, "msg_", 4);
-	memcpy(st->id + 4, seed, strlen(seed) + 1);
+	st->id = xlate_id("msg_", opts->id_seed);
 	st->model = xstrdup(opts->client_model != NULL ? opts->client_model : "");
 	st->limit = opts->max_aggregate ? opts->max_aggregate : XLATE_DEFAULT_AGGREGATE;
 	st->blocks = json_object_new_array();

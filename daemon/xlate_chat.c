@@ -618,11 +618,8 @@ struct chat_stream *
 chat_stream_new(const struct xlate_stream_opts *opts)
 {
 	struct chat_stream *st = xcalloc(1, sizeof(*st));
-	const char *seed = opts->id_seed != NULL ? opts->id_seed : "0";
 
-	st->id = xmalloc(strlen(seed) + 10);
-	memcpy(st->id, "chatcmpl-", 9);
-	memcpy(st->id + 9, seed, strlen(seed) + 1);
+	st->id = xlate_id("chatcmpl-", opts->id_seed);
 	st->model = xstrdup(opts->client_model != NULL ? opts->client_model : "");
 	st->created = opts->created;
 	st->include_usage = opts->include_usage;
