@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scale.h"
 #include "testlib.h"
 
 #define WAIT_MS	30000
@@ -1188,11 +1189,24 @@ main(int argc, char **argv)
 		return cmd_latency(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "routes") == 0)
 		return cmd_routes(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "cpu") == 0)
+		return cmd_cpu(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "memory") == 0)
+		return cmd_memory(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "scale") == 0)
+		return cmd_scale(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "stream") == 0)
+		return cmd_stream(argc - 1, argv + 1);
 	fprintf(stderr, "usage: codexpool-bench demo | cache [-c CONVS] [-t TURNS] [-b BACKENDS] [-k KIB]\n"
 	    "       codexpool-bench latency [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-i TOKENS]\n"
 	    "                               [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS] [-g GAP_MS]\n"
 	    "                               [-C node-fetch,node-http,python] [-r]\n"
 	    "       codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] [-i TOKENS]\n"
-	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n");
+	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n"
+	    "       codexpool-bench cpu [-c CONVS] [-t TURNS] [-i TOKENS] [-B BUILDDIR]\n"
+	    "       codexpool-bench memory [-n 0,1000,2000] [-T] [-B BUILDDIR]\n"
+	    "       codexpool-bench scale [-n 20,2000,19000] [-r RATE] [-m TURNS] [-i TOKENS]\n"
+	    "                             [-w WORKERS]\n"
+	    "       codexpool-bench stream [-j STREAMS] [-s SECONDS] [-k DELTAS] [-d DELAY_MS]\n");
 	return 2;
 }
