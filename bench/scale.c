@@ -565,14 +565,14 @@ wait_idle(struct rig *r, int n)
 	long long open = -1;
 
 	while (tl_now_ms() < end) {
-		open = status_sum(r, "conns_idle");
-		if (open < 0)
-			open = status_sum(r, "idle");
-		if (open >= n)
+		open = status_sum(r, "pooled_open");
+		if (open >= n && status_sum(r, "pooled_busy") == 0)
 			break;
 		tl_msleep(200);
 	}
-	tl_msleep(1000);	/* let the sweep run and the heap settle */
+	if (open < n)
+		die("%lld pooled connections open, not %d; see %s", open, n, r->log);
+	tl_msleep(11000);	/* the workers sweep (and trim) every 10 s */
 }
 
 static void
@@ -601,11 +601,10 @@ memory_pass(const char *label, const char *builddir, bool tls, const int *counts
 			sup0 = sup;
 		}
 		loadavg(load, sizeof(load));
-		printf("| %s | %s | %d | %ld | %ld | %ld | %s | %s |\n", label,
-		    tls ? "wss" : "ws", have, sum, sup, sum - sup,
-		    have > counts[0] ? "" : "-", load);
+		printf("| %s | %s | %d | %ld | %ld | %ld | %s |\n", label,
+		    tls ? "wss" : "ws", have, sum, sup, sum - sup, load);
 		if (have > counts[0])
-			printf("| %s | per conversation | | %.1f | %.1f | %.1f | | |\n", label,
+			printf("| %s | per conversation | | %.1f | %.1f | %.1f | |\n", label,
 			    (double)(sum - sum0) / (have - counts[0]),
 			    (double)(sup - sup0) / (have - counts[0]),
 			    (double)((sum - sup) - (sum0 - sup0)) / (have - counts[0]));
@@ -688,7 +687,7 @@ scale_pass(int n, int rate, int turns, int tokens, int workers)
 	loadavg(load, sizeof(load));
 	printf("| %d | %.1f | %d | %.0f | %d | %.3f | %.3f | %.3f | %lld | %s |\n", n,
 	    open_s, turns, turns / (t1 - t0), errors, sup / 1e6 / turns, wk / 1e6 / turns,
-	    (sup + wk) / 1e6 / turns, status_sum(&r, "conns_open"), load);
+	    (sup + wk) / 1e6 / turns, status_sum(&r, "pooled_open"), load);
 	rig_stop(&r);
 	free(instr);
 }

@@ -31,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/ssl.h>
+
 #include "log.h"
 #include "msgcodec.h"
 #include "upstream.h"
@@ -549,6 +551,12 @@ on_receive(struct upconn *uc, struct lws *wsi, const void *in, size_t len)
 		wpool_activity(uc->pc, now_mono_usec());
 	if (uc->close_pending || uc->lost)
 		return 0;
+	if (uc->rxlen == 0 && lws_is_final_fragment(wsi)) {
+		/* the common case, a whole message: no copy, no buffer */
+		if (uc->req != NULL)
+			w->uphooks->message(uc->req, uc, in, len);
+		return 0;
+	}
 	need = uc->rxlen + len;
 	if (need > UPSTREAM_MAX_MESSAGE) {
 		uc->rxlen = 0;
@@ -579,8 +587,8 @@ on_receive(struct upconn *uc, struct lws *wsi, const void *in, size_t len)
 		w->uphooks->message(uc->req, uc, uc->rx, need);
 	/* frames between turns are dropped: they belong to nobody */
 
-	if (uc->rxcap > 1024 * 1024) {
-		/* do not keep a big buffer on an idle connection */
+	if (uc->req == NULL || uc->rxcap > 1024 * 1024) {
+		/* an idle connection keeps no buffer, a busy one no big one */
 		free(uc->rx);
 		uc->rx = NULL;
 		uc->rxcap = 0;
@@ -694,6 +702,21 @@ full:
 	return -1;
 }
 
+/*
+ * An idle pooled connection should cost little: OpenSSL drops its read and
+ * write buffers (~34 KiB) whenever they are empty, and libwebsockets'
+ * per-connection receive buffer is small (a bigger event arrives in
+ * fragments, which on_receive joins anyway).
+ */
+static void
+release_tls_buffers(struct lws *wsi)
+{
+	SSL *ssl = lws_get_ssl(wsi);
+
+	if (ssl != NULL)
+		SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+}
+
 static int
 upstream_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     void *in, size_t len)
@@ -724,6 +747,7 @@ upstream_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		return add_handshake_headers(uc, wsi, in, len);
 
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		release_tls_buffers(wsi);
 		on_established(uc);
 		break;
 
@@ -784,7 +808,7 @@ const struct lws_protocols upconn_protocols[] = {
 		.name = "codexpool-upstream",
 		.callback = upstream_cb,
 		.per_session_data_size = 0,
-		.rx_buffer_size = 65536,
+		.rx_buffer_size = UPSTREAM_RX_BUFFER,
 	},
 	{ .name = NULL },
 };

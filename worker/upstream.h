@@ -16,6 +16,8 @@
 
 /* Largest upstream message we assemble (leaves room for the header). */
 #define UPSTREAM_MAX_MESSAGE	(MSG_MAX_PAYLOAD - 64 * 1024)
+/* libwebsockets' receive buffer per upstream connection (was 64 KiB). */
+#define UPSTREAM_RX_BUFFER	4096
 /* How long a close may take before the socket is dropped. */
 #define UPSTREAM_CLOSE_GRACE_SECS	5
 /* No frame and no pong for UPSTREAM_LIVENESS_X2 / 2 (two and a half)
