@@ -76,7 +76,7 @@ static const struct hs_header {
 static const char *const fwd_prefixes[] = { "x-codex-", "x-openai-", NULL };
 
 static void lost_cb(lws_sorted_usec_list_t *sul);
-static void live_cb(lws_sorted_usec_list_t *sul);
+static void live_cb(struct ctimer *t);
 static void gc_cb(lws_sorted_usec_list_t *sul);
 static void upconn_free(struct upconn *uc);
 
@@ -410,17 +410,17 @@ upstream_liveness_left(usec_t now, usec_t last_activity, usec_t ping_interval)
 }
 
 static void
-ping_cb(lws_sorted_usec_list_t *sul)
+ping_cb(struct ctimer *t)
 {
-	struct upconn *uc = lws_container_of(sul, struct upconn, sul_ping);
+	struct upconn *uc = lws_container_of(t, struct upconn, t_ping);
 	struct worker *w = uc->w;
 	usec_t ping = w->cfg.ping_interval;
 
-	if (!uc->established || uc->lost || uc->wsi == NULL || ping <= 0)
+	if (w->stop || !uc->established || uc->lost || uc->wsi == NULL || ping <= 0)
 		return;
 	uc->ping_pending = true;
 	lws_callback_on_writable(uc->wsi);
-	lws_sul_schedule(w->ctx, 0, &uc->sul_ping, ping_cb, ping);
+	ctimer_schedule(&w->ctimers, w->ctx, &uc->t_ping, ping_cb, ping);
 }
 
 /*
@@ -429,25 +429,25 @@ ping_cb(lws_sorted_usec_list_t *sul)
  * the new deadline.
  */
 static void
-live_cb(lws_sorted_usec_list_t *sul)
+live_cb(struct ctimer *t)
 {
-	struct upconn *uc = lws_container_of(sul, struct upconn, sul_live);
+	struct upconn *uc = lws_container_of(t, struct upconn, t_live);
 	struct worker *w = uc->w;
 	usec_t now = now_mono_usec(), ping = w->cfg.ping_interval, left;
 
-	if (!uc->established || uc->lost || uc->wsi == NULL || ping <= 0 ||
-	    uc->pc == NULL)
+	if (w->stop || !uc->established || uc->lost || uc->wsi == NULL ||
+	    ping <= 0 || uc->pc == NULL)
 		return;
 	if (uc->rx_off) {
 		/* reads paused for backpressure: silence proves nothing
 		 * (resuming counts as activity) */
-		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb,
+		ctimer_schedule(&w->ctimers, w->ctx, &uc->t_live, live_cb,
 		    upstream_liveness_window(ping));
 		return;
 	}
 	left = upstream_liveness_left(now, uc->pc->last_activity, ping);
 	if (left > 0) {
-		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb, left);
+		ctimer_schedule(&w->ctimers, w->ctx, &uc->t_live, live_cb, left);
 		return;
 	}
 	w->pool.st.liveness_kills++;
@@ -475,9 +475,9 @@ on_established(struct upconn *uc)
 	log_debug("conn=%016llx established (%s)", (unsigned long long)pc->id,
 	    pc->pooled ? "pooled" : "one-shot");
 	if (w->cfg.ping_interval > 0) {
-		lws_sul_schedule(w->ctx, 0, &uc->sul_ping, ping_cb,
+		ctimer_schedule(&w->ctimers, w->ctx, &uc->t_ping, ping_cb,
 		    w->cfg.ping_interval);
-		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb,
+		ctimer_schedule(&w->ctimers, w->ctx, &uc->t_live, live_cb,
 		    upstream_liveness_window(w->cfg.ping_interval));
 	}
 	if (w->rx_paused) {
@@ -823,8 +823,8 @@ lost_cb(lws_sorted_usec_list_t *sul)
 
 	uc->lost_handled = true;
 	lws_sul_cancel(&uc->sul_hs);
-	lws_sul_cancel(&uc->sul_ping);
-	lws_sul_cancel(&uc->sul_live);
+	ctimer_cancel(&uc->w->ctimers, &uc->t_ping);
+	ctimer_cancel(&uc->w->ctimers, &uc->t_live);
 	if (uc->pc != NULL) {
 		char what[256];
 
@@ -845,8 +845,8 @@ upconn_free(struct upconn *uc)
 	struct worker *w = uc->w;
 
 	lws_sul_cancel(&uc->sul_hs);
-	lws_sul_cancel(&uc->sul_ping);
-	lws_sul_cancel(&uc->sul_live);
+	ctimer_cancel(&uc->w->ctimers, &uc->t_ping);
+	ctimer_cancel(&uc->w->ctimers, &uc->t_live);
 	lws_sul_cancel(&uc->sul_lost);
 	if (uc->prev != NULL)
 		uc->prev->next = uc->next;
