@@ -653,7 +653,7 @@ cmd_memory(int argc, char **argv)
 static void
 scale_pass(int n, int rate, int turns, int tokens, int workers)
 {
-	char conf[160], key[64], q[64], load[32];
+	char conf[512], key[64], q[64], load[32];
 	char *instr = instructions_of(tokens, 3);
 	struct usage_snap a, b;
 	long long sup, wk, sim;
@@ -661,8 +661,9 @@ scale_pass(int n, int rate, int turns, int tokens, int workers)
 	double t0, t1, open_s;
 	struct rig r;
 
-	snprintf(conf, sizeof(conf), "workers = %d\nws_pool_max_per_account = %d\n",
-	    workers, n > 8 ? n : 8);
+	snprintf(conf, sizeof(conf), "workers = %d\nws_pool_max_per_account = %d\n%s\n",
+	    workers, n > 8 ? n : 8, getenv("CODEXPOOL_BENCH_CONF") ?
+	    getenv("CODEXPOOL_BENCH_CONF") : "");
 	rig_start(&r, NULL, false, "--backends 1 --accounts 1", conf);
 	t0 = now_s();
 	open_convs(&r, "bench-scale", instr, 0, n);
