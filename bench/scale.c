@@ -670,6 +670,7 @@ scale_pass(int n, int rate, int turns, int tokens, int workers)
 	open_s = now_s() - t0;
 	wait_idle(&r, n);
 	srandom(42);
+	zero_profile(&r);
 	snap(&r, &a);
 	t0 = now_s();
 	for (i = 0; i < turns; i++) {
@@ -791,17 +792,19 @@ stream_pass(struct rig *r, const char *label, const struct stream_target *tg,
 	int fds[2], i, status;
 	double t0, t1, until;
 	char load[32];
-	pid_t pid;
+	pid_t *pids = calloc((size_t)streams, sizeof(*pids));
 
 	if (pipe(fds) == -1)
 		die("pipe: %s", strerror(errno));
 	snap(r, &a);
 	t0 = now_s();
 	until = t0 + seconds;
+	if (pids == NULL)
+		die("out of memory");
 	for (i = 0; i < streams; i++) {
-		if ((pid = fork()) == -1)
+		if ((pids[i] = fork()) == -1)
 			die("fork: %s", strerror(errno));
-		if (pid == 0) {
+		if (pids[i] == 0) {
 			close(fds[0]);
 			stream_client(tg, i, until, fds[1]);
 		}
@@ -814,8 +817,9 @@ stream_pass(struct rig *r, const char *label, const struct stream_target *tg,
 		turns += counts[1];
 		errors += counts[2];
 	}
-	while (wait(&status) > 0)
-		;
+	for (i = 0; i < streams; i++)	/* not wait(): the sim and daemon are children too */
+		(void)waitpid(pids[i], &status, 0);
+	free(pids);
 	t1 = now_s();
 	snap(r, &b);
 	close(fds[0]);

@@ -75,6 +75,16 @@ static const struct hs_header {
 /* Client-forwarded headers we pass on: these prefixes, minus the table. */
 static const char *const fwd_prefixes[] = { "x-codex-", "x-openai-", NULL };
 
+/*
+ * Our own pings and liveness (ctimer) watch the connection; lws' default
+ * validity check (a ping after 300 s) would put one more timer per
+ * connection in its sorted list and re-insert it on traffic.
+ */
+static const lws_retry_bo_t no_lws_validity = {
+	.secs_since_valid_ping = 0,
+	.secs_since_valid_hangup = 0,
+};
+
 static void lost_cb(lws_sorted_usec_list_t *sul);
 static void live_cb(struct ctimer *t);
 static void gc_cb(lws_sorted_usec_list_t *sul);
@@ -334,6 +344,7 @@ upconn_open(struct worker *w, struct pool_conn *pc, const struct hs_ident *id)
 	i.local_protocol_name = upconn_protocols[0].name;
 	i.ietf_version_or_minus_one = -1;
 	i.opaque_user_data = uc;
+	i.retry_and_idle_policy = &no_lws_validity;
 
 	lws_sul_schedule(w->ctx, 0, &uc->sul_hs, hs_timeout_cb,
 	    w->cfg.handshake_timeout > 0 ? w->cfg.handshake_timeout :
