@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ctimer.h"
 #include "e2e.h"
 
 /*
@@ -248,11 +249,81 @@ START_TEST(test_scale__worker_out_of_fds_fails_turns_cleanly_then_recovers)
 }
 END_TEST
 
+/* ---- the connection timer heap (worker/ctimer.c) ---------------------- */
+
+#define NTIMERS	300
+
+struct fired {
+	struct ctimer	 t;
+	int		 id;
+};
+
+static int	fired_order[NTIMERS], nfired;
+static usec_t	fired_due[NTIMERS];
+
+static void
+record_fire(struct ctimer *t)
+{
+	struct fired *f = (struct fired *)t;
+
+	fired_due[nfired] = t->due;
+	fired_order[nfired++] = f->id;
+}
+
+START_TEST(test_scale__timer_heap_fires_in_order_and_forgets_cancelled)
+{
+	struct lws_context_creation_info info;
+	struct lws_context *ctx;
+	struct ctimers h;
+	struct fired *f = calloc(NTIMERS, sizeof(*f));
+	int i, cancelled = 0;
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	lws_set_log_level(LLL_ERR, NULL);
+	ck_assert_ptr_nonnull(ctx = lws_create_context(&info));
+	memset(&h, 0, sizeof(h));
+	nfired = 0;
+	/* far in the future, scrambled; every 7th rescheduled, every 5th cancelled */
+	for (i = 0; i < NTIMERS; i++) {
+		f[i].id = i;
+		ctimer_schedule(&h, ctx, &f[i].t, record_fire,
+		    1000 * USEC_PER_SEC + (usec_t)((i * 7919) % NTIMERS) * 1000);
+	}
+	for (i = 0; i < NTIMERS; i += 7)
+		ctimer_schedule(&h, ctx, &f[i].t, record_fire, 2000 * USEC_PER_SEC + i);
+	for (i = 0; i < NTIMERS; i += 5) {
+		ctimer_cancel(&h, &f[i].t);
+		ck_assert_int_eq(f[i].t.slot, 0);
+		cancelled++;
+	}
+	ck_assert_uint_eq(h.n, (size_t)(NTIMERS - cancelled));
+	/* nothing is due yet */
+	ck_assert(ctimers_run(&h, now_mono_usec()) > 0);
+	ck_assert_int_eq(nfired, 0);
+	/* everything is due in an hour: all fire once, in due order */
+	ck_assert(ctimers_run(&h, now_mono_usec() + 3600 * USEC_PER_SEC) == 0);
+	ck_assert_int_eq(nfired, NTIMERS - cancelled);
+	for (i = 1; i < nfired; i++)
+		ck_assert(fired_due[i - 1] <= fired_due[i]);
+	for (i = 0; i < nfired; i++)
+		ck_assert_int_ne(fired_order[i] % 5, 0);
+	ck_assert_ptr_null(h.v);	/* an empty heap holds no memory */
+	lws_sul_cancel(&h.sul);
+	lws_context_destroy(ctx);
+	free(f);
+}
+END_TEST
+
 static Suite *
 make_suite_scale(void)
 {
 	Suite *s = suite_create("scale");
-	TCase *tc = tcase_create("limits");
+	TCase *tc = tcase_create("timers");
+
+	tcase_add_test(tc, test_scale__timer_heap_fires_in_order_and_forgets_cancelled);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("limits");
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_scale__max_clients_503_then_recovers);
