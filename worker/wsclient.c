@@ -99,6 +99,35 @@ want_write(struct wsclient *c)
 		lws_callback_on_writable(c->wsi);
 }
 
+/* One frame written at once, from a scratch buffer with lws's headroom. */
+static int
+direct_write(struct wsclient *c, const void *data, size_t len)
+{
+	static uint8_t *scratch;
+	static size_t scratch_len;
+	int n;
+
+	if (LWS_PRE + len > scratch_len) {
+		scratch_len = LWS_PRE + len + 4096;
+		scratch = xrealloc(scratch, scratch_len);
+	}
+	memcpy(scratch + LWS_PRE, data, len);
+	n = lws_write(c->wsi, scratch + LWS_PRE, len, LWS_WRITE_TEXT);
+	if (n < 0) {
+		txq_clear(c);
+		close_now(c, WS_CLOSE_GOING_AWAY, "write failed");
+		return -1;
+	}
+	c->w->frames_relayed++;
+	if (scratch_len > 256 * 1024) {
+		/* a big frame need not stay allocated */
+		free(scratch);
+		scratch = NULL;
+		scratch_len = 0;
+	}
+	return 0;
+}
+
 static int
 queue_frame(struct wsclient *c, const void *data, size_t len)
 {
@@ -112,6 +141,15 @@ queue_frame(struct wsclient *c, const void *data, size_t len)
 		    "%zu bytes queued; closing it", c->txbytes);
 		txq_clear(c);
 		close_now(c, WS_CLOSE_POLICY, "client too slow: output queue full");
+		return -1;
+	}
+	if (c->txq == NULL && c->open && !c->ping_due && c->wsi != NULL &&
+	    !lws_send_pipe_choked(c->wsi)) {
+		/* the socket takes it now: no trip through the poll loop (a
+		 * short write stays buffered inside lws, which flushes it
+		 * before any WRITEABLE of ours) */
+		if (direct_write(c, data, len) == 0)
+			return 0;
 		return -1;
 	}
 	f = xmalloc(sizeof(*f) + LWS_PRE + len);
