@@ -96,6 +96,8 @@ struct worker {
 	struct idmap	 clients;	/* wsid -> struct wsclient */
 	struct idmap	 client_pairs;	/* pooled conn id -> the session paired with it */
 	struct wsclient	*adopting;	/* being adopted: lws may call back at once */
+	uint8_t		*ws_scratch;	/* a frame with lws's headroom, written at once */
+	size_t		 ws_scratch_len;
 	uint64_t	 ws_adopted;
 	uint64_t	 ws_turns;
 

@@ -103,27 +103,26 @@ want_write(struct wsclient *c)
 static int
 direct_write(struct wsclient *c, const void *data, size_t len)
 {
-	static uint8_t *scratch;
-	static size_t scratch_len;
+	struct worker *w = c->w;
 	int n;
 
-	if (LWS_PRE + len > scratch_len) {
-		scratch_len = LWS_PRE + len + 4096;
-		scratch = xrealloc(scratch, scratch_len);
+	if (LWS_PRE + len > w->ws_scratch_len) {
+		w->ws_scratch_len = LWS_PRE + len + 4096;
+		w->ws_scratch = xrealloc(w->ws_scratch, w->ws_scratch_len);
 	}
-	memcpy(scratch + LWS_PRE, data, len);
-	n = lws_write(c->wsi, scratch + LWS_PRE, len, LWS_WRITE_TEXT);
+	memcpy(w->ws_scratch + LWS_PRE, data, len);
+	n = lws_write(c->wsi, w->ws_scratch + LWS_PRE, len, LWS_WRITE_TEXT);
 	if (n < 0) {
 		txq_clear(c);
 		close_now(c, WS_CLOSE_GOING_AWAY, "write failed");
 		return -1;
 	}
-	c->w->frames_relayed++;
-	if (scratch_len > 256 * 1024) {
+	w->frames_relayed++;
+	if (w->ws_scratch_len > 256 * 1024) {
 		/* a big frame need not stay allocated */
-		free(scratch);
-		scratch = NULL;
-		scratch_len = 0;
+		free(w->ws_scratch);
+		w->ws_scratch = NULL;
+		w->ws_scratch_len = 0;
 	}
 	return 0;
 }
@@ -799,4 +798,6 @@ wsclient_free_all(struct worker *w)
 		client_free(c);
 	idmap_free(&w->clients);
 	idmap_free(&w->client_pairs);
+	free(w->ws_scratch);
+	w->ws_scratch = NULL;
 }
