@@ -69,6 +69,12 @@ ws_session_count(void)
 	return nsessions;
 }
 
+int
+clients_in_use(void)
+{
+	return sv->inflight + nsessions;
+}
+
 static void
 session_free(struct wsession *s)
 {
@@ -326,9 +332,9 @@ ws_upgrade(struct evhttp_request *http)
 		    "codexpool is shutting down", 1);
 		return;
 	}
-	if (sv->inflight + nsessions >= sv->cfg.max_clients) {
+	if (clients_in_use() >= sv->cfg.max_clients) {
 		snprintf(msg, sizeof(msg), "codexpool is serving %d turns and client "
-		    "WebSockets already (max_clients)", sv->inflight + nsessions);
+		    "WebSockets already (max_clients)", clients_in_use());
 		refuse(http, 503, "server_error", "too_many_requests", msg, 1);
 		return;
 	}

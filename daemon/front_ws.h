@@ -38,6 +38,8 @@ struct wsession {
 void	ws_init(void);
 void	ws_free_all(void);
 int	ws_session_count(void);
+/* HTTP turns in flight plus client WebSockets open: what max_clients bounds. */
+int	clients_in_use(void);
 
 /* http.c: a GET with Upgrade: websocket on a Responses path. */
 bool	ws_is_upgrade(struct evhttp_request *http);

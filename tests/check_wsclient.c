@@ -505,11 +505,13 @@ START_TEST(test_ws__bad_frames_get_errors_never_a_crash)
 	expect_error(ws, 400, "missing_model");
 	ck_assert_int_eq(tl_ws_send_text(ws, "[1,2]", 5), 0);
 	expect_error(ws, 400, "invalid_json");
-	/* the socket still serves turns, fragmented ones too */
+	/* the socket still serves turns, and answers pings */
+	ck_assert_int_eq(tl_ws_send_ping(ws, "hb", 2), 0);
 	frames = full_turn(ws, &e, "after the noise", NULL, &why);
 	ck_assert_int_eq(why, TL_WS_OK);
 	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
 	json_object_put(frames);
+	ck_assert_int_ge(tl_ws_pongs(ws), 1);
 	ck_assert_int_eq(tl_ws_send_binary(ws, binary, 3), 0);
 	expect_error(ws, 400, "binary_not_supported");
 	expect_close(ws, 1003);
@@ -579,6 +581,38 @@ START_TEST(test_ws__shutdown_closes_idle_clients_with_1001)
 }
 END_TEST
 
+START_TEST(test_ws__sessions_count_in_max_clients)
+{
+	struct e2e e;
+	struct tl_response r;
+	struct tl_ws *ws, *ws2;
+	char *body;
+	int status = 0;
+
+	e2e_start(&e, NULL, "max_clients = 1");
+	ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(ws);
+	ck_assert_int_eq(wait_status(&e, "ws_clients", 1), 0);
+	ws2 = ws_open(&e, "another-session", NULL, &status);
+	ck_assert_ptr_null(ws2);
+	ck_assert_int_eq(status, 503);
+	body = tl_responses_body(NULL, "x", "k", 0, NULL);
+	ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/responses", NULL, body,
+	    strlen(body), &r), 0);
+	ck_assert_int_eq(r.status, 503);
+	ck_assert_ptr_nonnull(strstr(r.body, "max_clients"));
+	tl_response_free(&r);
+	tl_ws_close(ws);
+	ck_assert_int_eq(wait_status(&e, "ws_clients", 0), 0);
+	ck_assert_int_eq(tl_http("127.0.0.1", e.port, "POST", "/v1/responses", NULL, body,
+	    strlen(body), &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	tl_response_free(&r);
+	free(body);
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_wsclient(void)
 {
@@ -597,6 +631,7 @@ make_suite_wsclient(void)
 	tcase_add_test(tc, test_ws__bad_frames_get_errors_never_a_crash);
 	tcase_add_test(tc, test_ws__switched_off_answers_426);
 	tcase_add_test(tc, test_ws__shutdown_closes_idle_clients_with_1001);
+	tcase_add_test(tc, test_ws__sessions_count_in_max_clients);
 	suite_add_tcase(s, tc);
 	return s;
 }
