@@ -161,6 +161,29 @@ START_TEST(test_ws__prewarm_then_incremental_turns_on_one_connection)
 		ck_assert_int_eq(tl_frames_count(frames, "codex.rate_limits"), 0);
 		json_object_put(frames);
 	}
+	/* the account's ids went upstream, never the client's */
+	{
+		json_object *st = tl_sim_state(&e.sim), *reqs, *hs, *h, *v;
+		const char *pck;
+		size_t i;
+
+		ck_assert(json_object_object_get_ex(st, "requests", &reqs));
+		for (i = 0; i < json_object_array_length(reqs); i++) {
+			ck_assert(json_object_object_get_ex(json_object_array_get_idx(reqs, i),
+			    "prompt_cache_key", &v));
+			pck = json_object_get_string(v);
+			ck_assert_msg(pck != NULL && strncmp(pck, "cp_", 3) == 0,
+			    "prompt_cache_key upstream: %s", pck ? pck : "(none)");
+		}
+		ck_assert(json_object_object_get_ex(st, "handshakes", &hs));
+		ck_assert_int_eq(json_object_array_length(hs), 1);
+		ck_assert(json_object_object_get_ex(json_object_array_get_idx(hs, 0),
+		    "headers", &h));
+		ck_assert(json_object_object_get_ex(h, "session-id", &v));
+		ck_assert_str_ne(json_object_get_string(v), SESSION);
+		ck_assert(json_object_object_get_ex(h, "chatgpt-account-id", &v));
+		json_object_put(st);
+	}
 	/* one upstream connection; every turn continued natively there */
 	ck_assert_int_eq(sim_num(&e, "connections_total"), 1);
 	ck_assert_int_eq(sim_continued(&e), 4);
