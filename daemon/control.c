@@ -105,6 +105,9 @@ static int nclients;
 static uint64_t next_stats_rid;
 static gid_t control_gid = (gid_t)-1;	/* control_group, if set */
 
+static void	out_error(struct ctl_out *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+
 static void
 out_error(struct ctl_out *o, const char *fmt, ...)
 {

@@ -67,6 +67,8 @@ struct wsclient {
 };
 
 static void	close_now(struct wsclient *, int, const char *);
+static void	send_error(struct wsclient *, int, const char *, const char *,
+		    const char *, ...) __attribute__((format(printf, 5, 6)));
 
 static const char *
 pfx(const struct wsclient *c, char *buf, size_t len)
