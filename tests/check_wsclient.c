@@ -636,6 +636,39 @@ START_TEST(test_ws__sessions_count_in_max_clients)
 }
 END_TEST
 
+/* The pool switched off at run time really is off for client WebSockets:
+ * the paired session is told to reconnect, and every later turn runs on a
+ * one-shot connection, after which its session must reconnect too. */
+START_TEST(test_ws__pool_disable_really_disables)
+{
+	struct e2e e;
+	enum tl_ws_why why;
+	json_object *frames;
+	struct tl_ws *ws;
+
+	e2e_start(&e, NULL, NULL);
+	ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(ws);
+	frames = full_turn(ws, &e, "pooled", NULL, &why);
+	json_object_put(frames);
+	ck_assert_int_eq(ctl_run(&e, NULL, "pool disable"), 0);
+	expect_close(ws, 1012);
+	tl_ws_close(ws);
+	ck_assert_int_eq(wait_status(&e, "pooled_open", 0), 0);
+	ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(ws);
+	frames = full_turn(ws, &e, "one-shot", NULL, &why);
+	ck_assert_int_eq(why, TL_WS_OK);
+	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
+	json_object_put(frames);
+	ck_assert_int_eq(status_num(&e, "bypass_disabled"), 1);
+	expect_close(ws, 1012);
+	tl_ws_close(ws);
+	ck_assert_int_eq(status_num(&e, "pooled_open"), 0);
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_wsclient(void)
 {
@@ -655,6 +688,7 @@ make_suite_wsclient(void)
 	tcase_add_test(tc, test_ws__switched_off_answers_426);
 	tcase_add_test(tc, test_ws__shutdown_closes_idle_clients_with_1001);
 	tcase_add_test(tc, test_ws__sessions_count_in_max_clients);
+	tcase_add_test(tc, test_ws__pool_disable_really_disables);
 	suite_add_tcase(s, tc);
 	return s;
 }
