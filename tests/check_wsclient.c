@@ -669,6 +669,98 @@ START_TEST(test_ws__pool_disable_really_disables)
 }
 END_TEST
 
+/* A usage limit before any output: with another account to take the
+ * conversation, the session closes with 1012 (no error event) and the
+ * client's reconnect lands there; with none, the client gets the error
+ * event, with its status, and then 1012 (the account changed). */
+START_TEST(test_ws__usage_limit_moves_by_reconnect)
+{
+	struct e2e e;
+	enum tl_ws_why why;
+	json_object *frames;
+	struct tl_ws *ws;
+	struct tl_account a2;
+	char path[700], *acct;
+
+	e2e_start(&e, NULL, NULL);
+	tl_sim_auth_path(&e.sim, 2, path, sizeof(path));
+	ck_assert_int_eq(ctl_run(&e, NULL, "account add --auth-json %s --label two", path), 0);
+	ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(ws);
+	frames = full_turn(ws, &e, "first", NULL, &why);
+	json_object_put(frames);
+	frames = full_turn(ws, &e, "spend it all [[sim:usage_limit]]", NULL, &why);
+	ck_assert_int_eq(json_object_array_length(frames), 0);
+	json_object_put(frames);
+	ck_assert_int_eq(tl_ws_close_code(ws), 1012);
+	tl_ws_close(ws);
+	ck_assert_int_eq(status_num(&e, "ws_reconnects"), 1);
+	ck_assert_int_eq(status_num(&e, "account_moves"), 1);
+	/* the reconnect lands on the other account */
+	ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(ws);
+	frames = full_turn(ws, &e, "spend it all", NULL, &why);
+	ck_assert_int_eq(why, TL_WS_OK);
+	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
+	json_object_put(frames);
+	ck_assert_int_eq(tl_sim_account(&e.sim, 2, &a2), 0);
+	acct = last_sim_account(&e);
+	ck_assert_ptr_nonnull(acct);
+	ck_assert_str_eq(acct, a2.account_id);
+	free(acct);
+	tl_account_free(&a2);
+	tl_ws_close(ws);
+	e2e_stop(&e);
+}
+END_TEST
+
+START_TEST(test_ws__usage_limit_without_another_account_is_an_error_event)
+{
+	struct e2e e;
+	enum tl_ws_why why;
+	json_object *frames, *err;
+	struct tl_ws *ws;
+
+	e2e_start(&e, NULL, NULL);
+	ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(ws);
+	frames = full_turn(ws, &e, "spend it all [[sim:usage_limit]]", NULL, &why);
+	err = tl_frames_find(frames, "error");
+	ck_assert_ptr_nonnull(err);
+	ck_assert_int_eq(json_object_get_int(json_object_object_get(err, "status")), 429);
+	json_object_put(frames);
+	expect_close(ws, 1012);
+	tl_ws_close(ws);
+	ck_assert_int_eq(status_num(&e, "ws_reconnects"), 0);
+	e2e_stop(&e);
+}
+END_TEST
+
+/* A 401 before any output: the token is refreshed and the turn sent again
+ * on the session's worker; the account's connections were evicted by the
+ * refresh, so the session then closes with 1012. */
+START_TEST(test_ws__expired_token_refreshed_then_reconnect)
+{
+	struct e2e e;
+	enum tl_ws_why why;
+	json_object *frames;
+	struct tl_ws *ws;
+
+	e2e_start(&e, NULL, NULL);
+	ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(ws);
+	ck_assert_int_eq(tl_sim_fault(&e.sim, "{\"kind\":\"token_expired\",\"count\":1}"), 0);
+	frames = full_turn(ws, &e, "old token", NULL, &why);
+	ck_assert_int_eq(why, TL_WS_OK);
+	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
+	json_object_put(frames);
+	ck_assert_int_ge(sim_num(&e, "refreshes"), 1);
+	expect_close(ws, 1012);
+	tl_ws_close(ws);
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_wsclient(void)
 {
@@ -689,6 +781,9 @@ make_suite_wsclient(void)
 	tcase_add_test(tc, test_ws__shutdown_closes_idle_clients_with_1001);
 	tcase_add_test(tc, test_ws__sessions_count_in_max_clients);
 	tcase_add_test(tc, test_ws__pool_disable_really_disables);
+	tcase_add_test(tc, test_ws__usage_limit_moves_by_reconnect);
+	tcase_add_test(tc, test_ws__usage_limit_without_another_account_is_an_error_event);
+	tcase_add_test(tc, test_ws__expired_token_refreshed_then_reconnect);
 	suite_add_tcase(s, tc);
 	return s;
 }
