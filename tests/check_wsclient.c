@@ -761,6 +761,51 @@ START_TEST(test_ws__expired_token_refreshed_then_reconnect)
 }
 END_TEST
 
+/* A reused connection that fails before the first frame: a full request
+ * is retried once on a fresh connection, as on HTTP; a continuation cannot
+ * be (its response died with the connection) and gets an error event.
+ * Either way the session's connection is gone: 1012 after the turn. */
+START_TEST(test_ws__stale_reuse_retried_once)
+{
+	struct e2e e;
+	struct cli c = { 0 };
+	enum tl_ws_why why;
+	json_object *frames, *err;
+	struct tl_ws *ws;
+
+	e2e_start(&e, NULL, NULL);
+	ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(ws);
+	frames = full_turn(ws, &e, "first", NULL, &why);
+	json_object_put(frames);
+	ck_assert_int_eq(tl_sim_fault(&e.sim, "{\"kind\":\"close_before_first\",\"count\":1}"), 0);
+	frames = full_turn(ws, &e, "second", NULL, &why);
+	ck_assert_int_eq(why, TL_WS_OK);
+	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
+	json_object_put(frames);
+	ck_assert_int_eq(status_num(&e, "decisions_retry_stale"), 1);
+	expect_close(ws, 1012);
+	tl_ws_close(ws);
+
+	c.instructions = e.instructions;
+	c.ws = ws_open(&e, SESSION, NULL, NULL);
+	ck_assert_ptr_nonnull(c.ws);
+	frames = cli_turn(&c, "full", &why);
+	json_object_put(frames);
+	ck_assert_ptr_nonnull(c.last_id);
+	ck_assert_int_eq(tl_sim_fault(&e.sim, "{\"kind\":\"close_before_first\",\"count\":1}"), 0);
+	frames = cli_turn(&c, "continued", &why);
+	err = tl_frames_find(frames, "error");
+	ck_assert_ptr_nonnull(err);
+	ck_assert_int_eq(json_object_get_int(json_object_object_get(err, "status")), 502);
+	json_object_put(frames);
+	expect_close(c.ws, 1012);
+	tl_ws_close(c.ws);
+	free(c.last_id);
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_wsclient(void)
 {
@@ -784,6 +829,7 @@ make_suite_wsclient(void)
 	tcase_add_test(tc, test_ws__usage_limit_moves_by_reconnect);
 	tcase_add_test(tc, test_ws__usage_limit_without_another_account_is_an_error_event);
 	tcase_add_test(tc, test_ws__expired_token_refreshed_then_reconnect);
+	tcase_add_test(tc, test_ws__stale_reuse_retried_once);
 	suite_add_tcase(s, tc);
 	return s;
 }
