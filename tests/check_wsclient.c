@@ -45,6 +45,16 @@ ws_open(struct e2e *e, const char *session, const char *extra, int *status)
 	return ws;
 }
 
+/* A session of the test conversation that must be accepted. */
+static struct tl_ws *
+session(struct e2e *e)
+{
+	struct tl_ws *ws = ws_open(e, SESSION, NULL, NULL);
+
+	ck_assert_ptr_nonnull(ws);
+	return ws;
+}
+
 /* One response.create; the frames up to the terminal one. */
 static json_object *
 ws_turn(struct tl_ws *ws, const struct tl_req *r, enum tl_ws_why *why)
@@ -144,8 +154,7 @@ START_TEST(test_ws__prewarm_then_incremental_turns_on_one_connection)
 
 	e2e_start(&e, NULL, NULL);
 	c.instructions = e.instructions;
-	c.ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(c.ws);
+	c.ws = session(&e);
 	ck_assert_int_eq(cli_prewarm(&c), 0);
 	for (t = 0; t < 4; t++) {
 		char text[64];
@@ -226,6 +235,18 @@ full_turn(struct tl_ws *ws, struct e2e *e, const char *text, const char *sim,
 	free(req);
 	json_object_put(in);
 	return frames;
+}
+
+/* A full turn that must complete. */
+static void
+turn_ok(struct tl_ws *ws, struct e2e *e, const char *text)
+{
+	enum tl_ws_why why;
+	json_object *frames = full_turn(ws, e, text, NULL, &why);
+
+	ck_assert_msg(why == TL_WS_OK && tl_frames_find(frames, "response.completed") != NULL,
+	    "turn '%s' ended by %s without response.completed", text, tl_ws_why_name(why));
+	json_object_put(frames);
 }
 
 /* Sends a slow turn and returns once its first output delta arrived. */
@@ -334,17 +355,12 @@ START_TEST(test_ws__busy_connection_bypasses_then_session_reconnects)
 
 	e2e_start(&e, NULL, NULL);
 	a.instructions = e.instructions;
-	a.ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(a.ws);
+	a.ws = session(&e);
 	ck_assert_int_eq(cli_prewarm(&a), 0);
 	start_slow_turn(a.ws, &e, "a long answer please");
 	/* a second session of the conversation while the first streams */
-	b = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(b);
-	frames = full_turn(b, &e, "and a short one", NULL, &why);
-	ck_assert_int_eq(why, TL_WS_OK);
-	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
-	json_object_put(frames);
+	b = session(&e);
+	turn_ok(b, &e, "and a short one");
 	ck_assert_int_eq(status_num(&e, "bypass_busy"), 1);
 	/* its response died with its one-shot connection: reconnect */
 	expect_close(b, 1012);
@@ -375,10 +391,8 @@ START_TEST(test_ws__client_close_mid_response_evicts)
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "first", NULL, &why);
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "first");
 	ck_assert_int_eq(status_num(&e, "pooled_open"), 1);
 	start_slow_turn(ws, &e, "second, slowly");
 	tl_ws_abort(ws);
@@ -404,8 +418,7 @@ START_TEST(test_ws__upstream_close_mid_response_is_error_and_1011)
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
+	ws = session(&e);
 	frames = full_turn(ws, &e, "break [[sim:close_mid_stream]]", NULL, &why);
 	ck_assert_int_eq(why, TL_WS_OK);
 	ck_assert_int_ge(tl_frames_count(frames, "response.output_text.delta"), 1);
@@ -426,17 +439,11 @@ END_TEST
 START_TEST(test_ws__upstream_close_while_idle_asks_to_reconnect)
 {
 	struct e2e e;
-	enum tl_ws_why why;
-	json_object *frames;
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "done soon [[sim:close_idle]]", NULL, &why);
-	ck_assert_int_eq(why, TL_WS_OK);
-	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "done soon [[sim:close_idle]]");
 	/* its previous_response_id died with the connection */
 	expect_close(ws, 1012);
 	tl_ws_close(ws);
@@ -452,10 +459,8 @@ START_TEST(test_ws__account_eviction_mid_response_closes_after_it)
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "first", NULL, &why);
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "first");
 	start_slow_turn(ws, &e, "second, slowly");
 	ck_assert_int_eq(ctl_run(&e, NULL, "evict auth_file"), 0);
 	/* the running response finishes, then the client must reconnect */
@@ -473,8 +478,6 @@ END_TEST
 START_TEST(test_ws__upgrade_needs_a_valid_key)
 {
 	struct e2e e;
-	enum tl_ws_why why;
-	json_object *frames;
 	struct tl_ws *ws;
 	char *out = NULL, *p, key[128], hdr[256];
 	int status = 0;
@@ -494,10 +497,7 @@ START_TEST(test_ws__upgrade_needs_a_valid_key)
 	snprintf(hdr, sizeof(hdr), "authorization: Bearer %s\r\n", key);
 	ws = ws_open(&e, SESSION, hdr, &status);
 	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "hello", NULL, &why);
-	ck_assert_int_eq(why, TL_WS_OK);
-	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
-	json_object_put(frames);
+	turn_ok(ws, &e, "hello");
 	tl_ws_close(ws);
 	/* the turn was the key's */
 	ck_assert_int_eq(ctl_run(&e, &out, "show conversations"), 0);
@@ -518,8 +518,7 @@ START_TEST(test_ws__bad_frames_get_errors_never_a_crash)
 	const char *binary = "\x01\x02\x03";
 
 	e2e_start(&e, NULL, "max_body_size = 64K");
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
+	ws = session(&e);
 	ck_assert_int_eq(tl_ws_send_text(ws, "not json", 8), 0);
 	expect_error(ws, 400, "invalid_json");
 	ck_assert_int_eq(tl_ws_send_text(ws, "{\"type\":\"response.cancel\"}", 26), 0);
@@ -530,10 +529,7 @@ START_TEST(test_ws__bad_frames_get_errors_never_a_crash)
 	expect_error(ws, 400, "invalid_json");
 	/* the socket still serves turns, and answers pings */
 	ck_assert_int_eq(tl_ws_send_ping(ws, "hb", 2), 0);
-	frames = full_turn(ws, &e, "after the noise", NULL, &why);
-	ck_assert_int_eq(why, TL_WS_OK);
-	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
-	json_object_put(frames);
+	turn_ok(ws, &e, "after the noise");
 	ck_assert_int_ge(tl_ws_pongs(ws), 1);
 	ck_assert_int_eq(tl_ws_send_binary(ws, binary, 3), 0);
 	expect_error(ws, 400, "binary_not_supported");
@@ -541,8 +537,7 @@ START_TEST(test_ws__bad_frames_get_errors_never_a_crash)
 	tl_ws_close(ws);
 
 	/* over max_body_size: an error, then 1009 */
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
+	ws = session(&e);
 	big = tl_text(100, 3);
 	ck_assert_int_eq(tl_ws_send_fragmented(ws, big, strlen(big), 16384), 0);
 	free(big);
@@ -588,15 +583,11 @@ END_TEST
 START_TEST(test_ws__shutdown_closes_idle_clients_with_1001)
 {
 	struct e2e e;
-	enum tl_ws_why why;
-	json_object *frames;
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "hello", NULL, &why);
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "hello");
 	e2e_daemon_stop(&e);
 	expect_close(ws, 1001);
 	tl_ws_close(ws);
@@ -613,8 +604,7 @@ START_TEST(test_ws__sessions_count_in_max_clients)
 	int status = 0;
 
 	e2e_start(&e, NULL, "max_clients = 1");
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
+	ws = session(&e);
 	ck_assert_int_eq(wait_status(&e, "ws_clients", 1), 0);
 	ws2 = ws_open(&e, "another-session", NULL, &status);
 	ck_assert_ptr_null(ws2);
@@ -642,25 +632,17 @@ END_TEST
 START_TEST(test_ws__pool_disable_really_disables)
 {
 	struct e2e e;
-	enum tl_ws_why why;
-	json_object *frames;
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "pooled", NULL, &why);
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "pooled");
 	ck_assert_int_eq(ctl_run(&e, NULL, "pool disable"), 0);
 	expect_close(ws, 1012);
 	tl_ws_close(ws);
 	ck_assert_int_eq(wait_status(&e, "pooled_open", 0), 0);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "one-shot", NULL, &why);
-	ck_assert_int_eq(why, TL_WS_OK);
-	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "one-shot");
 	ck_assert_int_eq(status_num(&e, "bypass_disabled"), 1);
 	expect_close(ws, 1012);
 	tl_ws_close(ws);
@@ -685,10 +667,8 @@ START_TEST(test_ws__usage_limit_moves_by_reconnect)
 	e2e_start(&e, NULL, NULL);
 	tl_sim_auth_path(&e.sim, 2, path, sizeof(path));
 	ck_assert_int_eq(ctl_run(&e, NULL, "account add --auth-json %s --label two", path), 0);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "first", NULL, &why);
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "first");
 	frames = full_turn(ws, &e, "spend it all [[sim:usage_limit]]", NULL, &why);
 	ck_assert_int_eq(json_object_array_length(frames), 0);
 	json_object_put(frames);
@@ -697,12 +677,8 @@ START_TEST(test_ws__usage_limit_moves_by_reconnect)
 	ck_assert_int_eq(status_num(&e, "ws_reconnects"), 1);
 	ck_assert_int_eq(status_num(&e, "account_moves"), 1);
 	/* the reconnect lands on the other account */
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "spend it all", NULL, &why);
-	ck_assert_int_eq(why, TL_WS_OK);
-	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "spend it all");
 	ck_assert_int_eq(tl_sim_account(&e.sim, 2, &a2), 0);
 	acct = last_sim_account(&e);
 	ck_assert_ptr_nonnull(acct);
@@ -722,8 +698,7 @@ START_TEST(test_ws__usage_limit_without_another_account_is_an_error_event)
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
+	ws = session(&e);
 	frames = full_turn(ws, &e, "spend it all [[sim:usage_limit]]", NULL, &why);
 	err = tl_frames_find(frames, "error");
 	ck_assert_ptr_nonnull(err);
@@ -742,18 +717,12 @@ END_TEST
 START_TEST(test_ws__expired_token_refreshed_then_reconnect)
 {
 	struct e2e e;
-	enum tl_ws_why why;
-	json_object *frames;
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
+	ws = session(&e);
 	ck_assert_int_eq(tl_sim_fault(&e.sim, "{\"kind\":\"token_expired\",\"count\":1}"), 0);
-	frames = full_turn(ws, &e, "old token", NULL, &why);
-	ck_assert_int_eq(why, TL_WS_OK);
-	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
-	json_object_put(frames);
+	turn_ok(ws, &e, "old token");
 	ck_assert_int_ge(sim_num(&e, "refreshes"), 1);
 	expect_close(ws, 1012);
 	tl_ws_close(ws);
@@ -774,22 +743,16 @@ START_TEST(test_ws__stale_reuse_retried_once)
 	struct tl_ws *ws;
 
 	e2e_start(&e, NULL, NULL);
-	ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(ws);
-	frames = full_turn(ws, &e, "first", NULL, &why);
-	json_object_put(frames);
+	ws = session(&e);
+	turn_ok(ws, &e, "first");
 	ck_assert_int_eq(tl_sim_fault(&e.sim, "{\"kind\":\"close_before_first\",\"count\":1}"), 0);
-	frames = full_turn(ws, &e, "second", NULL, &why);
-	ck_assert_int_eq(why, TL_WS_OK);
-	ck_assert_ptr_nonnull(tl_frames_find(frames, "response.completed"));
-	json_object_put(frames);
+	turn_ok(ws, &e, "second");
 	ck_assert_int_eq(status_num(&e, "decisions_retry_stale"), 1);
 	expect_close(ws, 1012);
 	tl_ws_close(ws);
 
 	c.instructions = e.instructions;
-	c.ws = ws_open(&e, SESSION, NULL, NULL);
-	ck_assert_ptr_nonnull(c.ws);
+	c.ws = session(&e);
 	frames = cli_turn(&c, "full", &why);
 	json_object_put(frames);
 	ck_assert_ptr_nonnull(c.last_id);
