@@ -592,7 +592,9 @@ parse_start(struct worker *w, const struct msg *m, const char **why, int *status
 		    p->session_id, p->installation_id, p->model, &frame_len,
 		    &continues, &owner);
 		if (frame == NULL) {
-			*why = "the client WebSocket holds no response.create";
+			/* closing, or its turn already ended */
+			*why = "the client WebSocket has no turn to start";
+			*status = 499;
 			free(p);
 			return NULL;
 		}

@@ -333,7 +333,7 @@ wsclient_take_frame(struct wsclient *c, uint64_t rid, const char *upconv,
 {
 	const char *prev;
 
-	if (c->held == NULL || !c->turn_open || c->ended)
+	if (c->held == NULL || !c->turn_open || c->ended || c->close_code != 0)
 		return NULL;
 	c->rid = rid;
 	if (model != NULL && *model != '\0')

@@ -60,15 +60,13 @@ struct wsclient *wsclient_find(struct worker *w, uint64_t wsid);
  * response.create with the account's ids (upframe.h), model replaced
  * when model is not "", or NULL when c holds none.  *continues is set
  * when it carries previous_response_id; *owner is then the paired
- * connection (0 if none).
+ * connection (0 if none).  NULL too when c is closing.
  */
 char	*wsclient_take_frame(struct wsclient *c, uint64_t rid, const char *upconv,
 	    const char *installation_id, const char *model, size_t *len,
 	    bool *continues, uint64_t *owner);
 /* One upstream frame for the client; -1 if the client was dropped. */
 int	wsclient_send(struct wsclient *c, const void *data, size_t len);
-/* The request of c's turn is gone (answered): c no longer points at it. */
-void	wsclient_detach(struct wsclient *c);
 /*
  * The turn's stream is over (relay.c sent MSG_REQ_DONE).  kept_conn: the
  * pooled connection that now holds the response (0: none, e.g. a
