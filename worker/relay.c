@@ -188,30 +188,6 @@ server_status(struct json_object *o)
 	return n >= 500 && n <= 599 ? (int)n : 0;
 }
 
-/*
- * The type of a frame that starts {"type":"...", as upstream frames do,
- * without parsing it; false if it does not start so (or has escapes).
- */
-static bool
-leading_type(const char *p, size_t len, char *type, size_t size)
-{
-	static const char prefix[] = "{\"type\":\"";
-	size_t i, n = sizeof(prefix) - 1;
-
-	if (len <= n || memcmp(p, prefix, n) != 0)
-		return false;
-	for (i = 0; n + i < len && i < size - 1; i++) {
-		if (p[n + i] == '"') {
-			type[i] = '\0';
-			return true;
-		}
-		if (p[n + i] == '\\')
-			return false;
-		type[i] = p[n + i];
-	}
-	return false;
-}
-
 void
 relay_classify(const void *data, size_t len, struct frame_info *fi)
 {
@@ -224,7 +200,7 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 	fi->cls = FC_OTHER;
 	/* Most frames are deltas: output that neither starts nor ends the
 	 * response in any special way needs no parse. */
-	if (leading_type(data, len, lead, sizeof(lead)) &&
+	if (json_lead_type(data, len, lead, sizeof(lead)) &&
 	    strcmp(lead, "codex.rate_limits") != 0 && strcmp(lead, "error") != 0 &&
 	    !in_list(lead, early_types) && !in_list(lead, terminal_types))
 		return;
