@@ -610,6 +610,7 @@ START_TEST(test_respond__fault_plans)
 		{ "usage_limit", "FI" },
 		{ "token_expired", "FI" },
 		{ "overloaded", "FI" },
+		{ "conn_limit", "FI" },
 		{ "server_error", "FFFI" },
 		{ "close_mid_stream", "FFFFFFFC" },
 		{ "close_idle", "FFFFFFFFFFFFIC" },
