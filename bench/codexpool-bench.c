@@ -36,6 +36,11 @@
  *	per turn, and the ratio of bytes without and with implicit resume.
  *	-p pads every answer to REPLY_BYTES (the simulator's --reply-bytes).
  *
+ *   codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] ...
+ *	The fault soak with an oracle (bench/soak.c): concurrent
+ *	conversations with faults injected at random, every turn checked;
+ *	exit status 1 on any violation.
+ *
  * Everything it starts lives in a private temp dir and is stopped at exit.
  */
 #include "config.h"
@@ -52,6 +57,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "soak.h"
 #include "testlib.h"
 
 #define WAIT_MS	30000
@@ -1188,11 +1194,15 @@ main(int argc, char **argv)
 		return cmd_latency(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "routes") == 0)
 		return cmd_routes(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "soak") == 0)
+		return cmd_soak(argc - 1, argv + 1);
 	fprintf(stderr, "usage: codexpool-bench demo | cache [-c CONVS] [-t TURNS] [-b BACKENDS] [-k KIB]\n"
 	    "       codexpool-bench latency [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-i TOKENS]\n"
 	    "                               [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS] [-g GAP_MS]\n"
 	    "                               [-C node-fetch,node-http,python] [-r]\n"
 	    "       codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] [-i TOKENS]\n"
-	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n");
+	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n"
+	    "       codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T TURN_DEADLINE]\n"
+	    "                            [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n");
 	return 2;
 }
