@@ -431,9 +431,10 @@ soak_start(struct soak *sk)
 	snprintf(conf, sizeof(conf),
 	    "listen = 127.0.0.1:0\nworkers = %d\n"
 	    "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses\n"
+	    "token_url = http://127.0.0.1:%d/oauth/token\n"
 	    "auth_file = %s\ncontrol_socket = %s\ndata_dir = %s\nlog_level = warn\n"
 	    "ws_ping_interval = 4s\n",
-	    sk->o.workers, sk->sim.port, auth, sk->ctl, sk->dir);
+	    sk->o.workers, sk->sim.port, sk->sim.port, auth, sk->ctl, sk->dir);
 	tl_write_file(sk->conf, conf, strlen(conf), 0600);
 	/* Under ASan a small quarantine, and free memory given back, so PSS
 	 * says something about leaks; harmless without ASan. */
@@ -1009,6 +1010,21 @@ end_checks(struct soak *sk, const struct usage *base, const struct usage *warm)
 	if (inflight != 0)
 		fail_end(sk, "requests_inflight is %lld with every client gone", inflight);
 
+	{
+		static const char *const keys[] = { "requests_total", "requests_failed",
+		    "retries", "account_moves", "client_aborts", "worker_restarts",
+		    "retried_on_respawn", "worker_liveness_kills", "worker_conns_opened",
+		    "lru_evictions", NULL };
+		json_object *st = ctl_json(sk, "status", NULL, NULL);
+		int i;
+
+		printf("codexpoold:");
+		for (i = 0; keys[i] != NULL; i++)
+			printf(" %s %lld", keys[i], jnum(st, keys[i]));
+		printf("\n");
+		json_object_put(st);
+	}
+
 	/* Leaked upstream connections: the simulator and the pool agree. */
 	if (wait_pool_matches(sk, &simn, &pooled) < 0)
 		fail_end(sk, "upstream connections: the simulator has %lld open, "
@@ -1043,6 +1059,9 @@ end_checks(struct soak *sk, const struct usage *base, const struct usage *warm)
 	    "fds %d (baseline %d) over the supervisor and %d workers\n",
 	    sim_open(sk), status_num(sk, "pooled_open"), after.fds, base->fds,
 	    after.nworkers);
+	if (after.nworkers != sk->o.workers)
+		fail_end(sk, "workers: %d up of %d after the kills", after.nworkers,
+		    sk->o.workers);
 	if (after.fds > base->fds)
 		fail_end(sk, "fds: %d after the soak, %d at the baseline", after.fds,
 		    base->fds);
@@ -1067,6 +1086,22 @@ end_checks(struct soak *sk, const struct usage *base, const struct usage *warm)
 			fail_end(sk, "a sanitizer report in %s", sk->log);
 		free(log);
 	}
+}
+
+/* The last n lines of a log, for a failed run's output (CI keeps no files). */
+static void
+print_tail(const char *path, int n)
+{
+	size_t len;
+	char *text = tl_read_file(path, &len), *p;
+
+	if (text == NULL)
+		return;
+	for (p = text + len; p > text; p--)
+		if (p[-1] == '\n' && p != text + len && --n < 0)
+			break;
+	printf("----- the end of %s\n%s", path, p);
+	free(text);
 }
 
 /* ---- main ----------------------------------------------------------- */
@@ -1128,7 +1163,7 @@ cmd_soak(int argc, char **argv)
 
 	if (sk == NULL)
 		return 1;
-	sk->o = (struct soak_opts){ .duration = 600, .convs = 12, .kill_every = 15,
+	sk->o = (struct soak_opts){ .duration = 600, .convs = 12, .kill_every = 40,
 	    .deadline = 60, .accounts = 4, .workers = 2, .conn_age = 30,
 	    .pss_slack_mb = 64, .seed = (unsigned)time(NULL) };
 	optind = 1;
@@ -1218,8 +1253,11 @@ cmd_soak(int argc, char **argv)
 	tl_sim_stop(&sk->sim);
 	if (bad == 0)
 		tl_rmrf(sk->dir);
-	else
+	else {
+		print_tail(sk->log, 40);
+		print_tail(sk->sim.log, 20);
 		printf("logs kept in %s\n", sk->dir);
+	}
 	free(sk->dir);
 	free(sk->instructions);
 	pthread_mutex_destroy(&sk->mu);
