@@ -93,6 +93,20 @@ static const struct fault_def {
 	[F_ABORT_WAITING] =	{ "abort_waiting",	"slow_start=3000",	3 },
 };
 
+/* ---- the client APIs ---------------------------------------------------- */
+
+enum route { R_RESPONSES, R_CHAT, R_MESSAGES, R_COUNT };
+
+static const struct route_def {
+	const char	*name;
+	const char	*path;
+	const char	*model;
+} route_defs[R_COUNT] = {
+	[R_RESPONSES] =	{ "responses",	"/v1/responses",	"gpt-5.4" },
+	[R_CHAT] =	{ "chat",	"/v1/chat/completions",	"gpt-5.4" },
+	[R_MESSAGES] =	{ "messages",	"/v1/messages",		"claude-opus-5-5" },
+};
+
 /* ---- how a turn ended --------------------------------------------------- */
 
 enum outcome {
@@ -157,6 +171,9 @@ struct soak {
 	long long	 turns;
 	long long	 injected[F_COUNT];
 	long long	 matrix[F_COUNT][O_COUNT];
+	long long	 by_route[R_COUNT][O_COUNT];
+	int		 routes[R_COUNT];	/* -R, in order */
+	int		 nroutes;
 	long long	 statuses[600];
 	struct {
 		char		what[64];	/* "503 no_account" */
@@ -477,6 +494,7 @@ soak_start(struct soak *sk)
 
 struct conv {
 	int		 id;
+	enum route	 route;
 	int		 gen;
 	int		 turns;
 	char		 key[64];
@@ -485,11 +503,12 @@ struct conv {
 };
 
 static void
-conv_reset(struct conv *c)
+conv_reset(const struct soak *sk, struct conv *c)
 {
 	json_object_put(c->history);
 	c->history = json_object_new_array();
 	c->gen++;
+	c->route = (enum route)sk->routes[(c->id + c->gen) % sk->nroutes];
 	c->turns = 0;
 	snprintf(c->key, sizeof(c->key), "soak-%d-%d", c->id, c->gen);
 }
@@ -571,14 +590,34 @@ response_text(json_object *resp, struct text *t)
 	}
 }
 
-/* A completed turn joins the history: the user message, then the output. */
-static void
-history_add(struct conv *c, json_object *user, json_object *resp)
+/* {"role":role,"content":text}: a chat or messages history entry. */
+static json_object *
+plain_msg(const char *role, const char *text)
 {
-	json_object *out, *item;
+	json_object *m = json_object_new_object();
+
+	json_object_object_add(m, "role", json_object_new_string(role));
+	json_object_object_add(m, "content", json_object_new_string(text));
+	return m;
+}
+
+/*
+ * A completed turn joins the history as its API's client resends it: the
+ * user message, then the output items (responses) or the answer's text.
+ */
+static void
+history_add(struct conv *c, const char *text, json_object *answer)
+{
+	json_object *out, *item, *resp = answer;
 	size_t i;
 
-	json_object_array_add(c->history, json_object_get(user));
+	if (c->route != R_RESPONSES) {
+		json_object_array_add(c->history, plain_msg("user", text));
+		json_object_array_add(c->history, plain_msg("assistant",
+		    json_object_get_string(answer)));
+		return;
+	}
+	json_object_array_add(c->history, tl_msg("user", text));
 	if (!json_object_object_get_ex(resp, "output", &out) ||
 	    !json_object_is_type(out, json_type_array))
 		return;
@@ -649,7 +688,11 @@ remaining_ms(int64_t deadline)
 	return left > 1 ? (int)left : 1;
 }
 
-/* The checks of a completed response: O_COMPLETED or the violation. */
+/*
+ * The checks of a complete answer: its final text (the response object's
+ * on /v1/responses, else NULL: the streamed deltas are all there is) and
+ * the deltas.  O_COMPLETED or the violation.
+ */
 static enum outcome
 check_completed(json_object *resp, const struct text *deltas, const char *stamp,
     char *why, size_t whylen)
@@ -657,7 +700,10 @@ check_completed(json_object *resp, const struct text *deltas, const char *stamp,
 	struct text t = { 0 };
 	enum outcome o = O_COMPLETED;
 
-	response_text(resp, &t);
+	if (resp != NULL)
+		response_text(resp, &t);
+	else if (deltas->p != NULL)
+		text_add(&t, deltas->p);
 	if (t.p == NULL || strstr(t.p, stamp) == NULL) {
 		snprintf(why, whylen, "completed text lacks %s: \"%.80s\"", stamp,
 		    t.p ? t.p : "");
@@ -690,45 +736,163 @@ is_terminal(const char *type)
 	    strcmp(type, "response.incomplete") == 0 || strcmp(type, "error") == 0);
 }
 
+/* The request body of a turn on the conversation's route; headers too. */
+static json_object *
+turn_body(struct soak *sk, struct conv *c, enum fault f, int stream, const char *text,
+    char *headers, size_t hlen)
+{
+	json_object *body = json_object_new_object(), *input, *sim;
+	size_t i;
+
+	headers[0] = '\0';
+	input = json_object_new_array();
+	if (c->route == R_CHAT)
+		json_object_array_add(input, plain_msg("system", sk->instructions));
+	for (i = 0; i < json_object_array_length(c->history); i++)
+		json_object_array_add(input,
+		    json_object_get(json_object_array_get_idx(c->history, i)));
+	json_object_array_add(input, c->route == R_RESPONSES ? tl_msg("user", text) :
+	    plain_msg("user", text));
+	json_object_object_add(body, "model",
+	    json_object_new_string(route_defs[c->route].model));
+	switch (c->route) {
+	case R_RESPONSES:	/* as the Codex CLI: instructions and a cache key */
+		json_object_object_add(body, "instructions",
+		    json_object_new_string(sk->instructions));
+		json_object_object_add(body, "prompt_cache_key", json_object_new_string(c->key));
+		json_object_object_add(body, "input", input);
+		if (f == F_SLOW_READER) {
+			sim = json_object_new_object();
+			json_object_object_add(sim, "deltas", json_object_new_int(SLOW_DELTAS));
+			json_object_object_add(body, "sim", sim);
+		}
+		break;
+	case R_CHAT:		/* the system message leads; a session header */
+		json_object_object_add(body, "messages", input);
+		snprintf(headers, hlen, "session_id: %s\r\n", c->key);
+		break;
+	default:		/* as Claude Code: its session header */
+		json_object_object_add(body, "max_tokens", json_object_new_int(4096));
+		json_object_object_add(body, "system", json_object_new_string(sk->instructions));
+		json_object_object_add(body, "messages", input);
+		snprintf(headers, hlen, "x-claude-code-session-id: %s\r\n"
+		    "anthropic-version: 2023-06-01\r\n", c->key);
+		break;
+	}
+	json_object_object_add(body, "stream", json_object_new_boolean(stream));
+	return body;
+}
+
+/* The text of a non-streamed chat or messages answer, into t. */
+static void
+plain_answer_text(enum route rt, json_object *ans, struct text *t)
+{
+	json_object *v, *arr;
+	size_t i;
+
+	if (rt == R_CHAT) {
+		if (json_object_object_get_ex(ans, "choices", &arr) &&
+		    json_object_is_type(arr, json_type_array) &&
+		    (v = json_object_array_get_idx(arr, 0)) != NULL &&
+		    json_object_object_get_ex(v, "message", &v) && jstr(v, "content"))
+			text_add(t, jstr(v, "content"));
+		return;
+	}
+	if (json_object_object_get_ex(ans, "content", &arr) &&
+	    json_object_is_type(arr, json_type_array))
+		for (i = 0; i < json_object_array_length(arr); i++)
+			if ((v = json_object_array_get_idx(arr, i)) != NULL && jstr(v, "text"))
+				text_add(t, jstr(v, "text"));
+}
+
+enum ev_kind { EV_OTHER, EV_DELTA, EV_DONE, EV_FAIL };
+
+/*
+ * One streamed event of a route: a text delta (*delta borrowed from
+ * data), the successful end (responses: response.completed; chat: [DONE];
+ * messages: message_stop), a failure (*err: its error object), or other.
+ */
+static enum ev_kind
+classify(enum route rt, const char *ev, const char *d, json_object *data,
+    const char **delta, json_object **err)
+{
+	const char *type = event_type(ev, data);
+	json_object *v = NULL, *arr;
+
+	*delta = NULL;
+	*err = NULL;
+	switch (rt) {
+	case R_RESPONSES:
+		if (type != NULL && strcmp(type, "response.output_text.delta") == 0) {
+			*delta = jstr(data, "delta");
+			return EV_DELTA;
+		}
+		if (type != NULL && strcmp(type, "response.completed") == 0)
+			return EV_DONE;
+		if (!is_terminal(type))
+			return EV_OTHER;
+		/* response.failed has response.error; error events carry the
+		 * error themselves or under "error" */
+		if (json_object_object_get_ex(data, "response", &v))
+			json_object_object_get_ex(v, "error", err);
+		else if (!json_object_object_get_ex(data, "error", err))
+			*err = data;
+		return EV_FAIL;
+	case R_CHAT:
+		if (d != NULL && strcmp(d, "[DONE]") == 0)
+			return EV_DONE;
+		if (json_object_object_get_ex(data, "error", err))
+			return EV_FAIL;
+		if (json_object_object_get_ex(data, "choices", &arr) &&
+		    json_object_is_type(arr, json_type_array) &&
+		    (v = json_object_array_get_idx(arr, 0)) != NULL &&
+		    json_object_object_get_ex(v, "delta", &v) &&
+		    (*delta = jstr(v, "content")) != NULL)
+			return EV_DELTA;
+		return EV_OTHER;
+	default:
+		if (type != NULL && strcmp(type, "message_stop") == 0)
+			return EV_DONE;
+		if (type != NULL && strcmp(type, "error") == 0) {
+			json_object_object_get_ex(data, "error", err);
+			return EV_FAIL;
+		}
+		if (type != NULL && strcmp(type, "content_block_delta") == 0 &&
+		    json_object_object_get_ex(data, "delta", &v) &&
+		    (*delta = jstr(v, "text")) != NULL)
+			return EV_DELTA;
+		return EV_OTHER;
+	}
+}
+
+/*
+ * One turn.  *answer, for a complete one: the response object on
+ * /v1/responses, else the answer's text as a JSON string.
+ */
 static enum outcome
 run_turn(struct soak *sk, struct conv *c, enum fault f, int stream, int *status,
-    json_object **completed, const char *stamp, json_object *user,
+    json_object **completed, const char *stamp, const char *text,
     char *why, size_t whylen)
 {
 	struct tl_conn_opts opts = { 0 };
 	int64_t deadline = tl_now_ms() + (int64_t)sk->o.deadline * 1000;
-	json_object *body = json_object_new_object(), *input, *data, *resp;
+	json_object *body, *data, *resp, *err;
 	struct text deltas = { 0 };
 	struct tl_response r;
 	struct tl_stream *s;
 	enum outcome o = O_TRUNCATED;
-	const char *b, *type;
-	char *ev, *d;
-	size_t i;
+	enum ev_kind kind;
+	const char *b, *delta;
+	char *ev, *d, headers[256];
 	int rc, terminal = 0, ndeltas = 0;
 
 	*status = 0;
 	*completed = NULL;
-	input = json_object_new_array();
-	for (i = 0; i < json_object_array_length(c->history); i++)
-		json_object_array_add(input,
-		    json_object_get(json_object_array_get_idx(c->history, i)));
-	json_object_array_add(input, json_object_get(user));
-	json_object_object_add(body, "model", json_object_new_string("gpt-5.4"));
-	json_object_object_add(body, "instructions", json_object_new_string(sk->instructions));
-	json_object_object_add(body, "prompt_cache_key", json_object_new_string(c->key));
-	json_object_object_add(body, "input", input);
-	json_object_object_add(body, "stream", json_object_new_boolean(stream));
-	if (f == F_SLOW_READER) {
-		json_object *sim = json_object_new_object();
-
-		json_object_object_add(sim, "deltas", json_object_new_int(SLOW_DELTAS));
-		json_object_object_add(body, "sim", sim);
-	}
+	body = turn_body(sk, c, f, stream, text, headers, sizeof(headers));
 	b = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
 	opts.timeout_ms = sk->o.deadline * 1000;
-	s = tl_stream_send(&opts, "127.0.0.1", sk->port, "POST", "/v1/responses",
-	    NULL, b, strlen(b));
+	s = tl_stream_send(&opts, "127.0.0.1", sk->port, "POST",
+	    route_defs[c->route].path, headers, b, strlen(b));
 	json_object_put(body);
 	if (s == NULL) {
 		snprintf(why, whylen, "%s: cannot connect or send", stamp);
@@ -760,51 +924,53 @@ run_turn(struct soak *sk, struct conv *c, enum fault f, int stream, int *status,
 			if (o == O_BAD_ERROR)
 				snprintf(why, whylen, "%s: HTTP %d with body \"%.100s\"",
 				    stamp, *status, r.body);
-		} else {
+		} else if (c->route == R_RESPONSES) {
 			resp = tl_response_json(&r);
 			o = check_completed(resp, &deltas, stamp, why, whylen);
 			if (o == O_COMPLETED)
 				*completed = resp;
 			else
 				json_object_put(resp);
+		} else {
+			resp = tl_response_json(&r);
+			plain_answer_text(c->route, resp, &deltas);
+			json_object_put(resp);
+			o = check_completed(NULL, &deltas, stamp, why, whylen);
+			if (o == O_COMPLETED)
+				*completed = json_object_new_string(deltas.p);
+			free(deltas.p);
 		}
 		tl_response_free(&r);
 		return o;
 	}
 	while ((rc = tl_stream_read_event(s, &ev, &d, remaining_ms(deadline))) == 1) {
 		data = json_tokener_parse(d);
-		type = event_type(ev, data);
+		kind = classify(c->route, ev, d, data, &delta, &err);
 		if (terminal) {
-			snprintf(why, whylen, "%s: %s after the terminal event", stamp,
-			    type ? type : "(untyped)");
+			snprintf(why, whylen, "%s: \"%.60s\" after the terminal event",
+			    stamp, d ? d : "");
 			o = O_AFTER_TERMINAL;
 			terminal = 2;
-		} else if (type != NULL && strcmp(type, "response.output_text.delta") == 0) {
-			if (jstr(data, "delta") != NULL)
-				text_add(&deltas, jstr(data, "delta"));
+		} else if (kind == EV_DELTA) {
+			if (delta != NULL)
+				text_add(&deltas, delta);
 			ndeltas++;
-		} else if (type != NULL && strcmp(type, "response.completed") == 0) {
+		} else if (kind == EV_DONE) {
 			json_object *rs = NULL;
 
 			terminal = 1;
-			json_object_object_get_ex(data, "response", &rs);
+			if (c->route == R_RESPONSES)
+				json_object_object_get_ex(data, "response", &rs);
 			o = check_completed(rs, &deltas, stamp, why, whylen);
 			if (o == O_COMPLETED)
-				*completed = json_object_get(rs);
-		} else if (is_terminal(type)) {
-			json_object *rs = NULL, *e = NULL;
-
+				*completed = c->route == R_RESPONSES ? json_object_get(rs) :
+				    json_object_new_string(deltas.p);
+		} else if (kind == EV_FAIL) {
 			terminal = 1;
 			o = O_FAILED;
-			/* response.failed has response.error; error events carry
-			 * the error themselves or under "error" */
-			if (json_object_object_get_ex(data, "response", &rs))
-				json_object_object_get_ex(rs, "error", &e);
-			else if (!json_object_object_get_ex(data, "error", &e))
-				e = data;
-			if (!clear_error_obj(sk, 200, e)) {
-				snprintf(why, whylen, "%s: %s without an error message",
-				    stamp, type);
+			if (!clear_error_obj(sk, 200, err)) {
+				snprintf(why, whylen, "%s: failure event without an error "
+				    "message: \"%.80s\"", stamp, d ? d : "");
 				o = O_BAD_ERROR;
 			}
 			if (o == O_FAILED && deltas.p != NULL &&
@@ -854,7 +1020,7 @@ conv_thread(void *arg)
 {
 	struct soak *sk = arg;
 	struct conv c = { 0 };
-	json_object *user, *completed;
+	json_object *completed;
 	enum outcome o;
 	enum fault f;
 	unsigned stampno;
@@ -866,7 +1032,7 @@ conv_thread(void *arg)
 	c.id = next_id++;
 	pthread_mutex_unlock(&sk->mu);
 	c.rnd = sk->o.seed * 7919u + (unsigned)c.id;
-	conv_reset(&c);
+	conv_reset(sk, &c);
 	while (!sk->stop) {
 		f = pick_fault(&c);
 		stream = f == F_SLOW_READER || f == F_ABORT_STREAM ||
@@ -881,17 +1047,16 @@ conv_thread(void *arg)
 			    c.id, c.turns, fault_defs[f].marker);
 		else
 			snprintf(text, sizeof(text), "%s c%d t%d go on", stamp, c.id, c.turns);
-		user = tl_msg("user", text);
 		why[0] = '\0';
-		o = run_turn(sk, &c, f, stream, &status, &completed, stamp, user, why,
+		o = run_turn(sk, &c, f, stream, &status, &completed, stamp, text, why,
 		    sizeof(why));
 		if (completed != NULL)
-			history_add(&c, user, completed);
+			history_add(&c, text, completed);
 		json_object_put(completed);
-		json_object_put(user);
 		pthread_mutex_lock(&sk->mu);
 		sk->turns++;
 		sk->matrix[f][o]++;
+		sk->by_route[c.route][o]++;
 		if (status > 0 && status < 600)
 			sk->statuses[status]++;
 		pthread_mutex_unlock(&sk->mu);
@@ -902,10 +1067,11 @@ conv_thread(void *arg)
 		if (status == 429 || status == 503)
 			tl_msleep(100 + (int)(rand_r(&c.rnd) % 200));
 		if (o >= O_FIRST_VIOLATION)
-			note(sk, "%s [fault %s, %s]: %s", outcome_names[o], fault_defs[f].name,
+			note(sk, "%s [%s, fault %s, %s]: %s", outcome_names[o],
+			    route_defs[c.route].name, fault_defs[f].name,
 			    stream ? "stream" : "non-stream", why);
 		if (++c.turns >= CONV_TURNS)
-			conv_reset(&c);
+			conv_reset(sk, &c);
 	}
 	json_object_put(c.history);
 	return NULL;
@@ -959,7 +1125,20 @@ report(struct soak *sk, double secs)
 	for (o = 0; o < O_COUNT; o++)
 		printf(" %*lld", o < O_FIRST_VIOLATION ? 12 : (int)strlen(outcome_names[o]),
 		    col[o]);
-	printf("\n\nHTTP statuses:");
+	printf("\n");
+	for (f = 0; f < sk->nroutes; f++) {
+		long long row = 0;
+		int rt = sk->routes[f];
+
+		for (o = 0; o < O_COUNT; o++)
+			row += sk->by_route[rt][o];
+		printf("%-20s %8lld", route_defs[rt].name, row);
+		for (o = 0; o < O_COUNT; o++)
+			printf(" %*lld", o < O_FIRST_VIOLATION ? 12 : (int)strlen(outcome_names[o]),
+			    sk->by_route[rt][o]);
+		printf("\n");
+	}
+	printf("\nHTTP statuses:");
 	for (s = 0; s < 600; s++)
 		if (sk->statuses[s] > 0)
 			printf(" %d:%lld", s, sk->statuses[s]);
@@ -1111,7 +1290,8 @@ usage(void)
 {
 	fprintf(stderr, "usage: codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY]\n"
 	    "                            [-T TURN_DEADLINE] [-a ACCOUNTS] [-w WORKERS]\n"
-	    "                            [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n");
+	    "                            [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n"
+	    "                            [-R responses,chat,messages]\n");
 	exit(2);
 }
 
@@ -1126,27 +1306,52 @@ num_arg(const char *s, int min, int max)
 	return (int)v;
 }
 
-/* Two clean turns, so lazily made state is there before the baseline. */
+/* -R responses,chat,messages */
+static void
+parse_routes(struct soak *sk, const char *list)
+{
+	char buf[128], *p, *save = NULL;
+	int r;
+
+	snprintf(buf, sizeof(buf), "%s", list);
+	sk->nroutes = 0;
+	for (p = strtok_r(buf, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
+		for (r = 0; r < R_COUNT && strcmp(route_defs[r].name, p) != 0; r++)
+			;
+		if (r == R_COUNT || sk->nroutes == R_COUNT)
+			usage();
+		sk->routes[sk->nroutes++] = r;
+	}
+	if (sk->nroutes == 0)
+		usage();
+}
+
+/* Clean turns on every route, so lazily made state is there before the
+ * baseline. */
 static void
 warm_up(struct soak *sk)
 {
-	struct conv c = { .id = 1000 };
-	json_object *user, *completed;
+	static const char stamp[] = "@Tffffffff@", text[] = "@Tffffffff@ warm up";
+	struct conv c = { 0 };
+	json_object *completed;
 	char why[300];
-	int i, status;
+	int r, k, i, status;
 
-	conv_reset(&c);
-	for (i = 0; i < 4; i++) {
-		if (i == 2)
-			conv_reset(&c);
-		user = tl_msg("user", "@Tffffffff@ warm up");
-		if (run_turn(sk, &c, F_NONE, i % 2, &status, &completed, "@Tffffffff@",
-		    user, why, sizeof(why)) != O_COMPLETED)
-			soak_die("warm-up turn failed: %s (HTTP %d)", why, status);
-		history_add(&c, user, completed);
-		json_object_put(completed);
-		json_object_put(user);
-	}
+	/* per route two conversations of two turns, streamed and not */
+	for (r = 0; r < sk->nroutes; r++)
+		for (k = 0; k < 2; k++) {
+			c.id = 1000 + 2 * r + k;
+			conv_reset(sk, &c);
+			c.route = (enum route)sk->routes[r];
+			for (i = 0; i < 2; i++) {
+				if (run_turn(sk, &c, F_NONE, i == 0, &status, &completed,
+				    stamp, text, why, sizeof(why)) != O_COMPLETED)
+					soak_die("warm-up turn on %s failed: %s (HTTP %d)",
+					    route_defs[c.route].name, why, status);
+				history_add(&c, text, completed);
+				json_object_put(completed);
+			}
+		}
 	json_object_put(c.history);
 }
 
@@ -1167,7 +1372,7 @@ cmd_soak(int argc, char **argv)
 	    .deadline = 60, .accounts = 4, .workers = 2, .conn_age = 30,
 	    .pss_slack_mb = 64, .seed = (unsigned)time(NULL) };
 	optind = 1;
-	while ((ch = getopt(argc, argv, "d:c:k:T:a:w:A:P:s:")) != -1) {
+	while ((ch = getopt(argc, argv, "d:c:k:T:a:w:A:P:s:R:")) != -1) {
 		switch (ch) {
 		case 'd': sk->o.duration = num_arg(optarg, 1, 7 * 86400); break;
 		case 'c': sk->o.convs = num_arg(optarg, 1, 256); break;
@@ -1178,11 +1383,14 @@ cmd_soak(int argc, char **argv)
 		case 'A': sk->o.conn_age = num_arg(optarg, 0, 86400); break;
 		case 'P': sk->o.pss_slack_mb = num_arg(optarg, 0, 65536); break;
 		case 's': sk->o.seed = (unsigned)num_arg(optarg, 0, 1 << 30); break;
+		case 'R': parse_routes(sk, optarg); break;
 		default: usage();
 		}
 	}
 	if (optind != argc)
 		usage();
+	if (sk->nroutes == 0)
+		parse_routes(sk, "responses,chat,messages");
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&sk->mu, NULL);
 	srand(sk->o.seed);
