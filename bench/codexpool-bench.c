@@ -36,10 +36,12 @@
  *	per turn, and the ratio of bytes without and with implicit resume.
  *	-p pads every answer to REPLY_BYTES (the simulator's --reply-bytes).
  *
- *   codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] ...
+ *   codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T DEADLINE]
+ *			  [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB]
+ *			  [-s SEED] [-R responses,chat,messages]
  *	The fault soak with an oracle (bench/soak.c): concurrent
- *	conversations with faults injected at random, every turn checked;
- *	exit status 1 on any violation.
+ *	conversations on every route with faults injected at random, every
+ *	turn checked; exit status 1 on any violation.
  *
  * Everything it starts lives in a private temp dir and is stopped at exit.
  */
@@ -1203,6 +1205,7 @@ main(int argc, char **argv)
 	    "       codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] [-i TOKENS]\n"
 	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n"
 	    "       codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T TURN_DEADLINE]\n"
-	    "                            [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n");
+	    "                            [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n"
+	    "                            [-R responses,chat,messages]\n");
 	return 2;
 }

@@ -3,20 +3,21 @@
  * against codexpool-sim for a fixed time, with a fault injected into a
  * random share of the turns, and an oracle that checks every turn.
  *
- * Each conversation is a thread running a stateless client on
- * /v1/responses (full history every turn, a prompt_cache_key).  Every
+ * Each conversation is a thread running a stateless client (full history
+ * every turn) of /v1/responses, /v1/chat/completions or /v1/messages.  Every
  * turn's user text starts with a stamp unique to it ("@T0000002a@"); the
  * simulator echoes the first 40 characters of that text, so a complete
  * answer carries its own stamp.  A fault is a "[[sim:KIND]]" marker in the
  * same text (upstream faults, one chosen turn each) or something the
  * client does (reads slowly, leaves mid-stream or before the answer); the
- * main thread also kill -9s a random worker every few seconds and clears
- * the rate-limit locks the 429 faults leave.
+ * main thread also kill -9s a random worker every -k seconds and resets
+ * the accounts the 401 and 429 faults lock.
  *
  * The oracle: every turn ends exactly once, within its deadline, with a
- * complete response carrying its own stamp or a clear error (an HTTP error
- * with an OpenAI-style body, or a response.failed / error event followed by
- * the end of the stream); no text of another turn ever shows up.  After
+ * complete answer carrying its own stamp or a clear error (an HTTP error
+ * with an OpenAI- or Anthropic-style body, or a failure event with an
+ * error message, then the end of the stream); no text of another turn
+ * ever shows up.  After
  * the soak: the simulator's open connections equal the daemon's
  * pooled_open, every account is still there and active, and once the pool
  * is evicted the fd count and PSS of the daemon and its workers are back
@@ -1094,7 +1095,7 @@ violations(struct soak *sk)
 static void
 report(struct soak *sk, double secs)
 {
-	long long col[O_COUNT] = { 0 }, faults = 0;
+	long long col[O_COUNT] = { 0 };
 	int f, o, s;
 
 	printf("\nturns: %lld in %.0f s (%.1f/s), %lld with a fault injected, "
@@ -1113,8 +1114,6 @@ report(struct soak *sk, double secs)
 			row += sk->matrix[f][o];
 			col[o] += sk->matrix[f][o];
 		}
-		if (f != F_NONE)
-			faults += row;
 		printf("%-20s %8lld", fault_defs[f].name, row);
 		for (o = 0; o < O_COUNT; o++)
 			printf(" %*lld", o < O_FIRST_VIOLATION ? 12 : (int)strlen(outcome_names[o]),
@@ -1145,7 +1144,6 @@ report(struct soak *sk, double secs)
 	printf("\nerrors (status, code; 200: a failure event in the stream):\n");
 	for (s = 0; s < sk->ncodes; s++)
 		printf("  %-48s %lld\n", sk->codes[s].what, sk->codes[s].n);
-	(void)faults;
 	for (s = 0; s < sk->nnotes; s++)
 		printf("VIOLATION: %s\n", sk->notes[s]);
 }
