@@ -36,6 +36,16 @@
  *	per turn, and the ratio of bytes without and with implicit resume.
  *	-p pads every answer to REPLY_BYTES (the simulator's --reply-bytes).
  *
+ *   codexpool-bench ws [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-k KIB]
+ *			[-d DELTA_MS] [-n DELTAS]
+ *	Codex-CLI-shaped WebSocket clients (one socket per conversation,
+ *	turn 1 in full, then previous_response_id and only the new item), in
+ *	one run straight to the simulator and through the daemon's client
+ *	WebSocket.  Reports the cached share (turns >= 2), upstream
+ *	connections opened, time to the first output event and per-event
+ *	relay latency of output events (arrival minus sim_sent_us), p50 and
+ *	p99, and daemon minus direct.
+ *
  *   codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T DEADLINE]
  *			  [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB]
  *			  [-s SEED] [-R responses,chat,messages]
@@ -50,12 +60,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1184,6 +1196,312 @@ cmd_routes(int argc, char **argv)
 	return 0;
 }
 
+/* ---- client WebSocket benchmark -------------------------------------- */
+
+struct ws_pass {
+	const char	*name;
+	bool		 direct;
+	struct setup	*s;
+	int		 convs, turns, jobs, kib, deltas, delta_ms;
+	pthread_mutex_t	 mu;
+	double		*relay_us;	/* every event */
+	size_t		 nrelay, relay_cap;
+	double		*ttft_us;	/* every turn */
+	size_t		 nttft;
+	double		*ratios;	/* turns >= 2 */
+	size_t		 nratio;
+	int		 failures;
+	long long	 connections;
+};
+
+struct ws_job {
+	struct ws_pass	*p;
+	int		 first;		/* conversations first, first + jobs, ... */
+};
+
+static double
+wall_us(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec * 1e6 + (double)tv.tv_usec;
+}
+
+static struct tl_ws *
+ws_pass_connect(struct ws_pass *p, int c)
+{
+	char hdr[512], *auth;
+	struct tl_account a;
+	struct tl_ws *ws;
+	int status = 0;
+
+	if (p->direct) {
+		tl_sim_account(&p->s->sim, 1, &a);
+		auth = tl_auth_headers(&a);
+		tl_account_free(&a);
+		ws = tl_ws_connect("127.0.0.1", p->s->sim.port, "/backend-api/codex/responses",
+		    auth, NULL, &status);
+		free(auth);
+	} else {
+		snprintf(hdr, sizeof(hdr), "session_id: bench-ws-%d\r\n"
+		    "openai-beta: responses_websockets=2026-02-06\r\n", c);
+		ws = tl_ws_connect("127.0.0.1", p->s->port, "/v1/responses", hdr, NULL, &status);
+	}
+	return ws;
+}
+
+/* One turn: send, then read to response.completed, timing every event. */
+static int
+ws_pass_turn(struct ws_pass *p, struct tl_ws *ws, const char *req, double *ratio,
+    char **resp_id, double *relay, size_t *nrelay, size_t relay_max, double *ttft)
+{
+	double t0 = wall_us(), now;
+	enum tl_ws_why why;
+	struct tl_usage u;
+	json_object *f, *v;
+	const char *type;
+	char *text;
+	int events = 0, rc = -1;
+
+	if (tl_ws_send_text(ws, req, strlen(req)) != 0)
+		return -1;
+	while ((text = tl_ws_recv_text(ws, WAIT_MS, &why)) != NULL) {
+		now = wall_us();
+		f = json_tokener_parse(text);
+		free(text);
+		if (f == NULL)
+			continue;
+		type = json_object_get_string(json_object_object_get(f, "type"));
+		/* Output only: the daemon holds response.created/in_progress
+		 * until the first output frame (so a failure before it can
+		 * still be retried), and the simulator's rate limits are
+		 * not relayed. */
+		if (type != NULL && (strcmp(type, "response.created") == 0 ||
+		    strcmp(type, "response.in_progress") == 0 ||
+		    strcmp(type, "codex.rate_limits") == 0)) {
+			json_object_put(f);
+			continue;
+		}
+		if (events++ == 0)
+			*ttft = now - t0;
+		if (json_object_object_get_ex(f, "sim_sent_us", &v) && *nrelay < relay_max)
+			relay[(*nrelay)++] = now - (double)json_object_get_int64(v);
+		if (type != NULL && strcmp(type, "response.completed") == 0) {
+			if (tl_usage_of(f, &u) == 0 && tl_response_id(f) != NULL) {
+				*ratio = u.input_tokens ? (double)u.cached_tokens /
+				    (double)u.input_tokens : 0;
+				free(*resp_id);
+				*resp_id = strdup(tl_response_id(f));
+				rc = 0;
+			}
+			json_object_put(f);
+			break;
+		}
+		if (type != NULL && (strcmp(type, "error") == 0 ||
+		    strcmp(type, "response.failed") == 0)) {
+			json_object_put(f);
+			break;
+		}
+		json_object_put(f);
+	}
+	(void)p;
+	return rc;
+}
+
+static void *
+ws_pass_worker(void *arg)
+{
+	struct ws_job *j = arg;
+	struct ws_pass *p = j->p;
+	size_t relay_max = (size_t)(p->deltas + 16) * (size_t)p->turns;
+	double *relay = calloc(relay_max, sizeof(double)), ratio, ttft;
+	double *ttfts = calloc((size_t)p->turns, sizeof(double));
+	double *ratios = calloc((size_t)p->turns, sizeof(double));
+	int c, t;
+
+	for (c = j->first; c < p->convs; c += p->jobs) {
+		char *instr = tl_text((size_t)p->kib, (unsigned)c + (p->direct ? 500 : 900));
+		struct tl_ws *ws = ws_pass_connect(p, c);
+		char *resp_id = NULL, sim[96], q[80], *req;
+		size_t nrelay = 0, nratio = 0, nttft = 0;
+		json_object *o, *in;
+		struct tl_req r;
+		int failed = 0;
+
+		if (ws == NULL) {
+			pthread_mutex_lock(&p->mu);
+			p->failures += p->turns;
+			pthread_mutex_unlock(&p->mu);
+			free(instr);
+			continue;
+		}
+		snprintf(sim, sizeof(sim), "{\"deltas\":%d,\"delta_delay_ms\":%d}",
+		    p->deltas, p->delta_ms);
+		for (t = 0; t < p->turns && !failed; t++) {
+			memset(&r, 0, sizeof(r));
+			in = json_object_new_array();
+			snprintf(q, sizeof(q), "question %d of conversation %d", t + 1, c);
+			json_object_array_add(in, tl_msg("user", q));
+			r.instructions = instr;
+			r.input = in;
+			r.previous_response_id = resp_id;	/* NULL on turn 1: in full */
+			req = tl_req_ws(&r);
+			o = json_tokener_parse(req);
+			json_object_object_add(o, "sim", json_tokener_parse(sim));
+			free(req);
+			req = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+			json_object_put(o);
+			json_object_put(in);
+			if (ws_pass_turn(p, ws, req, &ratio, &resp_id, relay, &nrelay,
+			    relay_max, &ttft) != 0)
+				failed = 1;
+			else {
+				ttfts[nttft++] = ttft;
+				if (t >= 1)
+					ratios[nratio++] = ratio;
+			}
+			free(req);
+		}
+		tl_ws_close(ws);
+		pthread_mutex_lock(&p->mu);
+		p->failures += failed;
+		if (p->nrelay + nrelay > p->relay_cap) {
+			p->relay_cap = (p->nrelay + nrelay) * 2;
+			p->relay_us = realloc(p->relay_us, p->relay_cap * sizeof(double));
+		}
+		memcpy(p->relay_us + p->nrelay, relay, nrelay * sizeof(double));
+		p->nrelay += nrelay;
+		memcpy(p->ttft_us + p->nttft, ttfts, nttft * sizeof(double));
+		p->nttft += nttft;
+		memcpy(p->ratios + p->nratio, ratios, nratio * sizeof(double));
+		p->nratio += nratio;
+		pthread_mutex_unlock(&p->mu);
+		free(resp_id);
+		free(instr);
+	}
+	free(relay);
+	free(ttfts);
+	free(ratios);
+	return NULL;
+}
+
+static void
+ws_pass_run(struct ws_pass *p)
+{
+	pthread_t *th = calloc((size_t)p->jobs, sizeof(*th));
+	struct ws_job *jobs = calloc((size_t)p->jobs, sizeof(*jobs));
+	long long before = sim_connections(p->s);
+	int i;
+
+	pthread_mutex_init(&p->mu, NULL);
+	p->ttft_us = calloc((size_t)(p->convs * p->turns), sizeof(double));
+	p->ratios = calloc((size_t)(p->convs * p->turns), sizeof(double));
+	for (i = 0; i < p->jobs; i++) {
+		jobs[i].p = p;
+		jobs[i].first = i;
+		pthread_create(&th[i], NULL, ws_pass_worker, &jobs[i]);
+	}
+	for (i = 0; i < p->jobs; i++)
+		pthread_join(th[i], NULL);
+	p->connections = sim_connections(p->s) - before;
+	pthread_mutex_destroy(&p->mu);
+	free(th);
+	free(jobs);
+}
+
+static double
+quantile(double *v, size_t n, double q)
+{
+	if (n == 0)
+		return 0;
+	qsort(v, n, sizeof(double), cmp_double);
+	return v[(size_t)((double)(n - 1) * q)];
+}
+
+static double
+mean_of(const double *v, size_t n)
+{
+	double sum = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		sum += v[i];
+	return n ? sum / (double)n : 0;
+}
+
+static int
+cmd_ws(int argc, char **argv)
+{
+	struct ws_pass p[2];
+	struct setup s;
+	int convs = 20, turns = 8, jobs = 10, kib = 28, deltas = 16, delta_ms = 2, ch, i;
+	char simargs[128];
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "c:t:j:k:d:n:")) != -1) {
+		switch (ch) {
+		case 'c': convs = atoi(optarg); break;
+		case 't': turns = atoi(optarg); break;
+		case 'j': jobs = atoi(optarg); break;
+		case 'k': kib = atoi(optarg); break;
+		case 'd': delta_ms = atoi(optarg); break;
+		case 'n': deltas = atoi(optarg); break;
+		default: die("usage: codexpool-bench ws [-c CONVS] [-t TURNS] [-j CONCURRENCY] "
+		    "[-k KIB] [-d DELTA_MS] [-n DELTAS]");
+		}
+	}
+	if (convs < 1 || turns < 2 || jobs < 1 || kib < 1 || deltas < 1 || delta_ms < 0)
+		die("need at least 1 conversation, 2 turns, 1 job, 1 KiB, 1 delta");
+	if (jobs > convs)
+		jobs = convs;
+	snprintf(simargs, sizeof(simargs), "--backends 8 --accounts 1 --seed 42");
+	start(&s, simargs, "ws_pool_max_per_account = 64");
+	memset(p, 0, sizeof(p));
+	for (i = 0; i < 2; i++) {
+		p[i].name = i == 0 ? "direct (WebSocket to the simulator)" :
+		    "codexpoold (client WebSocket)";
+		p[i].direct = i == 0;
+		p[i].s = &s;
+		p[i].convs = convs;
+		p[i].turns = turns;
+		p[i].jobs = jobs;
+		p[i].kib = kib;
+		p[i].deltas = deltas;
+		p[i].delta_ms = delta_ms;
+		ws_pass_run(&p[i]);
+		if (p[i].failures > 0)
+			die("%s: %d turns failed; see %s", p[i].name, p[i].failures, s.log);
+	}
+	printf("%d conversations x %d turns (turn 1 in full, then previous_response_id "
+	    "and the new item), %d at a time, %d KiB instructions, %d deltas %d ms apart\n\n",
+	    convs, turns, jobs, kib, deltas, delta_ms);
+	printf("| path | cached/input mean (turns >= 2) | upstream connections | "
+	    "first output p50 / p99 (ms) | relay per output event p50 / p99 (ms) |\n"
+	    "|---|---|---|---|---|\n");
+	for (i = 0; i < 2; i++)
+		printf("| %s | %.3f | %lld | %.2f / %.2f | %.3f / %.3f |\n", p[i].name,
+		    mean_of(p[i].ratios, p[i].nratio), p[i].connections,
+		    quantile(p[i].ttft_us, p[i].nttft, 0.5) / 1000,
+		    quantile(p[i].ttft_us, p[i].nttft, 0.99) / 1000,
+		    quantile(p[i].relay_us, p[i].nrelay, 0.5) / 1000,
+		    quantile(p[i].relay_us, p[i].nrelay, 0.99) / 1000);
+	printf("\nadded by codexpoold: first output p50 %+.3f ms, p99 %+.3f ms; "
+	    "relay per event p50 %+.3f ms, p99 %+.3f ms (goal <= 0.1 / 1 ms)\n",
+	    (quantile(p[1].ttft_us, p[1].nttft, 0.5) - quantile(p[0].ttft_us, p[0].nttft, 0.5)) / 1000,
+	    (quantile(p[1].ttft_us, p[1].nttft, 0.99) - quantile(p[0].ttft_us, p[0].nttft, 0.99)) / 1000,
+	    (quantile(p[1].relay_us, p[1].nrelay, 0.5) - quantile(p[0].relay_us, p[0].nrelay, 0.5)) / 1000,
+	    (quantile(p[1].relay_us, p[1].nrelay, 0.99) - quantile(p[0].relay_us, p[0].nrelay, 0.99)) / 1000);
+	printf("output events timed: direct %zu, codexpoold %zu\n", p[0].nrelay, p[1].nrelay);
+	for (i = 0; i < 2; i++) {
+		free(p[i].relay_us);
+		free(p[i].ttft_us);
+		free(p[i].ratios);
+	}
+	stop(&s);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1196,6 +1514,8 @@ main(int argc, char **argv)
 		return cmd_latency(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "routes") == 0)
 		return cmd_routes(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "ws") == 0)
+		return cmd_ws(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "soak") == 0)
 		return cmd_soak(argc - 1, argv + 1);
 	fprintf(stderr, "usage: codexpool-bench demo | cache [-c CONVS] [-t TURNS] [-b BACKENDS] [-k KIB]\n"
@@ -1204,6 +1524,8 @@ main(int argc, char **argv)
 	    "                               [-C node-fetch,node-http,python] [-r]\n"
 	    "       codexpool-bench routes [-c CONVS] [-t TURNS] [-b BACKENDS] [-i TOKENS]\n"
 	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n"
+	    "       codexpool-bench ws [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-k KIB]\n"
+	    "                          [-d DELTA_MS] [-n DELTAS]\n"
 	    "       codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T TURN_DEADLINE]\n"
 	    "                            [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n"
 	    "                            [-R responses,chat,messages]\n");

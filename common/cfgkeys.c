@@ -42,6 +42,9 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	{ "implicit_resume", CFG_BOOL, OFF(implicit_resume), "yes", R, 0, 0,
 	  "a stateless client's turn that extends what its pooled connection last sent "
 	  "and received goes upstream as only the new items with previous_response_id", NULL },
+	{ "client_websockets", CFG_BOOL, OFF(client_websockets), "yes", R, 0, 0,
+	  "accept WebSocket upgrades on /v1/responses (the Codex CLI's transport); "
+	  "no = answer them 426, so clients fall back to HTTP", NULL },
 	{ "ws_pool_max_age", CFG_DURATION, OFF(ws_pool_max_age), "55m", R,
 	  1 * US_S, 59 * US_M,
 	  "close a pooled connection after this age (the upstream ends them at 60m)", NULL },

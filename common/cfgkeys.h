@@ -20,6 +20,7 @@ struct codexpool_config {
 	char		*auth_file;
 	bool		 ws_pool_enabled;
 	bool		 implicit_resume;
+	bool		 client_websockets;
 	int64_t		 ws_pool_max_age;
 	int		 ws_pool_max_per_account;
 	int64_t		 ws_ping_interval;

@@ -239,3 +239,23 @@ json_error_body(const char *message, const char *type, const char *code)
 	return xstrdup("{\"error\":{\"message\":\"out of memory\","
 	    "\"type\":\"server_error\",\"code\":null}}");
 }
+
+bool
+json_lead_type(const char *buf, size_t len, char *type, size_t size)
+{
+	static const char prefix[] = "{\"type\":\"";
+	size_t i, n = sizeof(prefix) - 1;
+
+	if (size == 0 || len <= n || memcmp(buf, prefix, n) != 0)
+		return false;
+	for (i = 0; n + i < len && i < size - 1; i++) {
+		if (buf[n + i] == '"') {
+			type[i] = '\0';
+			return true;
+		}
+		if (buf[n + i] == '\\')
+			return false;
+		type[i] = buf[n + i];
+	}
+	return false;
+}

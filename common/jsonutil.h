@@ -34,5 +34,11 @@ const char *json_plain(struct json_object *o, size_t *len);
 /* An OpenAI-style error body: {"error":{"message":..,"type":..,"code":..}}.
  * Returns a malloc'd NUL-terminated string. */
 char	*json_error_body(const char *message, const char *type, const char *code);
+/*
+ * The type of a frame that starts {"type":"...", as every upstream event
+ * does, read without parsing; false when it does not start so, the type
+ * holds an escape, or it does not fit in size.
+ */
+bool	json_lead_type(const char *buf, size_t len, char *type, size_t size);
 
 #endif

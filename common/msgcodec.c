@@ -135,6 +135,9 @@ m_req_start_encode(struct msgbuf *b, const struct m_req_start *p)
 		msg_add_str(b, p->headers[i].value);
 	}
 	msg_add_blob(b, p->frame, p->frame_len);
+	msg_add_u64(b, p->wsid);
+	msg_add_str(b, p->installation_id);
+	msg_add_str(b, p->model);
 }
 
 int
@@ -160,6 +163,9 @@ m_req_start_decode(const struct msg *m, struct m_req_start *p)
 		p->headers[i].value = msg_get_str(&r);
 	}
 	p->frame = msg_get_blob(&r, &p->frame_len);
+	p->wsid = msg_get_u64(&r);
+	p->installation_id = msg_get_str(&r);
+	p->model = msg_get_str(&r);
 	return msg_end(&r);
 }
 
@@ -254,6 +260,71 @@ m_shutdown_decode(const struct msg *m, struct m_shutdown *p)
 
 	BEGIN(&r, m, MSG_SHUTDOWN, p);
 	p->grace_us = msg_get_u64(&r);
+	return msg_end(&r);
+}
+
+void
+m_ws_adopt_encode(struct msgbuf *b, const struct m_ws_adopt *p)
+{
+	msgbuf_reset(b);
+	msg_add_u64(b, p->key_hash);
+	msg_add_str(b, p->entry);
+	msg_add_u32(b, p->max_message);
+	msg_add_blob(b, p->head, p->head_len);
+}
+
+int
+m_ws_adopt_decode(const struct msg *m, struct m_ws_adopt *p)
+{
+	struct msgreader r;
+
+	BEGIN(&r, m, MSG_WS_ADOPT, p);
+	p->key_hash = msg_get_u64(&r);
+	p->entry = msg_get_str(&r);
+	p->max_message = msg_get_u32(&r);
+	p->head = msg_get_blob(&r, &p->head_len);
+	return msg_end(&r);
+}
+
+void
+m_ws_reply_encode(struct msgbuf *b, const struct m_ws_reply *p)
+{
+	msgbuf_reset(b);
+	msg_add_u64(b, p->turn_rid);
+	msg_add_u32(b, p->close_code);
+	msg_add_str(b, p->close_reason);
+	msg_add_blob(b, p->frame, p->frame_len);
+}
+
+int
+m_ws_reply_decode(const struct msg *m, struct m_ws_reply *p)
+{
+	struct msgreader r;
+
+	BEGIN(&r, m, MSG_WS_REPLY, p);
+	p->turn_rid = msg_get_u64(&r);
+	p->close_code = msg_get_u32(&r);
+	p->close_reason = msg_get_str(&r);
+	p->frame = msg_get_blob(&r, &p->frame_len);
+	return msg_end(&r);
+}
+
+void
+m_ws_close_encode(struct msgbuf *b, const struct m_ws_close *p)
+{
+	msgbuf_reset(b);
+	msg_add_u32(b, p->code);
+	msg_add_str(b, p->reason);
+}
+
+int
+m_ws_close_decode(const struct msg *m, struct m_ws_close *p)
+{
+	struct msgreader r;
+
+	BEGIN(&r, m, MSG_WS_CLOSE, p);
+	p->code = msg_get_u32(&r);
+	p->reason = msg_get_str(&r);
 	return msg_end(&r);
 }
 
@@ -486,4 +557,46 @@ m_stats_add(struct m_stats *p, const char *name, uint64_t value)
 	p->stats[p->nstats].value = value;
 	p->nstats++;
 	return true;
+}
+
+void
+m_ws_turn_encode(struct msgbuf *b, const struct m_ws_turn *p)
+{
+	msgbuf_reset(b);
+	msg_add_str(b, p->model);
+	msg_add_str(b, p->previous_response_id);
+	msg_add_u8(b, p->generate);
+	msg_add_u32(b, p->frame_len);
+}
+
+int
+m_ws_turn_decode(const struct msg *m, struct m_ws_turn *p)
+{
+	struct msgreader r;
+
+	BEGIN(&r, m, MSG_WS_TURN, p);
+	p->model = msg_get_str(&r);
+	p->previous_response_id = msg_get_str(&r);
+	p->generate = msg_get_u8(&r);
+	p->frame_len = msg_get_u32(&r);
+	return msg_end(&r);
+}
+
+void
+m_ws_gone_encode(struct msgbuf *b, const struct m_ws_gone *p)
+{
+	msgbuf_reset(b);
+	msg_add_u32(b, p->code);
+	msg_add_str(b, p->reason);
+}
+
+int
+m_ws_gone_decode(const struct msg *m, struct m_ws_gone *p)
+{
+	struct msgreader r;
+
+	BEGIN(&r, m, MSG_WS_GONE, p);
+	p->code = msg_get_u32(&r);
+	p->reason = msg_get_str(&r);
+	return msg_end(&r);
 }

@@ -80,6 +80,30 @@ struct m_req_start {
 	struct m_header	 headers[M_MAX_HEADERS];
 	const void	*frame;			/* response.create JSON text */
 	size_t		 frame_len;
+	uint64_t	 wsid;			/* client WebSocket; 0: HTTP */
+	const char	*installation_id;	/* wsid: for its held frame */
+	const char	*model;			/* wsid: "" = the client's */
+};
+
+struct m_ws_adopt {
+	uint64_t	 key_hash;
+	const char	*entry;
+	uint32_t	 max_message;
+	const void	*head;			/* the upgrade request */
+	size_t		 head_len;
+};
+
+struct m_ws_reply {
+	uint64_t	 turn_rid;
+	uint32_t	 close_code;		/* 0: keep the socket */
+	const char	*close_reason;
+	const void	*frame;			/* error event, may be empty */
+	size_t		 frame_len;
+};
+
+struct m_ws_close {
+	uint32_t	 code;
+	const char	*reason;
 };
 
 struct m_evict {
@@ -117,6 +141,12 @@ void	m_stats_req_encode(struct msgbuf *);		/* no payload */
 int	m_stats_req_decode(const struct msg *);
 void	m_shutdown_encode(struct msgbuf *, const struct m_shutdown *);
 int	m_shutdown_decode(const struct msg *, struct m_shutdown *);
+void	m_ws_adopt_encode(struct msgbuf *, const struct m_ws_adopt *);
+int	m_ws_adopt_decode(const struct msg *, struct m_ws_adopt *);
+void	m_ws_reply_encode(struct msgbuf *, const struct m_ws_reply *);
+int	m_ws_reply_decode(const struct msg *, struct m_ws_reply *);
+void	m_ws_close_encode(struct msgbuf *, const struct m_ws_close *);
+int	m_ws_close_decode(const struct msg *, struct m_ws_close *);
 
 /* ---- worker -> supervisor ------------------------------------------- */
 
@@ -173,6 +203,18 @@ struct m_conn_down {
 	const char	*reason;
 };
 
+struct m_ws_turn {
+	const char	*model;
+	const char	*previous_response_id;	/* "" none */
+	uint8_t		 generate;
+	uint32_t	 frame_len;
+};
+
+struct m_ws_gone {
+	uint32_t	 code;
+	const char	*reason;
+};
+
 struct m_stat {
 	const char	*name;
 	uint64_t	 value;
@@ -203,6 +245,10 @@ void	m_conn_down_encode(struct msgbuf *, const struct m_conn_down *);
 int	m_conn_down_decode(const struct msg *, struct m_conn_down *);
 void	m_stats_encode(struct msgbuf *, const struct m_stats *);
 int	m_stats_decode(const struct msg *, struct m_stats *);
+void	m_ws_turn_encode(struct msgbuf *, const struct m_ws_turn *);
+int	m_ws_turn_decode(const struct msg *, struct m_ws_turn *);
+void	m_ws_gone_encode(struct msgbuf *, const struct m_ws_gone *);
+int	m_ws_gone_decode(const struct msg *, struct m_ws_gone *);
 /* Append one counter; false (and nothing added) when stats is full. */
 bool	m_stats_add(struct m_stats *, const char *name, uint64_t value);
 

@@ -16,6 +16,9 @@ msg_type_name(uint32_t type)
 	case MSG_POOL_ENABLE:		return "pool_enable";
 	case MSG_STATS_REQ:		return "stats_req";
 	case MSG_SHUTDOWN:		return "shutdown";
+	case MSG_WS_ADOPT:		return "ws_adopt";
+	case MSG_WS_REPLY:		return "ws_reply";
+	case MSG_WS_CLOSE:		return "ws_close";
 	case MSG_HELLO:			return "hello";
 	case MSG_REQ_DECISION:		return "req_decision";
 	case MSG_REQ_STARTED:		return "req_started";
@@ -26,6 +29,8 @@ msg_type_name(uint32_t type)
 	case MSG_CONN_UP:		return "conn_up";
 	case MSG_CONN_DOWN:		return "conn_down";
 	case MSG_STATS:			return "stats";
+	case MSG_WS_TURN:		return "ws_turn";
+	case MSG_WS_GONE:		return "ws_gone";
 	}
 	return "unknown";
 }

@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#define MSG_PROTO_VERSION	2	/* 2: REQ_START attempt */
+#define MSG_PROTO_VERSION	3	/* 2: REQ_START attempt; 3: client WebSockets */
 
 enum msg_type {
 	MSG_NONE = 0,
@@ -41,7 +41,11 @@ enum msg_type {
 	 * u32 attempt (1-based, for logs), u64 owner_conn (REQ_F_CONTINUE:
 	 * the connection that owns the previous_response_id), u32 nheaders
 	 * (at most M_MAX_HEADERS), nheaders x (str name, str value) extra
-	 * handshake headers, blob frame (the response.create JSON text). */
+	 * handshake headers, blob frame (the response.create JSON text),
+	 * u64 wsid (0: an HTTP turn; else the client WebSocket whose held
+	 * response.create this turn sends, and frame is empty), str
+	 * installation_id and str model ("" = the client's), applied to that
+	 * held frame by the worker. */
 	MSG_REQ_START = 3,
 
 	/* The client went away: abandon the turn and evict its connection
@@ -69,6 +73,24 @@ enum msg_type {
 	/* Stop: refuse new turns, let running ones finish, close pooled
 	 * connections with code 1000, exit.  struct m_shutdown: u64 grace_us. */
 	MSG_SHUTDOWN = 9,
+
+	/* A client WebSocket upgrade, handed over with its socket (the fd,
+	 * SCM_RIGHTS).  rid = wsid, the session's id.  struct m_ws_adopt:
+	 * u64 key_hash (the session's pool key), str entry, u32 max_message
+	 * (bytes), blob head (the upgrade request as the worker's HTTP
+	 * parser must see it).  The worker answers the upgrade; frames never
+	 * pass through the supervisor. */
+	MSG_WS_ADOPT = 10,
+
+	/* The answer to a client WebSocket turn that ends before output
+	 * (refused, or failed after retries).  rid = wsid.
+	 * struct m_ws_reply: u64 turn_rid, u32 close_code (0: keep the
+	 * socket), str close_reason, blob frame (an error event, or empty). */
+	MSG_WS_REPLY = 11,
+
+	/* Close a client WebSocket, after its current turn if it has one.
+	 * rid = wsid.  struct m_ws_close: u32 code, str reason. */
+	MSG_WS_CLOSE = 12,
 
 	/* ---- worker -> supervisor ------------------------------------ */
 
@@ -119,6 +141,18 @@ enum msg_type {
 	/* Counters.  rid = the MSG_STATS_REQ's.  struct m_stats:
 	 * u32 n (at most M_MAX_STATS), n x (str name, u64 value). */
 	MSG_STATS = 109,
+
+	/* A client WebSocket sent a response.create; the worker holds it
+	 * until the supervisor starts the turn (MSG_REQ_START with this wsid)
+	 * or refuses it (MSG_WS_REPLY).  rid = wsid.  struct m_ws_turn:
+	 * str model, str previous_response_id ("" none), u8 generate,
+	 * u32 frame_len. */
+	MSG_WS_TURN = 110,
+
+	/* A client WebSocket ended (closed, failed, or its upgrade was
+	 * refused).  rid = wsid.  struct m_ws_gone: u32 code (the close code,
+	 * 0 if none), str reason. */
+	MSG_WS_GONE = 111,
 };
 
 /* MSG_REQ_START flags */

@@ -45,6 +45,7 @@
 #include "msgcodec.h"
 #include "msgtypes.h"
 #include "store.h"
+#include "front_ws.h"
 #include "supervisor.h"
 
 #define CTL_PROTO_VERSION	1
@@ -103,6 +104,9 @@ static struct ctl_client_list clients = TAILQ_HEAD_INITIALIZER(clients);
 static int nclients;
 static uint64_t next_stats_rid;
 static gid_t control_gid = (gid_t)-1;	/* control_group, if set */
+
+static void	out_error(struct ctl_out *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
 
 static void
 out_error(struct ctl_out *o, const char *fmt, ...)
@@ -221,6 +225,10 @@ cmd_status(struct ctl_out *o, int argc, char **argv)
 	kv_u64(o, "resumed", s->resumed);
 	kv_u64(o, "resume_fallbacks", s->resume_fallbacks);
 	kv_u64(o, "upstream_bytes", s->upstream_bytes);
+	kv_u64(o, "ws_clients", (uint64_t)ws_session_count());
+	kv_u64(o, "ws_upgrades", s->ws_upgrades);
+	kv_u64(o, "ws_turns", s->ws_turns);
+	kv_u64(o, "ws_reconnects", s->ws_reconnects);
 	control_counters(o);
 	worker_counter_sums(o);
 }
@@ -503,6 +511,7 @@ cmd_stats_reset(struct ctl_out *o, int argc, char **argv)
 static const struct ctl_column conversation_cols[] = {
 	COL("conv", CT_STR), COL("account", CT_STR), COL("worker", CT_INT), COL("turns", CT_UINT),
 	COL("idle", CT_UINT), COL("route", CT_STR), COL("key", CT_STR), COL("resumed", CT_UINT),
+	COL("ws", CT_UINT),
 	/* free text with blanks: always the last column */
 	COL_H("recent", CT_CUSTOM, "recent_turns(n:decision:cached/input[:miss])"),
 };
@@ -562,6 +571,7 @@ cmd_show_conversations(struct ctl_out *o, int argc, char **argv)
 		ctl_cell_str(&t, c->route[0] ? c->route : "-");
 		ctl_cell_str(&t, c->key_label[0] ? c->key_label : "-");
 		ctl_cell_uint(&t, c->resumed);
+		ctl_cell_uint(&t, c->ws_clients);
 		evbuffer_drain(recent, evbuffer_get_length(recent));
 		recent_turns(c, o->json ? NULL : recent, turns);
 		evbuffer_add(recent, "", 1);

@@ -66,17 +66,13 @@ convlog_miss_reason(uint32_t turn, int decision, int reason, uint64_t input,
 	return "unknown";
 }
 
-void
-convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
-    int decision, int reason, uint64_t input, uint64_t cached,
-    const struct conv_who *who, usec_t now)
+/* The conversation's record, created (evicting the least recent) if new,
+ * and made the most recent. */
+static struct conv_rec *
+rec_touch(struct convlog *cl, uint64_t key_hash, const char *entry)
 {
-	struct conv_rec *c;
-	struct conv_turn *t;
+	struct conv_rec *c = idmap_get(&cl->by_key, key_hash);
 
-	if (key_hash == 0)
-		return;
-	c = idmap_get(&cl->by_key, key_hash);
 	if (c == NULL) {
 		if (cl->count >= CONVLOG_MAX_CONVS) {
 			struct conv_rec *old = TAILQ_FIRST(&cl->lru);
@@ -87,7 +83,7 @@ convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
 		}
 		c = calloc(1, sizeof(*c));
 		if (c == NULL)
-			return;
+			return NULL;
 		c->key_hash = key_hash;
 		strncpy(c->entry, entry, sizeof(c->entry) - 1);
 		idmap_put(&cl->by_key, key_hash, c);
@@ -98,6 +94,40 @@ convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
 		strncpy(c->entry, entry, sizeof(c->entry) - 1);
 	}
 	TAILQ_INSERT_TAIL(&cl->lru, c, lru);
+	return c;
+}
+
+void
+convlog_ws_client(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
+    int delta, usec_t now)
+{
+	struct conv_rec *c;
+
+	if (key_hash == 0)
+		return;
+	if (delta < 0) {
+		/* a closing client does not bring a forgotten record back */
+		if ((c = idmap_get(&cl->by_key, key_hash)) != NULL && c->ws_clients > 0)
+			c->ws_clients--;
+		return;
+	}
+	if ((c = rec_touch(cl, key_hash, entry)) == NULL)
+		return;
+	c->slot = slot;
+	c->last_active = now;
+	c->ws_clients++;
+}
+
+void
+convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
+    int decision, int reason, uint64_t input, uint64_t cached,
+    const struct conv_who *who, usec_t now)
+{
+	struct conv_rec *c;
+	struct conv_turn *t;
+
+	if (key_hash == 0 || (c = rec_touch(cl, key_hash, entry)) == NULL)
+		return;
 	c->slot = slot;
 	c->last_active = now;
 	c->turns++;

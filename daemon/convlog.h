@@ -43,6 +43,7 @@ struct conv_rec {
 	char		 route[16];	/* of its latest turn */
 	char		 key_label[64];
 	uint32_t	 resumed;	/* turns sent as an implicit resume */
+	uint32_t	 ws_clients;	/* client WebSockets open on it now */
 	struct conv_turn ring[CONVLOG_TURNS];
 	TAILQ_ENTRY(conv_rec) lru;
 };
@@ -60,6 +61,9 @@ void	convlog_free(struct convlog *cl);
 void	convlog_turn(struct convlog *cl, uint64_t key_hash, const char *entry, int slot,
 	    int decision, int reason, uint64_t input, uint64_t cached,
 	    const struct conv_who *who, usec_t now);
+/* A client WebSocket of the conversation opened (+1) or closed (-1). */
+void	convlog_ws_client(struct convlog *cl, uint64_t key_hash, const char *entry,
+	    int slot, int delta, usec_t now);
 /* Why a turn with these numbers missed, or NULL if it hit. */
 const char *convlog_miss_reason(uint32_t turn, int decision, int reason,
 	    uint64_t input, uint64_t cached, bool moved);

@@ -14,6 +14,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "front_ws.h"
 #include "jsonutil.h"
 #include "msgtypes.h"
 #include "render.h"
@@ -156,9 +157,10 @@ responses_handle(struct evhttp_request *http)
 		json_object_put(body);
 		return;
 	}
-	if (sv->inflight >= sv->cfg.max_clients) {
+	if (clients_in_use() >= sv->cfg.max_clients) {
 		send_error(http, 503, "server_error", "too_many_requests",
-		    "codexpool is serving %d turns already (max_clients)", sv->inflight);
+		    "codexpool is serving %d turns and client WebSockets already "
+		    "(max_clients)", clients_in_use());
 		json_object_put(body);
 		return;
 	}

@@ -21,6 +21,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "front_ws.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "modelmap.h"
@@ -336,7 +337,7 @@ handle(struct evhttp_request *http, const struct xroute *r, const struct turn_op
 		json_object_put(client);
 		return;
 	}
-	if (sv->inflight >= sv->cfg.max_clients) {
+	if (clients_in_use() >= sv->cfg.max_clients) {
 		route_error(http, r, r->overloaded, "too_many_requests",
 		    "codexpool is serving its max_clients turns already");
 		json_object_put(client);

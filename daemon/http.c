@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -25,6 +27,7 @@
 #include <event2/listener.h>
 
 #include "apikeys.h"
+#include "front_ws.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "metrics.h"
@@ -384,6 +387,62 @@ derive_conn_cap(void)
 		    sv->cfg.max_client_connections, FD_RESERVE_MIN, cur);
 }
 
+/* ---- handing a socket over (client WebSockets) ---------------------- */
+
+static void
+free_stolen(evutil_socket_t fd, short what, void *arg)
+{
+	evhttp_connection_free(arg);	/* on_conn_closed uncounts it */
+}
+
+/*
+ * evhttp cannot let go of a socket: freeing a connection shuts it down
+ * and closes it.  So the socket is first taken off libevent's poll set,
+ * duplicated for the worker, and its descriptor number pointed at
+ * /dev/null, which is what evhttp then shuts down (ENOTSOCK) and closes.
+ * The free itself waits for the next loop turn: we are inside evhttp's
+ * request callback.
+ */
+int
+http_steal_socket(struct evhttp_request *http, struct evbuffer *head, size_t head_max)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(http);
+	struct bufferevent *bev;
+	struct evbuffer *in;
+	struct timeval now = { 0, 0 };
+	evutil_socket_t fd;
+	int nfd = -1, dummy = -1;
+
+	if (evcon == NULL || (bev = evhttp_connection_get_bufferevent(evcon)) == NULL ||
+	    (fd = bufferevent_getfd(bev)) < 0)
+		goto fail;
+	in = bufferevent_get_input(bev);
+	if (evbuffer_get_length(head) + evbuffer_get_length(in) > head_max) {
+		send_error(http, 400, "invalid_request_error", "invalid_upgrade",
+		    "data sent before the WebSocket upgrade was answered");
+		return -1;
+	}
+	if ((nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0 ||
+	    (dummy = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+		goto fail;
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	evbuffer_add_buffer(head, in);
+	if (dup2(dummy, fd) < 0)
+		goto fail;
+	close(dummy);
+	event_base_once(sv->base, -1, EV_TIMEOUT, free_stolen, evcon, &now);
+	return nfd;
+fail:
+	log_warn("cannot hand a client WebSocket over");
+	if (nfd >= 0)
+		close(nfd);
+	if (dummy >= 0)
+		close(dummy);
+	send_error(http, 503, "server_error", "websocket_unavailable",
+	    "codexpool could not take this WebSocket (out of descriptors?); retry");
+	return -1;
+}
+
 /* The API routes: POST only, each a front-end of the turn lifecycle. */
 static const struct api_route {
 	const char	*path;
@@ -430,6 +489,14 @@ on_request(struct evhttp_request *http, void *arg)
 	if (strcmp(path, "/health") != 0 &&
 	    apikey_check(http, &auth_status) == NULL && auth_status != 0) {
 		apikey_reject(http, auth_status);
+		return;
+	}
+
+	/* The Codex CLI's own transport: a WebSocket on the Responses path. */
+	if (cmd == EVHTTP_REQ_GET && (strcmp(path, "/v1/responses") == 0 ||
+	    strcmp(path, "/responses") == 0 ||
+	    strcmp(path, "/backend-api/codex/responses") == 0) && ws_is_upgrade(http)) {
+		ws_upgrade(http);
 		return;
 	}
 

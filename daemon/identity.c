@@ -128,14 +128,14 @@ first_user_item(struct json_object *body)
 }
 
 const char *
-conversation_of(struct evhttp_request *http, struct json_object *body, char **conv)
+conversation_of_headers(struct evhttp_request *http, char **conv)
 {
+	/* x-codex-window-id is "<thread>:<generation>": a new window after
+	 * compaction is a new conversation, as the Codex CLI reconnects then */
 	static const char *headers[] = { "session_id", "session-id", "x-session-id",
-	    "conversation_id", NULL };
+	    "conversation_id", "x-codex-window-id", NULL };
 	struct evkeyvalq *h = evhttp_request_get_input_headers(http);
-	struct json_object *pck;
-	const char *v, *user, *parts[4];
-	char hex[65];
+	const char *v;
 	int i;
 
 	*conv = NULL;
@@ -143,6 +143,18 @@ conversation_of(struct evhttp_request *http, struct json_object *body, char **co
 		if ((v = evhttp_find_header(h, headers[i])) != NULL &&
 		    (*conv = conversation_key(v, strlen(v))) != NULL)
 			return headers[i];
+	return NULL;
+}
+
+const char *
+conversation_of(struct evhttp_request *http, struct json_object *body, char **conv)
+{
+	struct json_object *pck;
+	const char *src, *user, *parts[4];
+	char hex[65];
+
+	if ((src = conversation_of_headers(http, conv)) != NULL)
+		return src;
 	/* a JSON string may hold NUL: its length, not strlen */
 	if (json_object_object_get_ex(body, "prompt_cache_key", &pck) &&
 	    json_object_is_type(pck, json_type_string) &&

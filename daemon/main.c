@@ -27,6 +27,7 @@
 #include "cfgkeys.h"
 #include "log.h"
 #include "metrics.h"
+#include "front_ws.h"
 #include "supervisor.h"
 #include "turn.h"
 #include "worker.h"
@@ -403,6 +404,7 @@ main(int argc, char **argv)
 	usage_window_reset(&sv->recent);
 	convlog_init(&sv->convs);
 	turn_init();
+	ws_init();
 	accounts_set_listener(turn_on_account_event);
 	sv->next_rid = 1;
 
@@ -450,6 +452,7 @@ out:
 		control_stop();
 		turn_janitor_stop();
 		workers_free();
+		ws_free_all();
 		turn_free_all();
 		http_free();
 		metrics_listen_free();

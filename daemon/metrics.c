@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "msgtypes.h"
 #include "store.h"
+#include "front_ws.h"
 #include "supervisor.h"
 
 /* Turn outcomes, a fixed list: the label set stays bounded. */
@@ -176,6 +177,12 @@ render_totals(struct evbuffer *b)
 	    "implicit resumes refused and sent again in full", s->resume_fallbacks);
 	u64_family(b, "codexpool_upstream_request_bytes_total", "counter",
 	    "response.create bytes sent upstream", s->upstream_bytes);
+	u64_family(b, "codexpool_client_websockets", "gauge",
+	    "client WebSockets open (handed to workers)", (uint64_t)ws_session_count());
+	u64_family(b, "codexpool_client_websocket_upgrades_total", "counter",
+	    "client WebSocket upgrades accepted", s->ws_upgrades);
+	u64_family(b, "codexpool_client_websocket_reconnects_total", "counter",
+	    "client WebSockets asked to reconnect (account change)", s->ws_reconnects);
 	u64_family(b, "codexpool_client_connections", "gauge",
 	    "client connections open on the API listener", (uint64_t)http_conn_count());
 	u64_family(b, "codexpool_client_connections_refused_total", "counter",

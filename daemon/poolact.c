@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include "front_ws.h"
 #include "msgcodec.h"
 #include "supervisor.h"
 
@@ -18,6 +19,8 @@ sv_evict_account(const char *entry)
 	m_evict_encode(&b, &e);
 	workers_broadcast(MSG_EVICT, &b);
 	msgbuf_free(&b);
+	/* client WebSockets reconnect and find the account's new state */
+	ws_close_account(entry, "the account's state changed; reconnect");
 	return n;
 }
 

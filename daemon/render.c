@@ -22,25 +22,13 @@ render_sse(struct evbuffer *out, const char *type, const char *data, size_t len)
 size_t
 render_frame_type(const char *frame, size_t len, char *out, size_t outlen)
 {
-	static const char lead[] = "{\"type\":\"";
 	struct json_object *o;
-	const char *end, *t;
+	const char *t;
 	char err[64];
-	size_t n;
 
+	if (json_lead_type(frame, len, out, outlen))
+		return strlen(out);
 	out[0] = '\0';
-	if (len > sizeof(lead) - 1 && memcmp(frame, lead, sizeof(lead) - 1) == 0) {
-		end = memchr(frame + sizeof(lead) - 1, '"',
-		    len - (sizeof(lead) - 1) < 128 ? len - (sizeof(lead) - 1) : 128);
-		if (end != NULL) {
-			n = (size_t)(end - (frame + sizeof(lead) - 1));
-			if (n < outlen) {
-				memcpy(out, frame + sizeof(lead) - 1, n);
-				out[n] = '\0';
-				return n;
-			}
-		}
-	}
 	o = json_parse_buf(frame, len, err, sizeof(err));
 	if ((t = json_get_str(o, "type")) != NULL)
 		strlcpy_safe(out, t, outlen);

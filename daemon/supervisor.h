@@ -26,6 +26,7 @@
 #include "idmap.h"
 #include "util.h"
 
+struct evbuffer;
 struct oauth_req;
 struct store;
 
@@ -109,6 +110,9 @@ struct sv_stats {
 	uint64_t	resumed;		/* turns sent as an implicit resume */
 	uint64_t	resume_fallbacks;	/* resumes refused, sent again in full */
 	uint64_t	upstream_bytes;		/* response.create bytes sent */
+	uint64_t	ws_upgrades;		/* client WebSockets handed to workers */
+	uint64_t	ws_turns;		/* turns sent by client WebSockets */
+	uint64_t	ws_reconnects;		/* client WebSockets asked to reconnect */
 };
 
 struct upstream_target {
@@ -166,6 +170,8 @@ extern struct supervisor *sv;
 int	workers_start(void);
 /* msgchan status; MSGCHAN_FULL means the message was not queued. */
 int	workers_send(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b);
+/* The same, passing fd along (the caller keeps its own). */
+int	workers_send_fd(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b, int fd);
 void	workers_broadcast(uint32_t type, const struct msgbuf *b);
 void	workers_send_config(int slot);
 void	workers_send_addrs(int slot);
@@ -202,6 +208,14 @@ void	http_conn_set_hook(struct evhttp_connection *evcon,
 	    void (*hook)(struct evhttp_connection *, void *), void *arg);
 void	http_reply_done(struct evhttp_request *http);
 int	http_conn_count(void);
+/*
+ * Take a client's socket away from evhttp (a WebSocket upgrade going to a
+ * worker): returns a new descriptor for it, with any bytes the client sent
+ * after the request appended to head (at most head_max in all), or -1
+ * after answering or dropping the client.  The connection is freed.
+ */
+int	http_steal_socket(struct evhttp_request *http, struct evbuffer *head,
+	    size_t head_max);
 int	http_conn_cap(void);
 void	http_free(void);
 
@@ -211,6 +225,8 @@ void	http_free(void);
 char	*conversation_key(const char *s, size_t len);
 const char *conversation_of(struct evhttp_request *http, struct json_object *body,
 	    char **conv);
+/* The headers alone (a WebSocket upgrade has no body); the source or NULL. */
+const char *conversation_of_headers(struct evhttp_request *http, char **conv);
 /* The id sent upstream for (account, conversation): "cp_" + 32 hex. */
 void	upstream_conversation_id(const char *entry, const char *conv, char out[40]);
 

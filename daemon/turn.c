@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "apikeys.h"
+#include "front_ws.h"
 #include "hash.h"
 #include "jsonutil.h"
 #include "log.h"
@@ -110,10 +111,13 @@ turn_new(struct evhttp_request *http, const struct turn_ops *ops, void *front,
 	TAILQ_INSERT_TAIL(&lists[TURN_NEW], t, link);
 	counts[TURN_NEW]++;
 	idmap_put(&sv->reqs, t->rid, t);
-	sv->inflight++;
 	sv->stats.requests++;
-	if (http != NULL)
+	if (http != NULL) {
+		/* a client WebSocket counts in max_clients once, as a session */
+		sv->inflight++;
+		t->counted = true;
 		client_attach(t, http);
+	}
 	if ((k = apikey_current()) != NULL)
 		strlcpy_safe(t->key_label, k->label, sizeof(t->key_label));
 	return t;
@@ -210,7 +214,8 @@ turn_free(struct turn *t)
 	TAILQ_REMOVE(&lists[t->state], t, link);
 	counts[t->state]--;
 	idmap_del(&sv->reqs, t->rid);
-	sv->inflight--;
+	if (t->counted)
+		sv->inflight--;
 	if (slot >= 0 && sv->slots[slot].draining)
 		workers_check_drained(slot);
 	if (t->ev_retry != NULL)
@@ -272,8 +277,8 @@ fail_now(struct turn *t, int status, const char *type, const char *code,
  * went); else its consistent-hash slot, hashed again over the others
  * while that one drains.
  */
-static int
-slot_for_key(uint64_t key_hash)
+int
+turn_slot_for_key(uint64_t key_hash)
 {
 	uint64_t k = key_hash;
 	int slot, tries;
@@ -313,7 +318,8 @@ resume_consider(struct turn *t)
 	struct pm_conn *c;
 	int skip;
 
-	if (!sv->cfg.implicit_resume || t->resume_off || t->fresh || t->prev_id != NULL ||
+	if (!sv->cfg.implicit_resume || t->body == NULL || t->resume_off || t->fresh ||
+	    t->prev_id != NULL ||
 	    t->grant.claimed == 0 || (c = pm_find(&sv->pool, t->grant.claimed)) == NULL ||
 	    c->last_response == NULL ||
 	    !json_object_object_get_ex(t->body, "input", &input) ||
@@ -358,7 +364,8 @@ turn_bind(struct turn *t, struct pm_conn *owner)
 		t->key_hash = hash64_str(keybuf);
 		if (t->key_hash == 0)
 			t->key_hash = 1;
-		t->slot = slot_for_key(t->key_hash);
+		/* a client WebSocket's turn runs where its socket is */
+		t->slot = t->ws != NULL ? t->ws->slot : turn_slot_for_key(t->key_hash);
 		t->flags = REQ_F_POOLED;
 		if (sv->pool_enabled)
 			pm_acquire(&sv->pool, t->acct->entry, t->key_hash, t->fresh,
@@ -389,6 +396,8 @@ turn_bind(struct turn *t, struct pm_conn *owner)
 		xlate_drop_reasoning(t->body);
 		t->reasoning_dropped = true;
 	}
+	if (t->body == NULL)
+		return;		/* a client WebSocket's frame is built in its worker */
 	free(t->frame);
 	t->frame = upframe_build(t->body, t->upconv[0] ? t->upconv : NULL,
 	    t->acct->installation_id, t->resume_skip, t->resume_prev, &t->framelen);
@@ -407,7 +416,10 @@ send_req_start(struct turn *t)
 		.attempt = (uint32_t)t->attempts,
 		.owner_conn = t->owner_conn,
 		.frame = t->frame,
-		.frame_len = t->framelen,
+		.frame_len = t->frame != NULL ? t->framelen : 0,
+		.wsid = t->ws != NULL ? t->ws->wsid : 0,
+		.installation_id = t->acct->installation_id,
+		.model = "",
 	};
 	struct msgbuf b;
 	const char *p;
@@ -451,12 +463,28 @@ dispatch(struct turn *t)
 }
 
 /* Only a turn that nothing has reached the client of, and whose state is
- * not bound to one connection, may be sent again. */
+ * not bound to one connection, may be sent again.  A client WebSocket's
+ * continuation may: its worker checks the connection again, and asks the
+ * client to reconnect when it is gone. */
 static bool
 can_retry(const struct turn *t)
 {
-	return !t->cl.gone && t->body != NULL && t->prev_id == NULL &&
-	    t->attempts < TURN_MAX_ATTEMPTS;
+	return !t->cl.gone && t->attempts < TURN_MAX_ATTEMPTS &&
+	    ((t->body != NULL && t->prev_id == NULL) ||
+	     (t->ws != NULL && t->state != TURN_STREAMING));
+}
+
+/* A client WebSocket's turn that must leave its account ends with the
+ * session: the client reconnects and lands on the account's new state. */
+static bool
+turn_ask_reconnect(struct turn *t, const char *why)
+{
+	if (t->ops->reconnect == NULL || t->cl.gone)
+		return false;
+	t->ops->reconnect(t, why);
+	log_turn_end(t, 503, 0, 0, 0, "reconnect");
+	turn_free(t);
+	return true;
 }
 
 /* Another attempt on the same account after a retryable failure. */
@@ -508,6 +536,20 @@ move_to_another_account(struct turn *t, const char *why)
 	char p[128];
 	bool moved;
 
+	if (t->ws != NULL) {
+		/* only when another account could take it: else the client
+		 * gets the error */
+		if (t->cl.gone || t->state == TURN_STREAMING)
+			return false;
+		if (t->ntried < (int)(sizeof(t->tried) / sizeof(t->tried[0])))
+			t->tried[t->ntried++] = t->acct;
+		if (accounts_pick(t->conv, t->tried, t->ntried, &moved) == NULL)
+			return false;
+		sv->stats.account_moves++;
+		olog(LOG_LVL_INFO, pfx(t, p, sizeof(p)), "%s: asking the client "
+		    "WebSocket to reconnect", why);
+		return turn_ask_reconnect(t, why);
+	}
 	if (!can_retry(t))
 		return false;	/* continuation state never crosses accounts */
 	if (t->ntried < (int)(sizeof(t->tried) / sizeof(t->tried[0])))
@@ -541,7 +583,15 @@ turn_start(struct turn *t)
 	int64_t unlock;
 	bool moved = false;
 
-	prev = json_get_str(t->body, "previous_response_id");
+	if (t->ws != NULL) {
+		/* a client WebSocket stays on its account while it is usable */
+		if ((acct = accounts_by_entry(t->ws->entry)) != NULL && !account_usable(acct))
+			acct = NULL;
+		if (acct == NULL && accounts_pick(t->conv, NULL, 0, &moved) != NULL &&
+		    turn_ask_reconnect(t, "the session's account is no longer usable; reconnect"))
+			return;
+	}
+	prev = t->body != NULL ? json_get_str(t->body, "previous_response_id") : NULL;
 	if (prev != NULL && *prev != '\0') {
 		/* A continuation may only run on the connection that completed
 		 * that response, on its account: anything else would lose (or
@@ -582,7 +632,8 @@ turn_start(struct turn *t)
 		t->chain = owner->chain;
 	else
 		resume_chain_init(&t->chain);
-	resume_chain_add_input(&t->chain, json_object_object_get(t->body, "input"));
+	if (t->body != NULL)
+		resume_chain_add_input(&t->chain, json_object_object_get(t->body, "input"));
 	turn_bind(t, owner);
 	dispatch(t);
 }
@@ -790,6 +841,8 @@ on_done(struct turn *t, const struct msg *m)
 	if (t->conn_id != 0) {
 		pm_turn_end(&sv->pool, t->conn_id, conn != 0 ? resp_id : NULL,
 		    in, cached, now_mono_usec());
+		/* a client WebSocket's turn leaves a history this side never
+		 * saw: no implicit resume may build on it (an empty chain) */
 		if (conn != 0 && outcome == DONE_COMPLETED)
 			pm_set_chain(&sv->pool, conn, &t->chain);
 	}

@@ -46,6 +46,7 @@
 struct account;
 struct turn;
 struct msg;
+struct wsession;
 
 enum turn_state {
 	TURN_NEW,		/* set up by its front-end, not yet started */
@@ -74,6 +75,8 @@ struct turn_error {
  * finish (the turn started) or fail (it did not).  keepalive may be NULL
  * (an SSE comment is sent).  finish's code and message say why a stream
  * broke (outcome DONE_STREAM_ERROR).  free releases the route's state.
+ * reconnect (client WebSockets only, else NULL) replaces a move to another
+ * account: the client is asked to reconnect, and the turn ends.
  */
 struct turn_ops {
 	const char	*route;
@@ -83,6 +86,7 @@ struct turn_ops {
 			    const char *message);
 	void		(*fail)(struct turn *t, const struct turn_error *e);
 	void		(*keepalive)(struct turn *t);
+	void		(*reconnect)(struct turn *t, const char *why);
 	void		(*free)(struct turn *t);
 };
 
@@ -105,6 +109,10 @@ struct turn {
 	struct client		 cl;
 	bool			 stream;
 	bool			 cancel_sent;
+	bool			 counted;	/* in sv->inflight (HTTP turns) */
+	/* a client WebSocket's turn (front_ws.c): its response.create stays
+	 * in the worker, which streams the output to the client itself */
+	struct wsession		*ws;
 
 	/* what goes upstream; dropped once output started */
 	struct json_object	*body;		/* a Responses request */
@@ -173,6 +181,9 @@ void	turn_forward_header(struct turn *t, const char *name, const char *value);
 /* Route and dispatch it; the turn may be answered and freed before this
  * returns. */
 void	turn_start(struct turn *t);
+
+/* The worker slot of a pool key (consistent hashing, drain aware). */
+int	turn_slot_for_key(uint64_t key_hash);
 
 /* Workers. */
 void	turn_on_worker_msg(int slot, const struct msg *m);

@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "msgcodec.h"
+#include "front_ws.h"
 #include "supervisor.h"
 #include "turn.h"
 
@@ -51,6 +52,23 @@ workers_send(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b)
 		return MSGCHAN_EOF;
 	rc = b ? msgchan_send_buf(w->chan, type, rid, b) :
 	    msgchan_send(w->chan, type, rid, NULL, 0, -1);
+	if (rc == MSGCHAN_FULL)
+		log_warnx("worker %d: channel queue full, dropped %s", slot, msg_type_name(type));
+	chan_want_write(w);
+	return rc;
+}
+
+int
+workers_send_fd(int slot, uint32_t type, uint64_t rid, const struct msgbuf *b, int fd)
+{
+	struct worker_slot *w = &sv->slots[slot];
+	int rc;
+
+	if (w->chan == NULL)
+		return MSGCHAN_EOF;
+	if (b->failed)
+		return MSGCHAN_FULL;
+	rc = msgchan_send(w->chan, type, rid, b->buf, b->len, fd);
 	if (rc == MSGCHAN_FULL)
 		log_warnx("worker %d: channel queue full, dropped %s", slot, msg_type_name(type));
 	chan_want_write(w);
@@ -199,6 +217,7 @@ slot_lost(struct worker_slot *w)
 	msgchan_free(w->chan);
 	w->chan = NULL;
 	pm_slot_gone(&sv->pool, w->index);
+	ws_worker_died(w->index);	/* first: its client sockets died with it */
 	turn_worker_died(w->index);
 }
 
@@ -258,6 +277,10 @@ handle_msg(struct worker_slot *w, const struct msg *m)
 		break;
 	case MSG_STATS:
 		control_on_worker_stats(w->index, m);	/* show workers, status */
+		break;
+	case MSG_WS_TURN:
+	case MSG_WS_GONE:
+		ws_on_worker_msg(w->index, m);
 		break;
 	default:
 		turn_on_worker_msg(w->index, m);

@@ -59,6 +59,11 @@ CODEC(rate_limits)
 CODEC(conn_up)
 CODEC(conn_down)
 CODEC(stats)
+CODEC(ws_adopt)
+CODEC(ws_reply)
+CODEC(ws_close)
+CODEC(ws_turn)
+CODEC(ws_gone)
 
 static const struct {
 	uint32_t	 type;
@@ -83,6 +88,11 @@ static const struct {
 	{ MSG_CONN_UP, codec_conn_up },
 	{ MSG_CONN_DOWN, codec_conn_down },
 	{ MSG_STATS, codec_stats },
+	{ MSG_WS_ADOPT, codec_ws_adopt },
+	{ MSG_WS_REPLY, codec_ws_reply },
+	{ MSG_WS_CLOSE, codec_ws_close },
+	{ MSG_WS_TURN, codec_ws_turn },
+	{ MSG_WS_GONE, codec_ws_gone },
 };
 #define NCODECS	(sizeof(codecs) / sizeof(codecs[0]))
 

@@ -7,7 +7,8 @@
  * (a session header or the body's prompt_cache_key); a node that stops
  * sends only its conversations to the other node; when it comes back they
  * return to it, and the others never move; a client without any key stays
- * on one node.  Skipped where haproxy is not installed.
+ * on one node; a client WebSocket reaches its conversation's node and its
+ * turns run there.  Skipped where haproxy is not installed.
  */
 #include "config.h"
 
@@ -217,6 +218,47 @@ START_TEST(test_haproxy__sharding)
 		served = status_num(&node[i], "requests_total");
 		ck_assert_msg(served == 3LL * per_node[i + 1], "node%d served %lld turns, "
 		    "the header says %d", i + 1, served, 3 * per_node[i + 1]);
+	}
+
+	/* a client WebSocket (Codex CLI's transport) passes through to the
+	 * node of its conversation and keeps working there */
+	{
+		struct tl_ws *ws;
+		struct tl_req r = { .instructions = node[0].instructions };
+		json_object *frames, *in;
+		enum tl_ws_why why;
+		char hdr[96], *req, *prev = NULL, *nodehdr;
+		int status = 0, k, n;
+
+		snprintf(hdr, sizeof(hdr), "session_id: %s\r\n", conv[0].key);
+		ws = tl_ws_connect("127.0.0.1", fport, "/v1/responses", hdr, NULL, &status);
+		ck_assert_msg(ws != NULL, "WebSocket through HAProxy refused: %d", status);
+		nodehdr = tl_header_get(tl_ws_headers(ws), "x-codexpool-node");
+		ck_assert_msg(nodehdr != NULL, "no x-codexpool-node on the 101: %s",
+		    tl_ws_headers(ws));
+		n = nodehdr[4] - '0';
+		free(nodehdr);
+		ck_assert_int_eq(n, conv[0].node);
+		for (k = 0; k < 3; k++) {
+			in = json_object_new_array();
+			json_object_array_add(in, tl_msg("user", "over the socket"));
+			r.input = in;
+			r.previous_response_id = prev;
+			req = tl_req_ws(&r);
+			frames = tl_ws_turn(ws, req, WAIT_MS, &why);
+			free(req);
+			json_object_put(in);
+			ck_assert_msg(why == TL_WS_OK && tl_frames_find(frames,
+			    "response.completed") != NULL, "WebSocket turn %d: %s", k + 1,
+			    tl_ws_why_name(why));
+			free(prev);
+			prev = strdup(tl_response_id(tl_frames_find(frames, "response.completed")));
+			json_object_put(frames);
+		}
+		free(prev);
+		tl_ws_close(ws);
+		ck_assert_int_eq(status_num(&node[n - 1], "ws_turns"), 3);
+		ck_assert_int_eq(status_num(&node[2 - n], "ws_turns"), 0);
 	}
 
 	/* node2 stops: its conversations go to node1, node1's stay */

@@ -210,6 +210,21 @@ START_TEST(test_jwt__tamper)
 }
 END_TEST
 
+START_TEST(test_json__lead_type)
+{
+	char t[16];
+	const char *f = "{\"type\":\"response.created\",\"x\":1}";
+
+	ck_assert(json_lead_type(f, strlen(f), t, sizeof(t)) == false);	/* too long for t */
+	ck_assert(json_lead_type("{\"type\":\"error\"}", 16, t, sizeof(t)));
+	ck_assert_str_eq(t, "error");
+	ck_assert(!json_lead_type("{\"type\":\"e\\u0072r\"}", 20, t, sizeof(t)));
+	ck_assert(!json_lead_type("{ \"type\":\"error\"}", 17, t, sizeof(t)));
+	ck_assert(!json_lead_type("{\"type\":\"unterminated", 22, t, sizeof(t)));
+	ck_assert(!json_lead_type("", 0, t, sizeof(t)));
+}
+END_TEST
+
 START_TEST(test_jwt__exp_and_account)
 {
 	char *t, id[64];
@@ -279,6 +294,7 @@ make_suite_jwt(void)
 	tcase_add_test(tc, test_jwt__known_signature);
 	tcase_add_test(tc, test_jwt__tamper);
 	tcase_add_test(tc, test_jwt__exp_and_account);
+	tcase_add_test(tc, test_json__lead_type);
 	tcase_add_test(tc, test_jwt__payload_bad_input);
 	suite_add_tcase(s, tc);
 	return s;

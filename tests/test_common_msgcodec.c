@@ -127,6 +127,7 @@ static const struct m_req_start s_start = {
 		{ "x-codex-beta-features", "" },
 	},
 	.frame = frame_json, .frame_len = sizeof(frame_json) - 1,
+	.wsid = 0x5151, .installation_id = "inst-1", .model = "gpt-5.4",
 };
 
 static void
@@ -161,6 +162,9 @@ dec_start(const struct msg *m, bool verify)
 		}
 		ck_blob_eq(p.frame, p.frame_len, s_start.frame,
 		    s_start.frame_len);
+		ck_assert_uint_eq(p.wsid, s_start.wsid);
+		ck_assert_str_eq(p.installation_id, s_start.installation_id);
+		ck_assert_str_eq(p.model, s_start.model);
 	}
 	return 0;
 }
@@ -497,6 +501,119 @@ dec_stats(const struct msg *m, bool verify)
 	return 0;
 }
 
+static const char ws_head[] = "GET /v1/responses HTTP/1.1\r\nHost: x\r\n\r\n";
+
+static void
+enc_ws_adopt(struct msgbuf *b)
+{
+	m_ws_adopt_encode(b, &(struct m_ws_adopt){ .key_hash = 0xabcdef,
+	    .entry = "acct-0001", .max_message = 65536, .head = ws_head,
+	    .head_len = sizeof(ws_head) - 1 });
+}
+
+static int
+dec_ws_adopt(const struct msg *m, bool verify)
+{
+	struct m_ws_adopt p;
+
+	if (m_ws_adopt_decode(m, &p) == -1)
+		return -1;
+	if (verify) {
+		ck_assert_uint_eq(p.key_hash, 0xabcdef);
+		ck_assert_str_eq(p.entry, "acct-0001");
+		ck_assert_uint_eq(p.max_message, 65536);
+		ck_blob_eq(p.head, p.head_len, ws_head, sizeof(ws_head) - 1);
+	}
+	return 0;
+}
+
+static void
+enc_ws_reply(struct msgbuf *b)
+{
+	m_ws_reply_encode(b, &(struct m_ws_reply){ .turn_rid = 77, .close_code = 1012,
+	    .close_reason = "reconnect", .frame = frame_json,
+	    .frame_len = sizeof(frame_json) - 1 });
+}
+
+static int
+dec_ws_reply(const struct msg *m, bool verify)
+{
+	struct m_ws_reply p;
+
+	if (m_ws_reply_decode(m, &p) == -1)
+		return -1;
+	if (verify) {
+		ck_assert_uint_eq(p.turn_rid, 77);
+		ck_assert_uint_eq(p.close_code, 1012);
+		ck_assert_str_eq(p.close_reason, "reconnect");
+		ck_blob_eq(p.frame, p.frame_len, frame_json, sizeof(frame_json) - 1);
+	}
+	return 0;
+}
+
+static void
+enc_ws_close(struct msgbuf *b)
+{
+	m_ws_close_encode(b, &(struct m_ws_close){ .code = 1001, .reason = "bye" });
+}
+
+static int
+dec_ws_close(const struct msg *m, bool verify)
+{
+	struct m_ws_close p;
+
+	if (m_ws_close_decode(m, &p) == -1)
+		return -1;
+	if (verify) {
+		ck_assert_uint_eq(p.code, 1001);
+		ck_assert_str_eq(p.reason, "bye");
+	}
+	return 0;
+}
+
+static void
+enc_ws_turn(struct msgbuf *b)
+{
+	m_ws_turn_encode(b, &(struct m_ws_turn){ .model = "gpt-5.4",
+	    .previous_response_id = "resp_1", .generate = 1, .frame_len = 4242 });
+}
+
+static int
+dec_ws_turn(const struct msg *m, bool verify)
+{
+	struct m_ws_turn p;
+
+	if (m_ws_turn_decode(m, &p) == -1)
+		return -1;
+	if (verify) {
+		ck_assert_str_eq(p.model, "gpt-5.4");
+		ck_assert_str_eq(p.previous_response_id, "resp_1");
+		ck_assert_uint_eq(p.generate, 1);
+		ck_assert_uint_eq(p.frame_len, 4242);
+	}
+	return 0;
+}
+
+static void
+enc_ws_gone(struct msgbuf *b)
+{
+	m_ws_gone_encode(b, &(struct m_ws_gone){ .code = 1006, .reason = "reset" });
+}
+
+static int
+dec_ws_gone(const struct msg *m, bool verify)
+{
+	struct m_ws_gone p;
+
+	if (m_ws_gone_decode(m, &p) == -1)
+		return -1;
+	if (verify) {
+		ck_assert_uint_eq(p.code, 1006);
+		ck_assert_str_eq(p.reason, "reset");
+	}
+	return 0;
+}
+
 static const struct codec_case {
 	uint32_t	 type;
 	void		(*enc)(struct msgbuf *);
@@ -521,6 +638,11 @@ static const struct codec_case {
 	{ MSG_CONN_UP,		enc_conn_up,	 dec_conn_up },
 	{ MSG_CONN_DOWN,	enc_conn_down,	 dec_conn_down },
 	{ MSG_STATS,		enc_stats,	 dec_stats },
+	{ MSG_WS_ADOPT,		enc_ws_adopt,	 dec_ws_adopt },
+	{ MSG_WS_REPLY,		enc_ws_reply,	 dec_ws_reply },
+	{ MSG_WS_CLOSE,		enc_ws_close,	 dec_ws_close },
+	{ MSG_WS_TURN,		enc_ws_turn,	 dec_ws_turn },
+	{ MSG_WS_GONE,		enc_ws_gone,	 dec_ws_gone },
 };
 #define NCASES	(sizeof(cases) / sizeof(cases[0]))
 

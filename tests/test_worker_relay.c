@@ -35,6 +35,35 @@ START_TEST(test_relay__rate_limits_and_early)
 }
 END_TEST
 
+/* The unparsed fast path agrees with the parse on every kind of frame. */
+START_TEST(test_relay__fast_path_agrees)
+{
+	struct frame_info fi;
+
+	/* an escaped type is parsed: "\u0065rror" is "error" */
+	classify("{\"type\":\"\\u0065rror\",\"status\":503,\"error\":"
+	    "{\"code\":\"server_is_overloaded\"}}", &fi);
+	ck_assert_int_eq(fi.cls, FC_ERROR);
+	ck_assert_int_eq(fi.http_status, 503);
+	/* terminal and early types are never skipped */
+	classify("{\"type\":\"response.completed\",\"response\":{\"id\":\"r9\"}}", &fi);
+	ck_assert(fi.terminal && fi.completed);
+	ck_assert_str_eq(fi.response_id, "r9");
+	classify("{\"type\":\"response.incomplete\"}", &fi);
+	ck_assert(fi.terminal);
+	classify("{\"type\":\"codex.rate_limits\"}", &fi);
+	ck_assert_int_eq(fi.cls, FC_RATE_LIMITS);
+	/* type not first: parsed, same answer */
+	classify("{\"delta\":\"x\",\"type\":\"response.completed\","
+	    "\"response\":{\"id\":\"r8\"}}", &fi);
+	ck_assert(fi.completed);
+	/* a delta, skipped: output, not terminal */
+	classify("{\"type\":\"response.output_text.delta\",\"delta\":\"\\\"\"}", &fi);
+	ck_assert_int_eq(fi.cls, FC_OTHER);
+	ck_assert(!fi.terminal);
+}
+END_TEST
+
 START_TEST(test_relay__error_table)
 {
 	static const struct {
@@ -249,6 +278,7 @@ make_suite_relay(void)
 
 	tcase_add_test(tc, test_relay__rate_limits_and_early);
 	tcase_add_test(tc, test_relay__error_table);
+	tcase_add_test(tc, test_relay__fast_path_agrees);
 	tcase_add_test(tc, test_relay__error_frames);
 	tcase_add_test(tc, test_relay__retryable_classification);
 	tcase_add_test(tc, test_relay__error_flags);

@@ -42,6 +42,7 @@
 #include "msgcodec.h"
 #include "relay.h"
 #include "upstream.h"
+#include "wsclient.h"
 
 enum attempt {
 	ATT_NONE = 0,
@@ -73,6 +74,7 @@ struct request {
 	char		**hdr_values;
 	uint8_t		*frame;
 	size_t		 frame_len;
+	struct wsclient	*client;	/* a client WebSocket's turn: output goes there */
 
 	struct upconn	*uc;		/* current attempt */
 	enum attempt	 att;
@@ -191,11 +193,17 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 {
 	struct json_object *o, *err = NULL, *v;
 	const char *type, *code, *id;
-	char jerr[128];
+	char jerr[128], lead[64];
 	size_t i;
 
 	memset(fi, 0, sizeof(*fi));
 	fi->cls = FC_OTHER;
+	/* Most frames are deltas: output that neither starts nor ends the
+	 * response in any special way needs no parse. */
+	if (json_lead_type(data, len, lead, sizeof(lead)) &&
+	    strcmp(lead, "codex.rate_limits") != 0 && strcmp(lead, "error") != 0 &&
+	    !in_list(lead, early_types) && !in_list(lead, terminal_types))
+		return;
 	o = json_parse_buf(data, len, jerr, sizeof(jerr));
 	if (o == NULL)
 		return;		/* not JSON: relayed as it is, starts the response */
@@ -436,6 +444,8 @@ finish_done(struct request *req, int outcome, const char *message,
 	    .conn_id = conn_id });
 	worker_send(w, MSG_REQ_DONE, req->rid, &b, true);
 	msgbuf_free(&b);
+	if (req->client != NULL)
+		wsclient_turn_done(req->client, outcome, conn_id, message);
 	req_free(req);
 }
 
@@ -494,6 +504,15 @@ dispatch(struct request *req)
 
 	switch (d.verdict) {
 	case PV_ERROR:
+		if (req->client != NULL) {
+			/* the client's previous_response_id is not on a
+			 * connection it may use: it reconnects and resends */
+			wsclient_reconnect(req->client, "previous_response_id is not "
+			    "on this session's upstream connection; reconnect");
+			finish_error_msg(req, 409, 0, "ws_reconnect",
+			    "invalid_request_error", d.message);
+			return;
+		}
 		finish_error_msg(req, d.http_status, 0, d.code,
 		    "invalid_request_error", d.message);
 		return;
@@ -518,20 +537,44 @@ dispatch(struct request *req)
 	}
 }
 
-/* Parse MSG_REQ_START into a request; NULL (and *why) when malformed. */
+/* Parse MSG_REQ_START into a request; NULL (and *why, *status) when
+ * malformed or its client WebSocket is gone. */
 static struct request *
-parse_start(struct worker *w, const struct msg *m, const char **why)
+parse_start(struct worker *w, const struct msg *m, const char **why, int *status)
 {
 	struct m_req_start *p = xcalloc(1, sizeof(*p));
+	struct wsclient *client = NULL;
 	struct request *req;
+	uint64_t owner = 0;
+	bool continues = false;
+	uint8_t *frame = NULL;
+	size_t frame_len = 0;
 	uint32_t i;
 
+	*status = 500;
 	if (m_req_start_decode(m, p) == -1) {
 		*why = "malformed MSG_REQ_START";
 		free(p);
 		return NULL;
 	}
-	if (p->frame_len == 0) {
+	if (p->wsid != 0) {
+		if ((client = wsclient_find(w, p->wsid)) == NULL) {
+			*why = "the client WebSocket is gone";
+			*status = 499;
+			free(p);
+			return NULL;
+		}
+		frame = (uint8_t *)wsclient_take_frame(client, m->hdr.rid,
+		    p->session_id, p->installation_id, p->model, &frame_len,
+		    &continues, &owner);
+		if (frame == NULL) {
+			/* closing, or its turn already ended */
+			*why = "the client WebSocket has no turn to start";
+			*status = 499;
+			free(p);
+			return NULL;
+		}
+	} else if (p->frame_len == 0) {
 		*why = "empty response.create frame";
 		free(p);
 		return NULL;
@@ -557,9 +600,21 @@ parse_start(struct worker *w, const struct msg *m, const char **why)
 		}
 		req->nhdrs = p->nheaders;
 	}
-	req->frame = xmalloc(p->frame_len);
-	memcpy(req->frame, p->frame, p->frame_len);
-	req->frame_len = p->frame_len;
+	if (client != NULL) {
+		req->client = client;
+		req->frame = frame;
+		req->frame_len = frame_len;
+		if (continues) {
+			/* the client continues natively: only the connection that
+			 * holds its last response can serve it */
+			req->flags |= REQ_F_CONTINUE;
+			req->owner_conn = owner;
+		}
+	} else {
+		req->frame = xmalloc(p->frame_len);
+		memcpy(req->frame, p->frame, p->frame_len);
+		req->frame_len = p->frame_len;
+	}
 	free(p);
 	return req;
 }
@@ -588,6 +643,7 @@ relay_req_start(struct worker *w, const struct msg *m)
 {
 	struct request *req;
 	const char *why = NULL;
+	int status;
 
 	w->requests_total++;
 	if (idmap_get(&w->reqs, m->hdr.rid) != NULL) {
@@ -606,8 +662,9 @@ relay_req_start(struct worker *w, const struct msg *m)
 		    "worker_not_ready", "the worker has no configuration yet");
 		return;
 	}
-	if ((req = parse_start(w, m, &why)) == NULL) {
-		refuse_rid(w, m->hdr.rid, 500, 0, "worker_protocol_error", why);
+	if ((req = parse_start(w, m, &why, &status)) == NULL) {
+		refuse_rid(w, m->hdr.rid, status, 0, status == 499 ? "client_gone" :
+		    "worker_protocol_error", why);
 		return;
 	}
 	idmap_put(&w->reqs, req->rid, req);
@@ -644,6 +701,10 @@ send_event(struct request *req, const void *data, size_t len)
 	struct msgbuf b;
 	int rc;
 
+	if (req->client != NULL)
+		/* frames of a client WebSocket never cross the channel */
+		return wsclient_send(req->client, data, len) == 0 ? MSGCHAN_OK :
+		    MSGCHAN_FULL;
 	msgbuf_init(&b);
 	m_req_event_encode(&b, &(struct m_req_event){ .frame = data,
 	    .frame_len = len });
@@ -737,13 +798,15 @@ on_message(struct request *req, struct upconn *uc, const uint8_t *data,
 			return;
 		}
 		if (start_response(req) != MSGCHAN_OK) {
-			upconn_fail(uc, UF_KILLED, "worker output queue full");
+			upconn_fail(uc, UF_KILLED, req->client != NULL ?
+			    "client output queue full" : "worker output queue full");
 			return;
 		}
 	}
 
 	if (send_event(req, data, len) != MSGCHAN_OK) {
-		upconn_fail(uc, UF_KILLED, "worker output queue full");
+		upconn_fail(uc, UF_KILLED, req->client != NULL ?
+		    "client output queue full" : "worker output queue full");
 		return;
 	}
 	if (!fi.terminal)

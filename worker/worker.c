@@ -30,6 +30,7 @@
 #include "upstream.h"
 #include "worker.h"
 #include "worker_int.h"
+#include "wsclient.h"
 
 #define WORKER_FD_LIMIT		65536
 #define WORKER_EXIT_FLUSH_MS	2000
@@ -388,6 +389,9 @@ send_stats(struct worker *w, uint64_t rid)
 	stat_put(items, "rx_paused", w->rx_paused);
 	stat_put(items, "rx_pauses", w->rx_pauses);
 	stat_put(items, "pool_enabled", p->enabled);
+	stat_put(items, "ws_clients", w->clients.count);
+	stat_put(items, "ws_clients_total", w->ws_adopted);
+	stat_put(items, "ws_turns", w->ws_turns);
 
 	msgbuf_init(&b);
 	m_stats_encode(&b, items);
@@ -417,7 +421,7 @@ void
 worker_check_done(struct worker *w)
 {
 	if (w->shutting_down && !w->stop && w->reqs.count == 0 &&
-	    w->conns == NULL) {
+	    w->conns == NULL && w->clients.count == 0) {
 		log_info("shutdown complete");
 		worker_stop(w, 0);
 	}
@@ -440,6 +444,7 @@ handle_shutdown(struct worker *w, const struct msg *m)
 	w->shutting_down = true;
 	log_info("shutting down: %zu turns running, grace %llu ms",
 	    (size_t)w->reqs.count, (unsigned long long)(grace / 1000));
+	wsclient_shutdown(w);	/* first: 1001, not the 1012 of a retired connection */
 	wpool_retire_all(&w->pool, "shutdown");
 	lws_sul_schedule(w->ctx, 0, &w->sul_grace, grace_cb,
 	    grace > 0 ? (lws_usec_t)grace : 1);
@@ -507,6 +512,15 @@ handle_msg(struct worker *w, const struct msg *m)
 	case MSG_SHUTDOWN:
 		handle_shutdown(w, m);
 		break;
+	case MSG_WS_ADOPT:
+		wsclient_adopt(w, m);
+		break;
+	case MSG_WS_REPLY:
+		wsclient_reply(w, m);
+		break;
+	case MSG_WS_CLOSE:
+		wsclient_close_msg(w, m);
+		break;
 	default:
 		log_warnx("unexpected message %s (%u) ignored",
 		    msg_type_name(m->hdr.type), m->hdr.type);
@@ -522,8 +536,10 @@ chan_read(struct worker *w)
 
 	rc = msgchan_read(w->chan);
 	while (!w->stop && (n = msgchan_next(w->chan, &m)) == 1) {
-		if (m.fd >= 0)
-			close(m.fd);	/* no message of ours carries one */
+		if (m.fd >= 0 && m.hdr.type != MSG_WS_ADOPT) {
+			close(m.fd);	/* only a client socket comes with one */
+			m.fd = -1;
+		}
 		handle_msg(w, &m);
 	}
 	if (w->stop)
@@ -661,11 +677,20 @@ cancel_timers(struct worker *w)
 	}
 }
 
+/* A pooled connection left the pool: the supervisor hears (upstream.c),
+ * and a client WebSocket paired with it must reconnect (wsclient.c). */
+static void
+pool_left(void *arg, struct pool_conn *c, const char *reason)
+{
+	upconn_pool_left(arg, c, reason);
+	wsclient_conn_left(arg, c->id);
+}
+
 int
 worker_main(int slot, int chan_fd)
 {
 	static const struct pool_hooks hooks = {
-		.left = upconn_pool_left,
+		.left = pool_left,
 		.close = upconn_pool_close,
 	};
 	struct lws_context_creation_info info;
@@ -695,6 +720,8 @@ worker_main(int slot, int chan_fd)
 	w.exit_code = 0;
 	w.deferred_tail = &w.deferred;
 	idmap_init(&w.reqs);
+	idmap_init(&w.clients);
+	idmap_init(&w.client_pairs);
 	w.uphooks = &relay_upconn_hooks;
 	wpool_init(&w.pool, slot, (uint32_t)w.pid, &hooks, &w);
 
@@ -736,6 +763,9 @@ worker_main(int slot, int chan_fd)
 		if (w.chan_wsi == NULL)
 			close(lfd);
 	}
+	if (w.chan_wsi != NULL && wsclient_init(&w) != 0)
+		log_warnx("cannot create the client WebSocket vhost: client "
+		    "WebSockets will be refused");
 	if (w.chan_wsi == NULL) {
 		log_warnx("cannot adopt the supervisor channel");
 		w.exit_code = 1;
@@ -773,6 +803,7 @@ worker_main(int slot, int chan_fd)
 	w.ctx = NULL;
 	upconn_free_all(&w);
 	upconn_vhosts_free(&w);
+	wsclient_free_all(&w);
 	wpool_free(&w.pool);
 	idmap_free(&w.reqs);
 	cfg_free(&w.cfg);

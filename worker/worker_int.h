@@ -66,6 +66,7 @@ struct deferred_msg {
 struct upconn;
 struct upconn_hooks;
 struct request;
+struct wsclient;
 
 struct worker {
 	int		 slot;
@@ -89,6 +90,16 @@ struct worker {
 	const struct upconn_hooks *uphooks;	/* relay.c, for upstream.c */
 	struct upconn	*conns;		/* every upstream connection */
 	size_t		 nconns;
+
+	/* client WebSockets (wsclient.c) */
+	struct lws_vhost *client_vh;
+	struct idmap	 clients;	/* wsid -> struct wsclient */
+	struct idmap	 client_pairs;	/* pooled conn id -> the session paired with it */
+	struct wsclient	*adopting;	/* being adopted: lws may call back at once */
+	uint8_t		*ws_scratch;	/* a frame with lws's headroom, written at once */
+	size_t		 ws_scratch_len;
+	uint64_t	 ws_adopted;
+	uint64_t	 ws_turns;
 
 	bool		 rx_paused;	/* backpressure: upstream reads stopped */
 	struct deferred_msg *deferred, **deferred_tail;
