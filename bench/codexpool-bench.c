@@ -71,6 +71,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scale.h"
 #include "soak.h"
 #include "testlib.h"
 
@@ -1514,6 +1515,14 @@ main(int argc, char **argv)
 		return cmd_latency(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "routes") == 0)
 		return cmd_routes(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "cpu") == 0)
+		return cmd_cpu(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "memory") == 0)
+		return cmd_memory(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "scale") == 0)
+		return cmd_scale(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "stream") == 0)
+		return cmd_stream(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "ws") == 0)
 		return cmd_ws(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "soak") == 0)
@@ -1526,6 +1535,11 @@ main(int argc, char **argv)
 	    "                              [-p REPLY_BYTES] [-R responses,chat,messages]\n"
 	    "       codexpool-bench ws [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-k KIB]\n"
 	    "                          [-d DELTA_MS] [-n DELTAS]\n"
+	    "       codexpool-bench cpu [-c CONVS] [-t TURNS] [-i TOKENS] [-B BUILDDIR]\n"
+	    "       codexpool-bench memory [-n 0,1000,2000] [-T] [-B BUILDDIR]\n"
+	    "       codexpool-bench scale [-n 20,2000,19000] [-r RATE] [-m TURNS] [-i TOKENS]\n"
+	    "                             [-w WORKERS]\n"
+	    "       codexpool-bench stream [-j STREAMS] [-s SECONDS] [-k DELTAS] [-d DELAY_MS]\n"
 	    "       codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T TURN_DEADLINE]\n"
 	    "                            [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n"
 	    "                            [-R responses,chat,messages]\n");

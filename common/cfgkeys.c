@@ -49,7 +49,7 @@ const struct cfg_key codexpool_cfg_keys[] = {
 	  1 * US_S, 59 * US_M,
 	  "close a pooled connection after this age (the upstream ends them at 60m)", NULL },
 	{ "ws_pool_max_per_account", CFG_INT, OFF(ws_pool_max_per_account), "8", R,
-	  1, 10000,
+	  1, 100000,
 	  "most pooled connections one account may hold", NULL },
 	{ "ws_ping_interval", CFG_DURATION, OFF(ws_ping_interval), "25s", R,
 	  1 * US_S, 10 * US_M,

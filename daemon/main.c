@@ -274,14 +274,36 @@ drop_privileges(const char *user)
 	return 0;
 }
 
-/* Each client needs a socket, each worker a channel, each turn a little more. */
+/*
+ * Each client needs a socket, each worker a channel and one per pooled
+ * connection, each turn a little more: take the whole hard limit (the
+ * workers inherit it) and say so, so an operator sees what a restart
+ * with a higher LimitNOFILE would buy.
+ */
 static void
 check_fd_limit(void)
 {
 	struct rlimit rl;
-	rlim_t need = (rlim_t)sv->cfg.max_clients * 2 + 64;
+	rlim_t need = (rlim_t)sv->cfg.max_clients * 2 + 64, was;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	was = rl.rlim_cur;
+	if (rl.rlim_cur != rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+			log_warn("cannot raise RLIMIT_NOFILE from %llu to %llu",
+			    (unsigned long long)was, (unsigned long long)rl.rlim_max);
+			rl.rlim_cur = was;
+		}
+	}
+	if (rl.rlim_cur == RLIM_INFINITY)
+		log_info("RLIMIT_NOFILE: unlimited");
+	else
+		log_info("RLIMIT_NOFILE: %llu (soft was %llu, hard %llu)",
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)was,
+		    (unsigned long long)rl.rlim_max);
+	if (rl.rlim_cur != RLIM_INFINITY &&
 	    rl.rlim_cur < need)
 		log_warnx("RLIMIT_NOFILE is %llu but max_clients=%d needs about %llu: "
 		    "raise it (ulimit -n, LimitNOFILE=) or lower max_clients",

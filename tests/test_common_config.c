@@ -444,7 +444,7 @@ START_TEST(test_config__table_ranges)
 	ck_assert_int_eq(cfgset_init(&cs, codexpool_cfg_keys, &c), 0);
 	ck_assert_int_eq(cfg_load_defaults(&cs, err, sizeof(err)), 0);
 	ck_assert_int_eq(cfg_set(&cs, "ws_pool_max_per_account", "0", "t", err, sizeof(err)), -1);
-	ck_assert_str_eq(err, "value 0 out of range for ws_pool_max_per_account (1..10000)");
+	ck_assert_str_eq(err, "value 0 out of range for ws_pool_max_per_account (1..100000)");
 	ck_assert_int_eq(cfg_set(&cs, "workers", "257", "t", err, sizeof(err)), -1);
 	ck_assert_str_eq(err, "value 257 out of range for workers (0..256)");
 	ck_assert_int_eq(cfg_set(&cs, "ws_pool_max_age", "60m", "t", err, sizeof(err)), -1);

@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +62,7 @@ wpool_free(struct pool *p)
 		next = c->next;
 		conn_free(c);
 	}
-	p->head = NULL;
+	p->head = p->tail = NULL;
 	p->nconns = 0;
 	idmap_free(&p->by_key);
 	idmap_free(&p->by_id);
@@ -89,6 +90,8 @@ wpool_set_state(struct pool *p, struct pool_conn *c, enum conn_state s)
 	}
 	p->nstate[c->state]--;
 	p->nstate[s]++;
+	if (!c->pooled && s == CONN_DEAD)
+		p->noneshot--;
 	c->state = s;
 	return 0;
 }
@@ -138,6 +141,8 @@ conn_new(struct pool *p, uint64_t rid, uint64_t key_hash, const char *entry,
 	c->next = p->head;
 	if (p->head != NULL)
 		p->head->prev = c;
+	else
+		p->tail = c;
 	p->head = c;
 	p->nconns++;
 
@@ -146,8 +151,10 @@ conn_new(struct pool *p, uint64_t rid, uint64_t key_hash, const char *entry,
 		idmap_put(&p->by_id, c->id, c);
 		c->in_pool = true;
 		p->st.conns_opened++;
-	} else
+	} else {
 		p->st.oneshot_opened++;
+		p->noneshot++;
+	}
 	return c;
 }
 
@@ -219,6 +226,8 @@ wpool_conn_free(struct pool *p, struct pool_conn *c)
 		p->head = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
+	else
+		p->tail = c->prev;
 	p->nconns--;
 	p->nstate[CONN_DEAD]--;
 	conn_free(c);
@@ -486,21 +495,34 @@ wpool_close_id(struct pool *p, uint64_t id, const char *reason)
 	return 0;
 }
 
+/*
+ * The list is in creation order, so the expired connections are a run at
+ * its tail: walk from there and stop at the first young one.  Retiring
+ * never frees a connection (that waits for its socket), so prev stays
+ * valid.
+ */
 size_t
 wpool_sweep(struct pool *p, usec_t now)
 {
-	struct pool_conn **v;
-	size_t i, n, hit = 0;
+	struct pool_conn *c, *prev;
+	size_t hit = 0;
+	uint64_t work;
 
-	n = collect_pooled(p, &v);
-	for (i = 0; i < n; i++) {
-		if (!wpool_conn_expired(p, v[i], now))
+	for (c = p->tail; c != NULL && wpool_conn_expired(p, c, now); c = prev) {
+		prev = c->prev;
+		if (!c->in_pool)
 			continue;
 		p->st.expired++;
-		wpool_retire(p, v[i], "max age");
+		wpool_retire(p, c, "max age");
 		hit++;
 	}
-	free(v);
+	work = p->st.dispatch_reuse + p->st.dispatch_new + p->st.oneshot_opened +
+	    p->st.conns_closed;
+	if (work != p->trimmed_at && p->nstate[CONN_BUSY] == 0 &&
+	    p->nstate[CONN_CONNECTING] == 0) {
+		p->trimmed_at = work;
+		malloc_trim(0);
+	}
 	return hit;
 }
 
@@ -531,11 +553,5 @@ wpool_count_state(const struct pool *p, enum conn_state s)
 size_t
 wpool_count_oneshot(const struct pool *p)
 {
-	const struct pool_conn *c;
-	size_t n = 0;
-
-	for (c = p->head; c != NULL; c = c->next)
-		if (!c->pooled && c->state != CONN_DEAD)
-			n++;
-	return n;
+	return p->noneshot;
 }

@@ -94,9 +94,12 @@ struct pool {
 	usec_t		 liveness;	/* silence after which a connection is dead; 0: off */
 	struct idmap	 by_key;	/* key_hash -> pooled connection */
 	struct idmap	 by_id;		/* conn id -> pooled connection */
-	struct pool_conn *head;		/* all connections */
+	struct pool_conn *head;		/* all connections, newest first */
+	struct pool_conn *tail;		/* the oldest: where expiry starts */
 	size_t		 nconns;
 	size_t		 nstate[CONN_NSTATES];
+	size_t		 noneshot;	/* one-shot connections not yet DEAD */
+	uint64_t	 trimmed_at;	/* turns + closes when the heap was last trimmed */
 	struct pool_stats st;
 	struct pool_hooks hooks;
 	void		*hook_arg;
@@ -180,7 +183,12 @@ struct pool_conn *wpool_find_key(const struct pool *p, uint64_t key_hash);
 size_t	wpool_evict_entry(struct pool *p, const char *entry);
 /* Retire one pooled connection by id; 0 if found, -1 if not. */
 int	wpool_close_id(struct pool *p, uint64_t id, const char *reason);
-/* Periodic: retire expired connections (idle now, busy after the turn). */
+/*
+ * Periodic: retire expired connections (idle now, busy after the turn);
+ * O(expired), not O(connections).  Once a burst is over (nothing busy or
+ * connecting, turns or closes since last time) it returns freed heap to
+ * the kernel.
+ */
 size_t	wpool_sweep(struct pool *p, usec_t now);
 /* Retire every pooled connection (shutdown). */
 void	wpool_retire_all(struct pool *p, const char *reason);

@@ -31,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/ssl.h>
+
 #include "log.h"
 #include "msgcodec.h"
 #include "upstream.h"
@@ -73,8 +75,18 @@ static const struct hs_header {
 /* Client-forwarded headers we pass on: these prefixes, minus the table. */
 static const char *const fwd_prefixes[] = { "x-codex-", "x-openai-", NULL };
 
+/*
+ * Our own pings and liveness (ctimer) watch the connection; lws' default
+ * validity check (a ping after 300 s) would put one more timer per
+ * connection in its sorted list and re-insert it on traffic.
+ */
+static const lws_retry_bo_t no_lws_validity = {
+	.secs_since_valid_ping = 0,
+	.secs_since_valid_hangup = 0,
+};
+
 static void lost_cb(lws_sorted_usec_list_t *sul);
-static void live_cb(lws_sorted_usec_list_t *sul);
+static void live_cb(struct ctimer *t);
 static void gc_cb(lws_sorted_usec_list_t *sul);
 static void upconn_free(struct upconn *uc);
 
@@ -332,6 +344,7 @@ upconn_open(struct worker *w, struct pool_conn *pc, const struct hs_ident *id)
 	i.local_protocol_name = upconn_protocols[0].name;
 	i.ietf_version_or_minus_one = -1;
 	i.opaque_user_data = uc;
+	i.retry_and_idle_policy = &no_lws_validity;
 
 	lws_sul_schedule(w->ctx, 0, &uc->sul_hs, hs_timeout_cb,
 	    w->cfg.handshake_timeout > 0 ? w->cfg.handshake_timeout :
@@ -408,17 +421,17 @@ upstream_liveness_left(usec_t now, usec_t last_activity, usec_t ping_interval)
 }
 
 static void
-ping_cb(lws_sorted_usec_list_t *sul)
+ping_cb(struct ctimer *t)
 {
-	struct upconn *uc = lws_container_of(sul, struct upconn, sul_ping);
+	struct upconn *uc = lws_container_of(t, struct upconn, t_ping);
 	struct worker *w = uc->w;
 	usec_t ping = w->cfg.ping_interval;
 
-	if (!uc->established || uc->lost || uc->wsi == NULL || ping <= 0)
+	if (w->stop || !uc->established || uc->lost || uc->wsi == NULL || ping <= 0)
 		return;
 	uc->ping_pending = true;
 	lws_callback_on_writable(uc->wsi);
-	lws_sul_schedule(w->ctx, 0, &uc->sul_ping, ping_cb, ping);
+	ctimer_schedule(&w->ctimers, w->ctx, &uc->t_ping, ping_cb, ping);
 }
 
 /*
@@ -427,25 +440,25 @@ ping_cb(lws_sorted_usec_list_t *sul)
  * the new deadline.
  */
 static void
-live_cb(lws_sorted_usec_list_t *sul)
+live_cb(struct ctimer *t)
 {
-	struct upconn *uc = lws_container_of(sul, struct upconn, sul_live);
+	struct upconn *uc = lws_container_of(t, struct upconn, t_live);
 	struct worker *w = uc->w;
 	usec_t now = now_mono_usec(), ping = w->cfg.ping_interval, left;
 
-	if (!uc->established || uc->lost || uc->wsi == NULL || ping <= 0 ||
-	    uc->pc == NULL)
+	if (w->stop || !uc->established || uc->lost || uc->wsi == NULL ||
+	    ping <= 0 || uc->pc == NULL)
 		return;
 	if (uc->rx_off) {
 		/* reads paused for backpressure: silence proves nothing
 		 * (resuming counts as activity) */
-		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb,
+		ctimer_schedule(&w->ctimers, w->ctx, &uc->t_live, live_cb,
 		    upstream_liveness_window(ping));
 		return;
 	}
 	left = upstream_liveness_left(now, uc->pc->last_activity, ping);
 	if (left > 0) {
-		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb, left);
+		ctimer_schedule(&w->ctimers, w->ctx, &uc->t_live, live_cb, left);
 		return;
 	}
 	w->pool.st.liveness_kills++;
@@ -473,9 +486,9 @@ on_established(struct upconn *uc)
 	log_debug("conn=%016llx established (%s)", (unsigned long long)pc->id,
 	    pc->pooled ? "pooled" : "one-shot");
 	if (w->cfg.ping_interval > 0) {
-		lws_sul_schedule(w->ctx, 0, &uc->sul_ping, ping_cb,
+		ctimer_schedule(&w->ctimers, w->ctx, &uc->t_ping, ping_cb,
 		    w->cfg.ping_interval);
-		lws_sul_schedule(w->ctx, 0, &uc->sul_live, live_cb,
+		ctimer_schedule(&w->ctimers, w->ctx, &uc->t_live, live_cb,
 		    upstream_liveness_window(w->cfg.ping_interval));
 	}
 	if (w->rx_paused) {
@@ -549,6 +562,12 @@ on_receive(struct upconn *uc, struct lws *wsi, const void *in, size_t len)
 		wpool_activity(uc->pc, now_mono_usec());
 	if (uc->close_pending || uc->lost)
 		return 0;
+	if (uc->rxlen == 0 && lws_is_final_fragment(wsi)) {
+		/* the common case, a whole message: no copy, no buffer */
+		if (uc->req != NULL)
+			w->uphooks->message(uc->req, uc, in, len);
+		return 0;
+	}
 	need = uc->rxlen + len;
 	if (need > UPSTREAM_MAX_MESSAGE) {
 		uc->rxlen = 0;
@@ -579,8 +598,8 @@ on_receive(struct upconn *uc, struct lws *wsi, const void *in, size_t len)
 		w->uphooks->message(uc->req, uc, uc->rx, need);
 	/* frames between turns are dropped: they belong to nobody */
 
-	if (uc->rxcap > 1024 * 1024) {
-		/* do not keep a big buffer on an idle connection */
+	if (uc->req == NULL || uc->rxcap > 1024 * 1024) {
+		/* an idle connection keeps no buffer, a busy one no big one */
 		free(uc->rx);
 		uc->rx = NULL;
 		uc->rxcap = 0;
@@ -694,6 +713,21 @@ full:
 	return -1;
 }
 
+/*
+ * An idle pooled connection should cost little: OpenSSL drops its read and
+ * write buffers (~34 KiB) whenever they are empty, and libwebsockets'
+ * per-connection receive buffer is small (a bigger event arrives in
+ * fragments, which on_receive joins anyway).
+ */
+static void
+release_tls_buffers(struct lws *wsi)
+{
+	SSL *ssl = lws_get_ssl(wsi);
+
+	if (ssl != NULL)
+		SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+}
+
 static int
 upstream_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     void *in, size_t len)
@@ -724,6 +758,7 @@ upstream_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		return add_handshake_headers(uc, wsi, in, len);
 
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		release_tls_buffers(wsi);
 		on_established(uc);
 		break;
 
@@ -784,7 +819,7 @@ const struct lws_protocols upconn_protocols[] = {
 		.name = "codexpool-upstream",
 		.callback = upstream_cb,
 		.per_session_data_size = 0,
-		.rx_buffer_size = 65536,
+		.rx_buffer_size = UPSTREAM_RX_BUFFER,
 	},
 	{ .name = NULL },
 };
@@ -799,8 +834,8 @@ lost_cb(lws_sorted_usec_list_t *sul)
 
 	uc->lost_handled = true;
 	lws_sul_cancel(&uc->sul_hs);
-	lws_sul_cancel(&uc->sul_ping);
-	lws_sul_cancel(&uc->sul_live);
+	ctimer_cancel(&uc->w->ctimers, &uc->t_ping);
+	ctimer_cancel(&uc->w->ctimers, &uc->t_live);
 	if (uc->pc != NULL) {
 		char what[256];
 
@@ -821,8 +856,8 @@ upconn_free(struct upconn *uc)
 	struct worker *w = uc->w;
 
 	lws_sul_cancel(&uc->sul_hs);
-	lws_sul_cancel(&uc->sul_ping);
-	lws_sul_cancel(&uc->sul_live);
+	ctimer_cancel(&uc->w->ctimers, &uc->t_ping);
+	ctimer_cancel(&uc->w->ctimers, &uc->t_live);
 	lws_sul_cancel(&uc->sul_lost);
 	if (uc->prev != NULL)
 		uc->prev->next = uc->next;

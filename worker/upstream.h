@@ -16,6 +16,8 @@
 
 /* Largest upstream message we assemble (leaves room for the header). */
 #define UPSTREAM_MAX_MESSAGE	(MSG_MAX_PAYLOAD - 64 * 1024)
+/* libwebsockets' receive buffer per upstream connection (was 64 KiB). */
+#define UPSTREAM_RX_BUFFER	4096
 /* How long a close may take before the socket is dropped. */
 #define UPSTREAM_CLOSE_GRACE_SECS	5
 /* No frame and no pong for UPSTREAM_LIVENESS_X2 / 2 (two and a half)
@@ -96,9 +98,13 @@ struct upconn {
 	char		 close_reason[64];
 
 	lws_sorted_usec_list_t sul_hs;
+	/* never scheduled any more (worker.c still cancels them: harmless) */
 	lws_sorted_usec_list_t sul_ping;
-	lws_sorted_usec_list_t sul_live;	/* the liveness deadline */
+	lws_sorted_usec_list_t sul_live;
 	lws_sorted_usec_list_t sul_lost;
+	/* in the worker's ctimer heap: lws' own timer list stays short */
+	struct ctimer	 t_ping;
+	struct ctimer	 t_live;	/* the liveness deadline */
 
 	uint8_t		*rx;
 	size_t		 rxlen;

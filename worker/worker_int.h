@@ -11,6 +11,7 @@
 
 #include <libwebsockets.h>
 
+#include "ctimer.h"
 #include "idmap.h"
 #include "msg.h"
 #include "pool.h"
@@ -72,6 +73,7 @@ struct worker {
 	int		 slot;
 	pid_t		 pid;
 	struct lws_context *ctx;
+	struct ctimers	 ctimers;	/* the upstream connections' ping and liveness */
 	struct lws_vhost *chan_vh;
 	struct lws	*chan_wsi;
 	struct msgchan	*chan;

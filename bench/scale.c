@@ -1,0 +1,884 @@
+/*
+ * codexpool-bench's performance and scale modes (docs/BENCHMARKS.md):
+ *
+ *   codexpool-bench cpu [-c CONVS] [-t TURNS] [-i TOKENS] [-B BUILDDIR]
+ *	C conversations x T turns of stateless streamed clients (full history
+ *	every turn, ~TOKENS of instructions), interleaved; reports the CPU
+ *	time each daemon process (supervisor, workers) and the simulator
+ *	spent per turn.  CODEXPOOL_BENCH_WRAP="valgrind --tool=callgrind ..."
+ *	runs the daemon under that command (the profile in BENCHMARKS.md).
+ *
+ *   codexpool-bench memory [-n 0,1000,2000] [-T] [-B BUILDDIR]
+ *	Opens N idle pooled conversations (one turn each) and reports the
+ *	PSS of the supervisor and the workers, and the PSS per conversation
+ *	against N = the first count.  -T: the upstream is wss:// (the
+ *	simulator serves TLS).  -B: the same run with the daemon of BUILDDIR
+ *	first (the previous build), then this one.
+ *
+ *   codexpool-bench scale [-n 20,2000,19000] [-r RATE] [-m TURNS] [-i TOKENS]
+ *			   [-w WORKERS]
+ *	Opens N pooled conversations, then runs M more turns on randomly
+ *	chosen ones at RATE turns/s; reports errors and CPU per turn of the
+ *	daemon in the steady phase (ws pings included).
+ *
+ *   codexpool-bench stream [-j STREAMS] [-s SECONDS] [-k DELTAS] [-d DELAY_MS]
+ *	J concurrent clients each streaming turns back to back (K deltas
+ *	DELAY_MS apart), for S seconds, once straight to the simulator over
+ *	HTTP/SSE and once through the daemon: events/s and CPU per 1000
+ *	events of the daemon and of the simulator.
+ *
+ * Everything runs on loopback in a private temp dir.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scale.h"
+#include "testlib.h"
+
+#define START_WAIT_MS	180000	/* a daemon under valgrind starts slowly */
+#define TURN_WAIT_MS	60000
+#define MAX_PROCS	64
+#define MAX_COUNTS	16
+
+struct rig {
+	char		*dir;
+	struct tl_sim	 sim;
+	pid_t		 daemon;
+	int		 port;
+	char		 ctl[700];
+	char		 conf[700];
+	char		 log[700];
+};
+
+static void
+die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "codexpool-bench: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	tl_kill_all();
+	exit(1);
+}
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- processes: CPU and memory from /proc ------------------------------ */
+
+/* The daemon's processes: the supervisor first, then its workers. */
+static int
+daemon_pids(pid_t sup, pid_t *out, int max)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	char path[64], buf[512], *p;
+	int n = 0;
+	FILE *f;
+
+	out[n++] = sup;
+	while (d != NULL && (de = readdir(d)) != NULL && n < max) {
+		pid_t pid = (pid_t)atoi(de->d_name), ppid;
+
+		if (pid <= 0 || pid == sup)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fgets(buf, sizeof(buf), f) != NULL && (p = strrchr(buf, ')')) != NULL &&
+		    sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid == sup)
+			out[n++] = pid;
+		fclose(f);
+	}
+	if (d != NULL)
+		closedir(d);
+	return n;
+}
+
+/* CPU time of every thread of pid so far, in ns (schedstat: no tick rounding). */
+static long long
+cpu_ns(pid_t pid)
+{
+	char path[320];
+	struct dirent *de;
+	long long sum = 0, v;
+	DIR *d;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	if ((d = opendir(path)) == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/schedstat", (int)pid,
+		    de->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fscanf(f, "%lld", &v) == 1)
+			sum += v;
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
+/* Proportional set size in KiB (smaps_rollup), -1 if unreadable. */
+static long
+pss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "Pss: %ld kB", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+static void
+loadavg(char *buf, size_t size)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	snprintf(buf, size, "?");
+	if (f != NULL) {
+		if (fgets(buf, (int)size, f) != NULL)
+			buf[strcspn(buf, " ")] = '\0';	/* the 1-minute figure */
+		fclose(f);
+	}
+}
+
+/* ---- the rig: simulator + daemon ---------------------------------------- */
+
+static int
+ctl_status(struct rig *r, char **text)
+{
+	char *bin = tl_program("ctl/codexpoolctl"), out[800];
+	char *argv[] = { bin, "-s", r->ctl, "status", NULL };
+	int rc;
+
+	snprintf(out, sizeof(out), "%s/ctl.out", r->dir);
+	unlink(out);
+	rc = tl_run(out, argv, TURN_WAIT_MS);
+	free(bin);
+	*text = rc == 0 ? tl_read_file(out, NULL) : NULL;
+	return *text != NULL ? 0 : -1;
+}
+
+/* "name: N" in `codexpoolctl status`, summed over its lines; -1 if absent. */
+static long long
+status_sum(struct rig *r, const char *name)
+{
+	char *text, *p, key[64];
+	long long sum = -1;
+
+	if (ctl_status(r, &text) != 0)
+		return -1;
+	snprintf(key, sizeof(key), "%s", name);
+	for (p = text; (p = strstr(p, key)) != NULL; p += strlen(key)) {
+		char *q = p + strlen(key);
+
+		while (*q == ':' || *q == ' ' || *q == '=')
+			q++;
+		if (*q >= '0' && *q <= '9')
+			sum = (sum < 0 ? 0 : sum) + atoll(q);
+	}
+	free(text);
+	return sum;
+}
+
+/*
+ * Starts the simulator and the daemon.  builddir (NULL: as set) picks the
+ * binaries; CODEXPOOL_BENCH_WRAP, if set, is a command line the daemon
+ * runs under.
+ */
+static void
+rig_start(struct rig *r, const char *builddir, bool tls, const char *sim_args,
+    const char *conf_extra)
+{
+	char conf[4096], auth[700], simargs[2048], upstream[900], *text, *p;
+	char *wrap = getenv("CODEXPOOL_BENCH_WRAP"), *wcopy = NULL, *save = NULL;
+	char *argv[40], *bin;
+	int argc = 0;
+	int64_t end;
+
+	memset(r, 0, sizeof(*r));
+	if (builddir != NULL)
+		setenv("CODEXPOOL_BUILDDIR", builddir, 1);
+	if ((r->dir = tl_tmpdir()) == NULL)
+		die("cannot make a temp dir");
+	if (tls) {
+		if (tl_make_certs(r->dir) != 0)
+			die("cannot make certificates");
+		snprintf(simargs, sizeof(simargs), "--tls-cert %s/server.pem "
+		    "--tls-key %s/server.key %s", r->dir, r->dir, sim_args);
+		sim_args = simargs;
+	}
+	if (tl_sim_start(&r->sim, r->dir, sim_args) != 0)
+		die("cannot start codexpool-sim (run from the build dir or set "
+		    "CODEXPOOL_BUILDDIR)");
+	if (tls)
+		snprintf(upstream, sizeof(upstream), "wss://localhost:%d/backend-api/codex/"
+		    "responses\nupstream_ca_file = %s/ca.pem", r->sim.port, r->dir);
+	else
+		snprintf(upstream, sizeof(upstream), "ws://127.0.0.1:%d/backend-api/codex/"
+		    "responses", r->sim.port);
+	tl_sim_auth_path(&r->sim, 1, auth, sizeof(auth));
+	snprintf(r->conf, sizeof(r->conf), "%s/codexpool.conf", r->dir);
+	snprintf(r->ctl, sizeof(r->ctl), "%s/ctl.sock", r->dir);
+	snprintf(r->log, sizeof(r->log), "%s/daemon.log", r->dir);
+	snprintf(conf, sizeof(conf),
+	    "listen = 127.0.0.1:0\nupstream_url = %s\n"
+	    "token_url = %s://127.0.0.1:%d/oauth/token\n"
+	    "auth_file = %s\ncontrol_socket = %s\ndata_dir = %s\nlog_level = warn\n%s\n",
+	    upstream, tls ? "https" : "http", r->sim.port, auth, r->ctl, r->dir,
+	    conf_extra != NULL ? conf_extra : "");
+	tl_write_file(r->conf, conf, strlen(conf), 0600);
+	if (wrap != NULL && *wrap != '\0') {
+		wcopy = strdup(wrap);
+		for (p = strtok_r(wcopy, " ", &save); p != NULL && argc < 30;
+		    p = strtok_r(NULL, " ", &save))
+			argv[argc++] = p;
+	}
+	bin = tl_program("daemon/codexpoold");
+	argv[argc++] = bin;
+	argv[argc++] = "-f";
+	argv[argc++] = "-c";
+	argv[argc++] = r->conf;
+	argv[argc] = NULL;
+	r->daemon = tl_spawn(r->log, argv);
+	free(bin);
+	free(wcopy);
+	end = tl_now_ms() + START_WAIT_MS;
+	while (r->port == 0 && tl_now_ms() < end) {
+		if (access(r->ctl, F_OK) == 0 && ctl_status(r, &text) == 0) {
+			if ((p = strstr(text, "listen: 127.0.0.1:")) != NULL)
+				r->port = atoi(p + strlen("listen: 127.0.0.1:"));
+			free(text);
+		}
+		if (r->port == 0) {
+			if (!tl_alive(r->daemon))
+				die("codexpoold did not start; see %s", r->log);
+			tl_msleep(100);
+		}
+	}
+	if (r->port == 0)
+		die("codexpoold did not answer on %s", r->ctl);
+}
+
+static void
+rig_stop(struct rig *r)
+{
+	if (r->daemon > 0)
+		tl_stop(r->daemon, SIGTERM, START_WAIT_MS);
+	tl_sim_stop(&r->sim);
+	tl_rmrf(r->dir);
+	free(r->dir);
+}
+
+struct usage_snap {
+	int		 n;
+	pid_t		 pid[MAX_PROCS];
+	long long	 ns[MAX_PROCS];
+	long long	 sim_ns;
+};
+
+static void
+snap(struct rig *r, struct usage_snap *u)
+{
+	int i;
+
+	u->n = daemon_pids(r->daemon, u->pid, MAX_PROCS);
+	for (i = 0; i < u->n; i++)
+		u->ns[i] = cpu_ns(u->pid[i]);
+	u->sim_ns = cpu_ns(r->sim.pid);
+}
+
+/* CPU ns since a: the supervisor, the workers together, the simulator. */
+static void
+delta(const struct usage_snap *a, const struct usage_snap *b, long long *sup,
+    long long *workers, long long *sim)
+{
+	int i, j;
+
+	*sup = b->ns[0] - a->ns[0];
+	*workers = 0;
+	for (i = 1; i < b->n; i++)
+		for (j = 1; j < a->n; j++)
+			if (a->pid[j] == b->pid[i])
+				*workers += b->ns[i] - a->ns[j];
+	*sim = b->sim_ns - a->sim_ns;
+}
+
+/* ---- turns ---------------------------------------------------------------- */
+
+/* One non-streamed turn: input is one user message; 0 if it answered 200. */
+static int
+turn_small(struct rig *r, const char *instructions, const char *key, const char *q)
+{
+	json_object *input = json_object_new_array();
+	struct tl_req rq = { .instructions = instructions, .prompt_cache_key = key,
+	    .input = input };
+	struct tl_response resp;
+	char *body;
+	int rc;
+
+	json_object_array_add(input, tl_msg("user", q));
+	body = tl_req_http(&rq);
+	json_object_put(input);
+	rc = tl_http("127.0.0.1", r->port, "POST", "/v1/responses", NULL, body,
+	    strlen(body), &resp);
+	free(body);
+	if (rc != 0)
+		return -1;
+	rc = resp.status == 200 ? 0 : -1;
+	if (rc != 0)
+		fprintf(stderr, "codexpool-bench: HTTP %d: %.200s\n", resp.status,
+		    resp.body ? resp.body : "");
+	tl_response_free(&resp);
+	return rc;
+}
+
+/* One streamed turn of a stateless client, history extended with the reply. */
+static int
+turn_stream(struct rig *r, json_object *history, const char *instructions,
+    const char *key)
+{
+	struct tl_req rq = { .instructions = instructions, .prompt_cache_key = key,
+	    .input = history, .stream = 1 };
+	struct tl_stream *st;
+	char *body = tl_req_http(&rq), *ev = NULL, *data = NULL, *sse = NULL;
+	size_t ssel = 0;
+	int rc;
+
+	st = tl_stream_open(NULL, "127.0.0.1", r->port, "POST", "/v1/responses", NULL,
+	    body, strlen(body));
+	free(body);
+	if (st == NULL || tl_stream_status(st) != 200) {
+		if (st != NULL)
+			tl_stream_close(st, 0);
+		return -1;
+	}
+	while ((rc = tl_stream_read_event(st, &ev, &data, TURN_WAIT_MS)) == 1) {
+		size_t dl = strlen(data), el = ev ? strlen(ev) : 0;
+
+		if ((sse = realloc(sse, ssel + el + dl + 32)) == NULL)
+			die("out of memory");
+		ssel += (size_t)sprintf(sse + ssel, "event: %s\ndata: %s\n\n", ev ? ev : "",
+		    data);
+		free(ev);
+		free(data);
+		ev = data = NULL;
+	}
+	tl_stream_close(st, 0);
+	if (sse == NULL)
+		return -1;
+	rc = tl_history_add_sse(history, sse) > 0 ? 0 : -1;
+	free(sse);
+	return rc;
+}
+
+/* ~tokens x 4 bytes of text, different per seed. */
+static char *
+instructions_of(int tokens, unsigned seed)
+{
+	char *t = tl_text((size_t)tokens * 4 / 1024 + 1, seed);
+
+	t[(size_t)tokens * 4] = '\0';
+	return t;
+}
+
+static int
+parse_counts(const char *arg, int *v, int max)
+{
+	char buf[256], *tok, *save = NULL;
+	int n = 0;
+
+	snprintf(buf, sizeof(buf), "%s", arg);
+	for (tok = strtok_r(buf, ",", &save); tok != NULL && n < max;
+	    tok = strtok_r(NULL, ",", &save))
+		v[n++] = atoi(tok);
+	return n;
+}
+
+/* ---- cpu: where a turn's CPU goes ----------------------------------------- */
+
+/* Under callgrind, the profile counts the steady state only. */
+static void
+zero_profile(struct rig *r)
+{
+	const char *wrap = getenv("CODEXPOOL_BENCH_WRAP");
+	pid_t pids[MAX_PROCS];
+	char cmd[64];
+	int i, n;
+
+	if (wrap == NULL || strstr(wrap, "callgrind") == NULL)
+		return;
+	n = daemon_pids(r->daemon, pids, MAX_PROCS);
+	for (i = 0; i < n; i++) {
+		snprintf(cmd, sizeof(cmd), "callgrind_control -z %d >/dev/null", (int)pids[i]);
+		if (system(cmd) != 0)
+			fprintf(stderr, "codexpool-bench: %s failed\n", cmd);
+	}
+}
+
+int
+cmd_cpu(int argc, char **argv)
+{
+	int convs = 20, turns = 8, tokens = 7000, ch, c, t, i;
+	const char *builddir = NULL;
+	struct usage_snap a, b;
+	long long sup, workers, sim;
+	json_object **hist;
+	char **instr, key[64], q[96], conf[96], load[32];
+	struct rig r;
+	double t0;
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "c:t:i:B:")) != -1) {
+		switch (ch) {
+		case 'c': convs = atoi(optarg); break;
+		case 't': turns = atoi(optarg); break;
+		case 'i': tokens = atoi(optarg); break;
+		case 'B': builddir = optarg; break;
+		default: die("usage: codexpool-bench cpu [-c CONVS] [-t TURNS] [-i TOKENS] "
+		    "[-B BUILDDIR]");
+		}
+	}
+	if (convs < 1 || convs > 10000 || turns < 2 || tokens < 1 || tokens > 200000)
+		die("need 1..10000 conversations, 2 turns, 1..200000 tokens");
+	hist = calloc((size_t)convs, sizeof(*hist));
+	instr = calloc((size_t)convs, sizeof(*instr));
+	if (hist == NULL || instr == NULL)
+		die("out of memory");
+	snprintf(conf, sizeof(conf), "workers = 2\nws_pool_max_per_account = %d",
+	    convs > 8 ? convs : 8);
+	rig_start(&r, builddir, false, "--backends 1 --accounts 1 --seed 42", conf);
+	for (c = 0; c < convs; c++) {
+		hist[c] = json_object_new_array();
+		instr[c] = instructions_of(tokens, (unsigned)c + 100);
+	}
+	/* Turn 1 of each opens its connection: the steady state is turns >= 2. */
+	snap(&r, &a);
+	t0 = now_s();
+	for (t = 0; t < turns; t++) {
+		if (t == 1) {
+			zero_profile(&r);
+			snap(&r, &a);
+			t0 = now_s();
+		}
+		for (c = 0; c < convs; c++) {
+			snprintf(key, sizeof(key), "bench-cpu-%d", c);
+			snprintf(q, sizeof(q), "question %d of conversation %d", t + 1, c);
+			json_object_array_add(hist[c], tl_msg("user", q));
+			if (turn_stream(&r, hist[c], instr[c], key) != 0)
+				die("turn %d of conversation %d failed; see %s", t + 1, c, r.log);
+		}
+	}
+	snap(&r, &b);
+	delta(&a, &b, &sup, &workers, &sim);
+	loadavg(load, sizeof(load));
+	t = convs * (turns - 1);
+	printf("%d conversations x %d turns, ~%d tokens of instructions, full history, "
+	    "stream:true; turns 2..%d: %d turns in %.2f s; load average %s\n\n",
+	    convs, turns, tokens, turns, t, now_s() - t0, load);
+	printf("| process | CPU per turn (ms) |\n|---|---|\n");
+	printf("| supervisor | %.3f |\n| workers | %.3f |\n| daemon total | %.3f |\n"
+	    "| simulator | %.3f |\n", sup / 1e6 / t, workers / 1e6 / t,
+	    (sup + workers) / 1e6 / t, sim / 1e6 / t);
+	rig_stop(&r);
+	for (i = 0; i < convs; i++) {
+		json_object_put(hist[i]);
+		free(instr[i]);
+	}
+	free(hist);
+	free(instr);
+	return 0;
+}
+
+/* ---- memory: PSS per idle pooled conversation ------------------------------ */
+
+static long
+rig_pss(struct rig *r, long *sup)
+{
+	pid_t pids[MAX_PROCS];
+	long sum = 0, v;
+	int i, n = daemon_pids(r->daemon, pids, MAX_PROCS);
+
+	for (i = 0; i < n; i++) {
+		if ((v = pss_kib(pids[i])) < 0)
+			die("cannot read the PSS of %d", (int)pids[i]);
+		if (i == 0)
+			*sup = v;
+		sum += v;
+	}
+	return sum;
+}
+
+/* Opens conversations [from, to) with one turn each. */
+static void
+open_convs(struct rig *r, const char *tag, const char *instructions, int from, int to)
+{
+	char key[64];
+	int c;
+
+	for (c = from; c < to; c++) {
+		snprintf(key, sizeof(key), "%s-%d", tag, c);
+		if (turn_small(r, instructions, key, "hello") != 0)
+			die("opening conversation %d failed; see %s", c, r->log);
+	}
+}
+
+/* Waits until the daemon reports n pooled connections open and idle. */
+static void
+wait_idle(struct rig *r, int n)
+{
+	int64_t end = tl_now_ms() + TURN_WAIT_MS;
+	long long open = -1;
+
+	while (tl_now_ms() < end) {
+		open = status_sum(r, "pooled_open");
+		if (open >= n && status_sum(r, "pooled_busy") == 0)
+			break;
+		tl_msleep(200);
+	}
+	if (open < n)
+		die("%lld pooled connections open, not %d; see %s", open, n, r->log);
+	tl_msleep(11000);	/* the workers sweep (and trim) every 10 s */
+}
+
+static void
+memory_pass(const char *label, const char *builddir, bool tls, const int *counts,
+    int ncounts)
+{
+	char conf[128], load[32];
+	char *instr = instructions_of(100, 1);
+	long sup = 0, sum, sup0 = 0, sum0 = 0;
+	struct rig r;
+	int i, have = 0, max = 0;
+
+	for (i = 0; i < ncounts; i++)
+		if (counts[i] > max)
+			max = counts[i];
+	snprintf(conf, sizeof(conf), "workers = 2\nws_pool_max_per_account = %d\n"
+	    "max_clients = 1024", max > 8 ? max : 8);
+	rig_start(&r, builddir, tls, "--backends 1 --accounts 1", conf);
+	for (i = 0; i < ncounts; i++) {
+		open_convs(&r, "bench-mem", instr, have, counts[i]);
+		have = counts[i] > have ? counts[i] : have;
+		wait_idle(&r, have);
+		sum = rig_pss(&r, &sup);
+		if (i == 0) {
+			sum0 = sum;
+			sup0 = sup;
+		}
+		loadavg(load, sizeof(load));
+		printf("| %s | %s | %d | %ld | %ld | %ld | %s |\n", label,
+		    tls ? "wss" : "ws", have, sum, sup, sum - sup, load);
+		if (have > counts[0])
+			printf("| %s | per conversation | | %.1f | %.1f | %.1f | |\n", label,
+			    (double)(sum - sum0) / (have - counts[0]),
+			    (double)(sup - sup0) / (have - counts[0]),
+			    (double)((sum - sup) - (sum0 - sup0)) / (have - counts[0]));
+	}
+	rig_stop(&r);
+	free(instr);
+}
+
+int
+cmd_memory(int argc, char **argv)
+{
+	int counts[MAX_COUNTS] = { 0, 1000, 2000 }, ncounts = 3, ch;
+	const char *base = NULL;
+	bool tls = false;
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "n:TB:")) != -1) {
+		switch (ch) {
+		case 'n': ncounts = parse_counts(optarg, counts, MAX_COUNTS); break;
+		case 'T': tls = true; break;
+		case 'B': base = optarg; break;
+		default: die("usage: codexpool-bench memory [-n 0,1000,2000] [-T] [-B BUILDDIR]");
+		}
+	}
+	if (ncounts < 2)
+		die("need at least two counts");
+	printf("PSS in KiB of codexpoold (2 workers), N idle pooled conversations, one account\n\n");
+	printf("| build | upstream | N | PSS all | supervisor | workers | load |\n"
+	    "|---|---|---|---|---|---|---|\n");
+	if (base != NULL) {
+		char *cur = getenv("CODEXPOOL_BUILDDIR") ? strdup(getenv("CODEXPOOL_BUILDDIR")) :
+		    NULL;
+		memory_pass("previous", base, tls, counts, ncounts);
+		if (cur != NULL)
+			setenv("CODEXPOOL_BUILDDIR", cur, 1);
+		else
+			unsetenv("CODEXPOOL_BUILDDIR");
+		free(cur);
+	}
+	memory_pass("this", NULL, tls, counts, ncounts);
+	return 0;
+}
+
+/* ---- scale: CPU per turn as the pooled conversations grow ------------------- */
+
+static void
+scale_pass(int n, int rate, int turns, int tokens, int workers)
+{
+	char conf[512], key[64], q[64], load[32];
+	char *instr = instructions_of(tokens, 3);
+	struct usage_snap a, b;
+	long long sup, wk, sim;
+	int i, errors = 0;
+	double t0, t1, open_s;
+	struct rig r;
+
+	snprintf(conf, sizeof(conf), "workers = %d\nws_pool_max_per_account = %d\n%s\n",
+	    workers, n > 8 ? n : 8, getenv("CODEXPOOL_BENCH_CONF") ?
+	    getenv("CODEXPOOL_BENCH_CONF") : "");
+	rig_start(&r, NULL, false, "--backends 1 --accounts 1", conf);
+	t0 = now_s();
+	open_convs(&r, "bench-scale", instr, 0, n);
+	open_s = now_s() - t0;
+	wait_idle(&r, n);
+	srandom(42);
+	zero_profile(&r);
+	snap(&r, &a);
+	t0 = now_s();
+	for (i = 0; i < turns; i++) {
+		double due = t0 + (double)i / rate, wait = due - now_s();
+
+		if (wait > 0)
+			usleep((useconds_t)(wait * 1e6));
+		snprintf(key, sizeof(key), "bench-scale-%ld", random() % n);
+		snprintf(q, sizeof(q), "turn %d", i);
+		if (turn_small(&r, instr, key, q) != 0)
+			errors++;
+	}
+	t1 = now_s();
+	snap(&r, &b);
+	delta(&a, &b, &sup, &wk, &sim);
+	loadavg(load, sizeof(load));
+	printf("| %d | %.1f | %d | %.0f | %d | %.3f | %.3f | %.3f | %lld | %s |\n", n,
+	    open_s, turns, turns / (t1 - t0), errors, sup / 1e6 / turns, wk / 1e6 / turns,
+	    (sup + wk) / 1e6 / turns, status_sum(&r, "pooled_open"), load);
+	rig_stop(&r);
+	free(instr);
+}
+
+int
+cmd_scale(int argc, char **argv)
+{
+	int counts[MAX_COUNTS] = { 20, 2000, 19000 }, ncounts = 3, ch, i;
+	int rate = 200, turns = 2000, tokens = 1500, workers = 2;
+	struct rlimit rl;
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "n:r:m:i:w:")) != -1) {
+		switch (ch) {
+		case 'n': ncounts = parse_counts(optarg, counts, MAX_COUNTS); break;
+		case 'r': rate = atoi(optarg); break;
+		case 'm': turns = atoi(optarg); break;
+		case 'i': tokens = atoi(optarg); break;
+		case 'w': workers = atoi(optarg); break;
+		default: die("usage: codexpool-bench scale [-n 20,2000,19000] [-r RATE] "
+		    "[-m TURNS] [-i TOKENS] [-w WORKERS]");
+		}
+	}
+	if (ncounts < 1 || rate < 1 || turns < 1 || tokens < 1 || workers < 1)
+		die("bad arguments");
+	/* The simulator holds every connection in one process. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	printf("N pooled conversations (one turn each), then %d turns at %d/s on random "
+	    "ones, ~%d tokens of instructions, stream:false, %d workers, "
+	    "RLIMIT_NOFILE %llu\n\n", turns, rate, tokens, workers,
+	    (unsigned long long)rl.rlim_cur);
+	printf("| N | opening N (s) | turns | turns/s | errors | supervisor ms/turn | "
+	    "workers ms/turn | daemon ms/turn | pooled after | load |\n"
+	    "|---|---|---|---|---|---|---|---|---|---|\n");
+	for (i = 0; i < ncounts; i++)
+		scale_pass(counts[i], rate, turns, tokens, workers);
+	return 0;
+}
+
+/* ---- stream: relayed events per second ------------------------------------ */
+
+struct stream_target {
+	int		 port;
+	const char	*path;
+	char		*headers;	/* NULL for the daemon */
+};
+
+/* One client: streamed turns back to back until `until`; writes events,
+ * turns, errors to fd. */
+static void
+stream_client(const struct stream_target *tg, int id, double until, int fd)
+{
+	long long counts[3] = { 0, 0, 0 };
+	char key[64], *body, *ev = NULL, *data = NULL;
+	json_object *input = json_object_new_array();
+	struct tl_req rq = { .prompt_cache_key = key, .input = input, .stream = 1 };
+	struct tl_stream *st;
+	int rc;
+
+	snprintf(key, sizeof(key), "bench-stream-%d", id);
+	json_object_array_add(input, tl_msg("user", "stream please"));
+	body = tl_req_http(&rq);
+	while (now_s() < until) {
+		st = tl_stream_open(NULL, "127.0.0.1", tg->port, "POST", tg->path,
+		    tg->headers, body, strlen(body));
+		if (st == NULL || tl_stream_status(st) != 200) {
+			counts[2]++;
+			if (st != NULL)
+				tl_stream_close(st, 0);
+			usleep(10000);
+			continue;
+		}
+		while ((rc = tl_stream_read_event(st, &ev, &data, TURN_WAIT_MS)) == 1) {
+			counts[0]++;
+			free(ev);
+			free(data);
+			ev = data = NULL;
+		}
+		if (rc < 0)
+			counts[2]++;
+		counts[1]++;
+		tl_stream_close(st, 0);
+	}
+	free(body);
+	json_object_put(input);
+	if (write(fd, counts, sizeof(counts)) != (ssize_t)sizeof(counts))
+		_exit(1);
+	_exit(0);
+}
+
+static void
+stream_pass(struct rig *r, const char *label, const struct stream_target *tg,
+    int streams, int seconds)
+{
+	long long counts[3], events = 0, turns = 0, errors = 0, sup, wk, sim;
+	struct usage_snap a, b;
+	int fds[2], i, status;
+	double t0, t1, until;
+	char load[32];
+	pid_t *pids = calloc((size_t)streams, sizeof(*pids));
+
+	if (pipe(fds) == -1)
+		die("pipe: %s", strerror(errno));
+	snap(r, &a);
+	t0 = now_s();
+	until = t0 + seconds;
+	if (pids == NULL)
+		die("out of memory");
+	for (i = 0; i < streams; i++) {
+		if ((pids[i] = fork()) == -1)
+			die("fork: %s", strerror(errno));
+		if (pids[i] == 0) {
+			close(fds[0]);
+			stream_client(tg, i, until, fds[1]);
+		}
+	}
+	close(fds[1]);
+	for (i = 0; i < streams; i++) {
+		if (read(fds[0], counts, sizeof(counts)) != (ssize_t)sizeof(counts))
+			break;
+		events += counts[0];
+		turns += counts[1];
+		errors += counts[2];
+	}
+	for (i = 0; i < streams; i++)	/* not wait(): the sim and daemon are children too */
+		(void)waitpid(pids[i], &status, 0);
+	free(pids);
+	t1 = now_s();
+	snap(r, &b);
+	close(fds[0]);
+	delta(&a, &b, &sup, &wk, &sim);
+	if (tg->headers != NULL)
+		sup = wk = 0;	/* the daemon idled */
+	loadavg(load, sizeof(load));
+	printf("| %s | %d | %lld | %lld | %.0f | %.1f | %.1f | %.1f | %s |\n", label,
+	    streams, turns, errors, events / (t1 - t0),
+	    events ? (sup + wk) / 1e6 / events * 1000 : 0,
+	    events ? sim / 1e6 / events * 1000 : 0,
+	    (double)turns / (t1 - t0), load);
+}
+
+int
+cmd_stream(int argc, char **argv)
+{
+	int streams = 64, seconds = 10, deltas = 64, delay = 1, ch;
+	char simargs[160], conf[96];
+	struct stream_target daemon_tg, direct_tg;
+	struct tl_account acct;
+	struct rig r;
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "j:s:k:d:")) != -1) {
+		switch (ch) {
+		case 'j': streams = atoi(optarg); break;
+		case 's': seconds = atoi(optarg); break;
+		case 'k': deltas = atoi(optarg); break;
+		case 'd': delay = atoi(optarg); break;
+		default: die("usage: codexpool-bench stream [-j STREAMS] [-s SECONDS] "
+		    "[-k DELTAS] [-d DELAY_MS]");
+		}
+	}
+	if (streams < 1 || streams > 1000 || seconds < 1 || deltas < 1 || delay < 0)
+		die("need 1..1000 streams, 1 second, 1 delta");
+	snprintf(simargs, sizeof(simargs), "--backends 1 --accounts 1 --deltas %d "
+	    "--delta-delay-ms %d", deltas, delay);
+	snprintf(conf, sizeof(conf), "workers = 2\nws_pool_max_per_account = %d\n",
+	    streams > 8 ? streams : 8);
+	rig_start(&r, NULL, false, simargs, conf);
+	if (tl_sim_account(&r.sim, 1, &acct) != 0)
+		die("cannot read the simulator's account");
+	direct_tg.port = r.sim.port;
+	direct_tg.path = "/backend-api/codex/responses";
+	direct_tg.headers = tl_auth_headers(&acct);
+	daemon_tg.port = r.port;
+	daemon_tg.path = "/v1/responses";
+	daemon_tg.headers = NULL;
+	printf("%d concurrent streams, turns back to back for %d s, %d deltas %d ms apart "
+	    "per turn; CPU of the daemon (supervisor + workers) and of the simulator\n\n",
+	    streams, seconds, deltas, delay);
+	printf("| path | streams | turns | errors | events/s | daemon CPU ms per 1000 events | "
+	    "simulator CPU ms per 1000 events | turns/s | load |\n"
+	    "|---|---|---|---|---|---|---|---|---|\n");
+	stream_pass(&r, "direct", &direct_tg, streams, seconds);
+	stream_pass(&r, "daemon", &daemon_tg, streams, seconds);
+	free(direct_tg.headers);
+	tl_account_free(&acct);
+	rig_stop(&r);
+	return 0;
+}
