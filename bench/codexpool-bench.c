@@ -46,6 +46,13 @@
  *	relay latency of output events (arrival minus sim_sent_us), p50 and
  *	p99, and daemon minus direct.
  *
+ *   codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T DEADLINE]
+ *			  [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB]
+ *			  [-s SEED] [-R responses,chat,messages]
+ *	The fault soak with an oracle (bench/soak.c): concurrent
+ *	conversations on every route with faults injected at random, every
+ *	turn checked; exit status 1 on any violation.
+ *
  * Everything it starts lives in a private temp dir and is stopped at exit.
  */
 #include "config.h"
@@ -65,6 +72,7 @@
 #include <unistd.h>
 
 #include "scale.h"
+#include "soak.h"
 #include "testlib.h"
 
 #define WAIT_MS	30000
@@ -1517,6 +1525,8 @@ main(int argc, char **argv)
 		return cmd_stream(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "ws") == 0)
 		return cmd_ws(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "soak") == 0)
+		return cmd_soak(argc - 1, argv + 1);
 	fprintf(stderr, "usage: codexpool-bench demo | cache [-c CONVS] [-t TURNS] [-b BACKENDS] [-k KIB]\n"
 	    "       codexpool-bench latency [-c CONVS] [-t TURNS] [-j CONCURRENCY] [-i TOKENS]\n"
 	    "                               [-f FIRST_MS] [-d DELTA_MS] [-n DELTAS] [-g GAP_MS]\n"
@@ -1529,6 +1539,9 @@ main(int argc, char **argv)
 	    "       codexpool-bench memory [-n 0,1000,2000] [-T] [-B BUILDDIR]\n"
 	    "       codexpool-bench scale [-n 20,2000,19000] [-r RATE] [-m TURNS] [-i TOKENS]\n"
 	    "                             [-w WORKERS]\n"
-	    "       codexpool-bench stream [-j STREAMS] [-s SECONDS] [-k DELTAS] [-d DELAY_MS]\n");
+	    "       codexpool-bench stream [-j STREAMS] [-s SECONDS] [-k DELTAS] [-d DELAY_MS]\n"
+	    "       codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T TURN_DEADLINE]\n"
+	    "                            [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n"
+	    "                            [-R responses,chat,messages]\n");
 	return 2;
 }

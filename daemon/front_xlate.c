@@ -224,6 +224,7 @@ xlate_fail(struct turn *t, const struct turn_error *e)
 	struct json_object *o;
 	const char *code = e->code, *message = e->message;
 	char err[64], *body;
+	int status;
 
 	if (e->body != NULL &&
 	    (o = json_parse_buf(e->body, e->len, err, sizeof(err))) != NULL) {
@@ -234,8 +235,11 @@ xlate_fail(struct turn *t, const struct turn_error *e)
 		if (ue.code[0])
 			code = ue.code;
 	}
-	body = f->r->error_body(e->status, code, message ? message : "upstream error");
-	client_reply(t, e->status, "application/json", body, strlen(body), e->retry_after);
+	/* Overloaded in the route's own words (529 for Anthropic clients), as
+	 * stream_result says it when the failure comes later. */
+	status = e->status == 503 ? f->r->overloaded : e->status;
+	body = f->r->error_body(status, code, message ? message : "upstream error");
+	client_reply(t, status, "application/json", body, strlen(body), e->retry_after);
 	free(body);
 }
 

@@ -23,6 +23,7 @@ static const char *const kind_names[FAULT_KIND_COUNT] = {
 	[FAULT_SLOW_START] = "slow_start",
 	[FAULT_CLOSE_IDLE] = "close_idle",
 	[FAULT_REJECT_HANDSHAKE] = "reject_handshake",
+	[FAULT_CONN_LIMIT] = "conn_limit",
 };
 
 const char *

@@ -22,6 +22,7 @@ enum fault_kind {
 	FAULT_SLOW_START,		/* arg ms before the first frame */
 	FAULT_CLOSE_IDLE,		/* complete, then close while idle */
 	FAULT_REJECT_HANDSHAKE,		/* refuse the upgrade with status arg */
+	FAULT_CONN_LIMIT,		/* error 400 websocket_connection_limit_reached */
 	FAULT_KIND_COUNT
 };
 

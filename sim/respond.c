@@ -680,6 +680,16 @@ usage_limit_frame(struct plan *plan)
 	add_frame(plan, o, 0);
 }
 
+/* What the gateway answers on a connection past its age limit. */
+static void
+conn_limit_plan(struct plan *plan)
+{
+	error_plan(plan, 400, "invalid_request_error",
+	    "websocket_connection_limit_reached",
+	    "Responses websocket connection limit reached (60 minutes). "
+	    "Create a new websocket connection to continue.", NULL);
+}
+
 /* Picks the fault for a request: marker, then run-time queue, then global.
  * Returns -1 for a malformed marker. */
 static int
@@ -942,10 +952,7 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 	}
 	if (sim->o.max_conn_age > 0 &&
 	    now_mono_usec() - s->opened >= sim->o.max_conn_age * USEC_PER_SEC) {
-		error_plan(plan, 400, "invalid_request_error",
-		    "websocket_connection_limit_reached",
-		    "Responses websocket connection limit reached (60 minutes). "
-		    "Create a new websocket connection to continue.", NULL);
+		conn_limit_plan(plan);
 		record_error(sim, s, req, len, "websocket_connection_limit_reached");
 		goto out;
 	}
@@ -1070,6 +1077,11 @@ sim_respond_knobs(struct sim *sim, struct sim_session *s, const char *msg,
 	case FAULT_SERVER_ERROR:
 		created_frames(plan, &g, first_delay, s->sse);
 		failed_frame(plan, &g);
+		add_step(plan, STEP_IDLE, 0);
+		store = 0;
+		break;
+	case FAULT_CONN_LIMIT:
+		conn_limit_plan(plan);
 		add_step(plan, STEP_IDLE, 0);
 		store = 0;
 		break;

@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct ws_conn {
 	struct plan		 urgent;	/* errors that cannot wait */
 	struct pacer		 pace;		/* responses, in order */
 	int			 stalled;
+	lws_sorted_usec_list_t	 sul_stall;	/* watches a stalled peer */
 	struct ws_conn		*next;
 	struct ws_conn		*prev;
 };
@@ -266,6 +268,28 @@ conn_kick(struct ws_conn *c)
 		pacer_kick(&c->pace);
 }
 
+#define STALL_WATCH_US	(250 * LWS_US_PER_MS)
+
+/*
+ * A stalled connection reads nothing, so lws would never see its peer
+ * leave and the connection would count as open forever.  Its socket is
+ * checked for a hang-up instead (POLLRDHUP works with unread data queued).
+ */
+static void
+stall_watch(lws_sorted_usec_list_t *sul)
+{
+	struct ws_conn *c = lws_container_of(sul, struct ws_conn, sul_stall);
+	struct pollfd pfd = { .fd = lws_get_socket_fd(c->wsi), .events = POLLRDHUP };
+
+	if (pfd.fd >= 0 && poll(&pfd, 1, 0) > 0 &&
+	    (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+		log_info("conn=%llu stalled peer left", (unsigned long long)c->sess.conn_id);
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+		return;
+	}
+	lws_sul_schedule(g_ctx, 0, &c->sul_stall, stall_watch, STALL_WATCH_US);
+}
+
 /* Runs one step; returns -1 when the connection must close. */
 static int
 run_step(struct ws_conn *c, struct plan_step *st)
@@ -290,6 +314,7 @@ run_step(struct ws_conn *c, struct plan_step *st)
 		log_info("conn=%llu stalling", (unsigned long long)c->sess.conn_id);
 		c->stalled = 1;
 		lws_rx_flow_control(c->wsi, 0);
+		lws_sul_schedule(g_ctx, 0, &c->sul_stall, stall_watch, STALL_WATCH_US);
 		return 0;
 	}
 	return 0;
@@ -369,6 +394,8 @@ static void
 conn_free(struct ws_conn *c, int context_alive)
 {
 	pacer_free(&c->pace, context_alive);
+	if (context_alive)
+		lws_sul_cancel(&c->sul_stall);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else

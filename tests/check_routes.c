@@ -340,6 +340,29 @@ START_TEST(test_routes__messages_upstream_limit_in_anthropic_shape)
 }
 END_TEST
 
+/* An upstream that stays overloaded past the retries reaches an Anthropic
+ * client as overloaded_error 529 (its SDKs back off on it), as a failure
+ * after the stream began already did (found by the soak). */
+START_TEST(test_routes__messages_upstream_overloaded_is_529)
+{
+	struct e2e e;
+	json_object *msgs = json_object_new_array(), *ans;
+	char *raw = NULL;
+	int status;
+
+	e2e_start(&e, NULL, NULL);
+	json_object_array_add(msgs, msg("user", "busy? [[sim:overloaded]]"));
+	ans = messages_turn(&e, msgs, "be brief", 0, &status, &raw);
+	ck_assert_msg(status == 529, "status %d: %s", status, raw);
+	ck_assert_str_eq(jstr(ans, "type"), "error");
+	ck_assert_str_eq(jstr(ans, "error.type"), "overloaded_error");
+	free(raw);
+	json_object_put(ans);
+	json_object_put(msgs);
+	e2e_stop(&e);
+}
+END_TEST
+
 /* ---- tool calls, both ways, and implicit resume ----------------------- */
 
 /* The simulator's newest request record (owned), or NULL. */
@@ -804,6 +827,7 @@ make_suite_routes(void)
 	tcase_add_test(tc, test_routes__messages_turns_share_one_connection);
 	tcase_add_test(tc, test_routes__messages_stream_events);
 	tcase_add_test(tc, test_routes__count_tokens);
+	tcase_add_test(tc, test_routes__messages_upstream_overloaded_is_529);
 	tcase_add_test(tc, test_routes__bad_input_in_each_shape);
 	tcase_add_test(tc, test_routes__messages_upstream_limit_in_anthropic_shape);
 	tcase_add_loop_test(tc, test_routes__chat_tool_call_round_trip, 0, 2);

@@ -610,6 +610,7 @@ START_TEST(test_respond__fault_plans)
 		{ "usage_limit", "FI" },
 		{ "token_expired", "FI" },
 		{ "overloaded", "FI" },
+		{ "conn_limit", "FI" },
 		{ "server_error", "FFFI" },
 		{ "close_mid_stream", "FFFFFFFC" },
 		{ "close_idle", "FFFFFFFFFFFFIC" },
@@ -2009,7 +2010,24 @@ START_TEST(test_sim__fault_stall)
 	req = req_with_text("still alive?", NULL);
 	json_object_put(turn_ok(control, req, NULL));
 	free(req);
-	tl_ws_abort(ws);
+	/* A stalled connection whose peer leaves (close frame and FIN, as a
+	 * relay's liveness check does) is closed, not counted open forever:
+	 * it reads nothing, so only a hang-up check can see it. */
+	tl_ws_close(ws);
+	{
+		int64_t deadline = tl_now_ms() + 20000;
+		json_object *state = NULL;
+
+		for (;;) {
+			json_object_put(state);
+			state = tl_sim_state(&sim);
+			if (jint(state, "connections_open") == 1 || tl_now_ms() > deadline)
+				break;
+			tl_msleep(20);
+		}
+		ck_assert_int_eq(jint(state, "connections_open"), 1);
+		json_object_put(state);
+	}
 	tl_ws_close(control);
 	stop_sim_ok();
 }
