@@ -98,9 +98,6 @@ struct upconn {
 	char		 close_reason[64];
 
 	lws_sorted_usec_list_t sul_hs;
-	/* never scheduled any more (worker.c still cancels them: harmless) */
-	lws_sorted_usec_list_t sul_ping;
-	lws_sorted_usec_list_t sul_live;
 	lws_sorted_usec_list_t sul_lost;
 	/* in the worker's ctimer heap: lws' own timer list stays short */
 	struct ctimer	 t_ping;

@@ -673,8 +673,6 @@ cancel_timers(struct worker *w)
 	lws_sul_cancel(&w->sul_chan_rearm);
 	for (uc = w->conns; uc != NULL; uc = uc->next) {
 		lws_sul_cancel(&uc->sul_hs);
-		lws_sul_cancel(&uc->sul_ping);
-		lws_sul_cancel(&uc->sul_live);
 		lws_sul_cancel(&uc->sul_lost);
 	}
 }

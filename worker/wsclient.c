@@ -63,7 +63,7 @@ struct wsclient {
 	int		 after_code;	/* close after the turn; 0: no */
 	char		 after_reason[120];
 
-	lws_sorted_usec_list_t sul_ping;
+	struct ctimer	 t_ping;	/* in the worker's heap (ctimer.h) */
 };
 
 static void	close_now(struct wsclient *, int, const char *);
@@ -521,9 +521,9 @@ on_receive(struct wsclient *c, const void *in, size_t len)
 /* ---- liveness ------------------------------------------------------- */
 
 static void
-ping_cb(lws_sorted_usec_list_t *sul)
+ping_cb(struct ctimer *t)
 {
-	struct wsclient *c = lws_container_of(sul, struct wsclient, sul_ping);
+	struct wsclient *c = lws_container_of(t, struct wsclient, t_ping);
 	struct worker *w = c->w;
 	usec_t every = w->cfg.ping_interval, now = now_mono_usec();
 
@@ -539,7 +539,7 @@ ping_cb(lws_sorted_usec_list_t *sul)
 	}
 	c->ping_due = true;
 	want_write(c);
-	lws_sul_schedule(w->ctx, 0, &c->sul_ping, ping_cb, (lws_usec_t)every);
+	ctimer_schedule(&w->ctimers, w->ctx, &c->t_ping, ping_cb, every);
 }
 
 /* ---- life and death ------------------------------------------------- */
@@ -547,7 +547,7 @@ ping_cb(lws_sorted_usec_list_t *sul)
 static void
 client_free(struct wsclient *c)
 {
-	lws_sul_cancel(&c->sul_ping);
+	ctimer_cancel(&c->w->ctimers, &c->t_ping);
 	txq_clear(c);
 	json_object_put(c->held);
 	free(c->rx);
@@ -618,8 +618,8 @@ client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		c->open = true;
 		c->last_heard = now_mono_usec();
 		if (w->cfg.ping_interval > 0)
-			lws_sul_schedule(w->ctx, 0, &c->sul_ping, ping_cb,
-			    (lws_usec_t)w->cfg.ping_interval);
+			ctimer_schedule(&w->ctimers, w->ctx, &c->t_ping, ping_cb,
+			    w->cfg.ping_interval);
 		olog(LOG_LVL_INFO, pfx(c, p, sizeof(p)), "client WebSocket open");
 		if (c->close_code != 0)
 			want_write(c);
