@@ -24,8 +24,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <ev.h>
-
 #include "log.h"
 #include "msgcodec.h"
 #include "relay.h"
@@ -87,7 +85,7 @@ defer_msg(struct worker *w, uint32_t type, uint64_t rid, const struct msgbuf *b)
 	w->deferred_tail = &d->next;
 }
 
-/* Leave the loop: it may be about to sleep in epoll_wait(), so wake it. */
+/* Leave the loop: lws may be about to sleep in poll(), so wake it. */
 static void
 worker_stop(struct worker *w, int code)
 {
@@ -695,8 +693,6 @@ worker_main(int slot, int chan_fd)
 	};
 	struct lws_context_creation_info info;
 	lws_sock_file_fd_type fd;
-	struct ev_loop *loop;
-	void *foreign[1];
 	struct worker w;
 	struct msgbuf b;
 	char name[32];
@@ -735,28 +731,16 @@ worker_main(int slot, int chan_fd)
 	msgchan_set_wq_limit(w.chan, WORKER_CHAN_LIMIT);
 
 	memset(&info, 0, sizeof(info));
-	/* An epoll loop of our own for lws (its libev plugin): lws' default
-	 * loop poll()s every socket on each wakeup, O(pooled connections). */
-	if ((loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV)) == NULL) {
-		log_warnx("cannot create the event loop (epoll)");
-		msgchan_free(w.chan);
-		wpool_free(&w.pool);
-		return 1;
-	}
-	foreign[0] = loop;
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
-	    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_LIBEV;
-	info.foreign_loops = foreign;
+	    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.user = &w;
 	info.pt_serv_buf_size = 32 * 1024;	/* the handshake: token + headers */
 	info.max_http_header_data = 16 * 1024;	/* upgrade response headers */
 	info.timeout_secs = 60;		/* our own timers come first */
 	w.ctx = lws_create_context(&info);
 	if (w.ctx == NULL) {
-		log_warnx("cannot create the libwebsockets context (is its libev "
-		    "plugin, libwebsockets-evlib-ev, installed?)");
-		ev_loop_destroy(loop);
+		log_warnx("cannot create the libwebsockets context");
 		msgchan_free(w.chan);
 		wpool_free(&w.pool);
 		return 1;
@@ -799,7 +783,8 @@ worker_main(int slot, int chan_fd)
 	}
 
 	while (!w.stop)
-		ev_run(loop, EVRUN_ONCE);
+		if (lws_service(w.ctx, 0) < 0)
+			break;
 
 	/* ---- teardown ---- */
 	w.stop = true;
@@ -814,7 +799,6 @@ worker_main(int slot, int chan_fd)
 	cancel_timers(&w);
 	lws_context_destroy(w.ctx);
 	w.ctx = NULL;
-	ev_loop_destroy(loop);
 	upconn_free_all(&w);
 	upconn_vhosts_free(&w);
 	wsclient_free_all(&w);
