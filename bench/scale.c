@@ -145,23 +145,6 @@ cpu_ns(pid_t pid)
 	return sum;
 }
 
-/* Proportional set size in KiB (smaps_rollup), -1 if unreadable. */
-static long
-pss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	long v = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return -1;
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "Pss: %ld kB", &v) == 1)
-			break;
-	fclose(f);
-	return v;
-}
 
 static void
 loadavg(char *buf, size_t size)
@@ -534,7 +517,7 @@ rig_pss(struct rig *r, long *sup)
 	int i, n = daemon_pids(r->daemon, pids, MAX_PROCS);
 
 	for (i = 0; i < n; i++) {
-		if ((v = pss_kib(pids[i])) < 0)
+		if ((v = tl_pss_kib(pids[i])) < 0)
 			die("cannot read the PSS of %d", (int)pids[i]);
 		if (i == 0)
 			*sup = v;

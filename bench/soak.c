@@ -358,38 +358,7 @@ evict_all(struct soak *sk)
 
 /* ---- /proc ---------------------------------------------------------- */
 
-static int
-fd_count(pid_t pid)
-{
-	char path[64];
-	struct dirent *d;
-	DIR *dir;
-	int n = 0;
 
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	if ((dir = opendir(path)) == NULL)
-		return -1;
-	while ((d = readdir(dir)) != NULL)
-		if (d->d_name[0] != '.')
-			n++;
-	closedir(dir);
-	return n;
-}
-
-static long
-pss_kb(pid_t pid)
-{
-	char path[64], *text, *p;
-	long kb = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-	if ((text = tl_read_file(path, NULL)) == NULL)
-		return -1;
-	if ((p = strstr(text, "\nPss:")) != NULL)
-		kb = strtol(p + 5, NULL, 10);
-	free(text);
-	return kb;
-}
 
 struct usage {
 	int	fds;		/* supervisor + workers */
@@ -407,11 +376,11 @@ measure(struct soak *sk, struct usage *u)
 
 	memset(u, 0, sizeof(*u));
 	u->nworkers = n;
-	if ((u->fds = fd_count(sk->daemon)) < 0 || (u->pss_kb = pss_kb(sk->daemon)) < 0)
+	if ((u->fds = tl_fd_count(sk->daemon)) < 0 || (u->pss_kb = tl_pss_kib(sk->daemon)) < 0)
 		return -1;
 	u->sup_pss_kb = u->pss_kb;
 	for (i = 0; i < n; i++) {
-		if ((f = fd_count(pids[i])) < 0 || (p = pss_kb(pids[i])) < 0)
+		if ((f = tl_fd_count(pids[i])) < 0 || (p = tl_pss_kib(pids[i])) < 0)
 			return -1;
 		u->fds += f;
 		u->pss_kb += p;

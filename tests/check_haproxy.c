@@ -40,21 +40,6 @@ haproxy_bin(void)
 	return NULL;
 }
 
-static int
-free_port(void)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET,
-	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
-}
 
 /* text with its one occurrence of from replaced by to (malloc'd; text freed). */
 static char *
@@ -138,7 +123,8 @@ START_TEST(test_haproxy__sharding)
 		return;
 	}
 	for (i = 0; i < NODES; i++) {
-		port[i] = free_port();
+		port[i] = tl_free_port();
+		ck_assert_int_gt(port[i], 0);
 		snprintf(extra[i], sizeof(extra[i]), "listen = 127.0.0.1:%d", port[i]);
 		e2e_start(&node[i], NULL, extra[i]);
 		ck_assert_int_eq(node[i].port, port[i]);
@@ -149,7 +135,8 @@ START_TEST(test_haproxy__sharding)
 	snprintf(cfgpath, sizeof(cfgpath), "%s/etc/haproxy-codexpool.cfg.example", tl_srcdir());
 	cfg = tl_read_file(cfgpath, NULL);
 	ck_assert_msg(cfg != NULL, "cannot read %s", cfgpath);
-	fport = free_port();
+	fport = tl_free_port();
+	ck_assert_int_gt(fport, 0);
 	snprintf(text, sizeof(text), "127.0.0.1:%d", fport);
 	cfg = replace_once(cfg, "127.0.0.1:8080", text);
 	for (i = 0; i < NODES; i++) {

@@ -76,23 +76,6 @@ log_count(struct e2e *e, const char *needle)
 	return n;
 }
 
-static int
-open_fds(pid_t pid)
-{
-	char path[64];
-	struct dirent *d;
-	DIR *dir;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	if ((dir = opendir(path)) == NULL)
-		return -1;
-	while ((d = readdir(dir)) != NULL)
-		if (d->d_name[0] != '.')
-			n++;
-	closedir(dir);
-	return n;
-}
 
 static int
 simple_turn(struct e2e *e, const char *key)
@@ -144,7 +127,7 @@ START_TEST(test_hostile__fd_exhaustion_pauses_accept)
 
 	/* a cap above what the fd limit allows: accept() itself fails */
 	e2e_start(&e, NULL, "max_client_connections = 100000\nclient_idle_timeout = 2s\n");
-	n = open_fds(e.daemon);
+	n = tl_fd_count(e.daemon);
 	ck_assert_int_gt(n, 0);
 	ck_assert_int_eq(prlimit(e.daemon, RLIMIT_NOFILE, NULL, &rl), 0);
 	rl.rlim_cur = (rlim_t)n + 8;

@@ -50,22 +50,6 @@ xasprintf(const char *fmt, ...)
 	return s;
 }
 
-/* A loopback port that was free a moment ago. */
-static int
-free_port(void)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET,
-	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
-}
 
 /* sh -c cmd, output appended to dir/<logname>; its exit status. */
 static int
@@ -233,7 +217,8 @@ START_TEST(test_install__readme)
 	ck_assert_msg(strstr(text, line) != NULL, "the installed config has no '%s'", line + 1);
 	ck_assert_int_eq(tl_sim_start(&sim, dir, NULL), 0);
 	tl_sim_auth_path(&sim, 1, auth, sizeof(auth));
-	port = free_port();
+	port = tl_free_port();
+	ck_assert_int_gt(port, 0);
 	snprintf(line, sizeof(line), "auth_file = %s", auth);
 	text = replace_line(text, "#auth_file = ", line);
 	snprintf(line, sizeof(line), "listen = 127.0.0.1:%d", port);

@@ -70,6 +70,12 @@ int	tl_wait_exit(pid_t pid, int timeout_ms);
 int	tl_alive(pid_t pid);			/* 1 if still running */
 /* SIGKILLs every registered process group (teardown fixtures). */
 void	tl_kill_all(void);
+/* Open descriptors of pid (/proc/PID/fd), -1 if unreadable. */
+int	tl_fd_count(pid_t pid);
+/* Proportional set size of pid in KiB (/proc/PID/smaps_rollup), -1 if unreadable. */
+long	tl_pss_kib(pid_t pid);
+/* A loopback TCP port that was free a moment ago, -1 on error. */
+int	tl_free_port(void);
 /* Runs argv to completion (output to logfile); returns its exit status. */
 int	tl_run(const char *logfile, char *const argv[], int timeout_ms);
 
