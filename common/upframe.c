@@ -1,9 +1,13 @@
 #include "config.h"
 
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "upframe.h"
 #include "util.h"
+
+#define INSTALLATION_KEY	"x-codex-installation-id"
 
 /* Client fields that never go upstream as they are. */
 static const char *replaced_fields[] = {
@@ -11,99 +15,265 @@ static const char *replaced_fields[] = {
 };
 
 static bool
-replaced(const char *key)
+replaced(const struct jdoc *d, int key)
 {
 	int i;
 
 	for (i = 0; replaced_fields[i]; i++)
-		if (strcmp(key, replaced_fields[i]) == 0)
+		if (jdoc_str_eq(d, key, replaced_fields[i]))
 			return true;
 	return false;
 }
 
-/* The backend wants items; a bare string is one user message. */
-static struct json_object *
-string_input(struct json_object *text)
-{
-	struct json_object *msg = json_object_new_object();
-	struct json_object *content = json_object_new_array();
-	struct json_object *part = json_object_new_object();
-	struct json_object *items = json_object_new_array();
+struct keyref {
+	const char	*p;
+	size_t		 len;
+	int		 idx;		/* order among the members */
+};
 
-	json_object_object_add(part, "type", json_object_new_string("input_text"));
-	json_object_object_add(part, "text", json_object_get(text));
-	json_object_array_add(content, part);
-	json_object_object_add(msg, "type", json_object_new_string("message"));
-	json_object_object_add(msg, "role", json_object_new_string("user"));
-	json_object_object_add(msg, "content", content);
-	json_object_array_add(items, msg);
-	return items;
+static int
+keyref_cmp(const void *a, const void *b)
+{
+	const struct keyref *x = a, *y = b;
+	int c = memcmp(x->p, y->p, x->len < y->len ? x->len : y->len);
+
+	if (c != 0)
+		return c;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return x->idx - y->idx;
 }
 
-/* The items of input from skip on (borrowed into a new array). */
-static struct json_object *
-input_tail(struct json_object *input, int skip)
+/* shadowed[i]: member i's key comes again later.  Sorting keeps a body
+ * with very many keys O(n log n). */
+static bool *
+shadowed_members(const struct jdoc *d, int obj)
 {
-	struct json_object *tail = json_object_new_array();
-	size_t i, n = json_object_array_length(input);
+	uint32_t n = d->tok[obj].count, i = 0;
+	struct keyref *refs;
+	bool *shadowed, any = false;
+	int k;
 
-	for (i = (size_t)skip; i < n; i++)
-		json_object_array_add(tail, json_object_get(json_object_array_get_idx(input, i)));
-	return tail;
+	if (n < 2)
+		return NULL;
+	refs = xcalloc(n, sizeof(*refs));
+	for (k = jdoc_first(d, obj); k >= 0; k = jdoc_next(d, obj, k), i++) {
+		refs[i].p = jdoc_raw(d, k, &refs[i].len);
+		refs[i].idx = (int)i;
+	}
+	qsort(refs, n, sizeof(*refs), keyref_cmp);
+	shadowed = xcalloc(n, sizeof(*shadowed));
+	for (i = 0; i + 1 < n; i++)
+		if (refs[i].len == refs[i + 1].len &&
+		    memcmp(refs[i].p, refs[i + 1].p, refs[i].len) == 0)
+			any = shadowed[refs[i].idx] = true;
+	free(refs);
+	if (!any) {
+		free(shadowed);
+		return NULL;
+	}
+	return shadowed;
+}
+
+struct out {
+	char	*p;
+	size_t	 len, cap;
+};
+
+static void
+put(struct out *o, const char *s, size_t len)
+{
+	if (o->len + len > o->cap) {
+		o->cap = (o->len + len) * 2;
+		o->p = xrealloc(o->p, o->cap);
+	}
+	memcpy(o->p + o->len, s, len);
+	o->len += len;
+}
+
+static void
+puts_(struct out *o, const char *s)
+{
+	put(o, s, strlen(s));
+}
+
+static void
+put_raw(struct out *o, const struct jdoc *d, int i)
+{
+	size_t len;
+	const char *s = jdoc_raw(d, i, &len);
+
+	put(o, s, len);
+}
+
+static void
+put_quoted(struct out *o, const char *s)
+{
+	size_t len = strlen(s);
+	char *q = xmalloc(6 * len + 3);
+
+	put(o, q, json_quote(q, s, len));
+	free(q);
+}
+
+/* The backend wants items; a bare string is one user message. */
+static void
+put_string_input(struct out *o, const struct jdoc *d, int text)
+{
+	puts_(o, "[{\"type\":\"message\",\"role\":\"user\",\"content\":"
+	    "[{\"type\":\"input_text\",\"text\":");
+	put_raw(o, d, text);
+	puts_(o, "}]}]");
+}
+
+/* The items of input from skip on. */
+static void
+put_input_tail(struct out *o, const struct jdoc *d, int input, int skip)
+{
+	int i, n = 0;
+
+	put(o, "[", 1);
+	for (i = jdoc_first(d, input); i >= 0; i = jdoc_next(d, input, i), n++) {
+		if (n < skip)
+			continue;
+		if (n > skip)
+			put(o, ",", 1);
+		put_raw(o, d, i);
+	}
+	put(o, "]", 1);
+}
+
+/* The client's metadata object with our installation id in it. */
+static void
+put_metadata(struct out *o, const struct jdoc *d, int meta, const char *installation_id)
+{
+	int k;
+
+	put(o, "{", 1);
+	if (jdoc_is(d, meta, JT_OBJECT))
+		for (k = jdoc_first(d, meta); k >= 0; k = jdoc_next(d, meta, k)) {
+			if (jdoc_str_eq(d, k, INSTALLATION_KEY))
+				continue;
+			put_raw(o, d, k);
+			put(o, ":", 1);
+			put_raw(o, d, k + 1);
+			put(o, ",", 1);
+		}
+	puts_(o, "\"" INSTALLATION_KEY "\":");
+	put_quoted(o, installation_id);
+	put(o, "}", 1);
+}
+
+static const char *
+nonblank(const char *s)
+{
+	return s != NULL && *s != '\0' ? s : NULL;
 }
 
 char *
-upframe_build(struct json_object *body, const char *upstream_conv,
-    const char *installation_id, int resume_skip, const char *resume_prev, size_t *len)
+upframe_build(const struct jdoc *d, const struct upframe_ids *ids, size_t *len)
 {
-	struct json_object *frame = json_object_new_object(), *meta, *copy;
-	const char *text;
-	char *out;
+	const char *upstream_conv = nonblank(ids->upstream_conv);
+	const char *installation_id = nonblank(ids->installation_id);
+	const char *model = nonblank(ids->model);
+	const char *resume_prev = ids->resume_prev;
+	int resume_skip = ids->resume_skip;
+	struct out o = { 0 };
+	bool has_store = false, has_meta = false, *shadowed;
+	int k, v, n = 0;
 
-	json_object_object_add(frame, "type", json_object_new_string("response.create"));
-	json_object_object_foreach(body, key, val) {
-		if (replaced(key))
+	o.cap = d->len + 256;
+	o.p = xmalloc(o.cap);
+	puts_(&o, "{\"type\":\"response.create\"");
+	shadowed = shadowed_members(d, 0);
+	for (k = jdoc_first(d, 0); k >= 0; k = jdoc_next(d, 0, k), n++) {
+		v = k + 1;
+		if ((shadowed != NULL && shadowed[n]) || replaced(d, k) ||
+		    (resume_prev != NULL && jdoc_str_eq(d, k, "previous_response_id")))
 			continue;
-		if (strcmp(key, "input") == 0 && json_object_is_type(val, json_type_string)) {
-			json_object_object_add(frame, "input", string_input(val));
-			continue;
+		put(&o, ",", 1);
+		put_raw(&o, d, k);
+		put(&o, ":", 1);
+		if (jdoc_str_eq(d, k, "input") && jdoc_is(d, v, JT_STRING)) {
+			put_string_input(&o, d, v);
+		} else if (jdoc_str_eq(d, k, "input") && resume_prev != NULL &&
+		    jdoc_is(d, v, JT_ARRAY)) {
+			put_input_tail(&o, d, v, resume_skip);
+		} else if (jdoc_str_eq(d, k, "model") && model != NULL) {
+			put_quoted(&o, model);
+		} else if (jdoc_str_eq(d, k, "client_metadata") && installation_id != NULL) {
+			put_metadata(&o, d, v, installation_id);
+			has_meta = true;
+		} else {
+			if (jdoc_str_eq(d, k, "store"))
+				has_store = true;
+			put_raw(&o, d, v);
 		}
-		if (strcmp(key, "input") == 0 && resume_prev != NULL &&
-		    json_object_is_type(val, json_type_array)) {
-			json_object_object_add(frame, "input", input_tail(val, resume_skip));
-			continue;
-		}
-		if (strcmp(key, "client_metadata") == 0) {
-			/* a copy: the installation id is added to it below */
-			copy = NULL;
-			if (json_object_is_type(val, json_type_object) &&
-			    json_object_deep_copy(val, &copy, NULL) == 0)
-				json_object_object_add(frame, key, copy);
-			continue;
-		}
-		json_object_object_add(frame, key, json_object_get(val));
 	}
-	if (resume_prev != NULL)
-		json_object_object_add(frame, "previous_response_id",
-		    json_object_new_string(resume_prev));
-	if (!json_object_object_get_ex(frame, "store", NULL))
-		json_object_object_add(frame, "store", json_object_new_boolean(0));
-	json_object_object_add(frame, "stream", json_object_new_boolean(1));
-	if (upstream_conv != NULL && *upstream_conv)
-		json_object_object_add(frame, "prompt_cache_key",
-		    json_object_new_string(upstream_conv));
-	if (installation_id != NULL && *installation_id) {
-		if (!json_object_object_get_ex(frame, "client_metadata", &meta)) {
-			meta = json_object_new_object();
-			json_object_object_add(frame, "client_metadata", meta);
-		}
-		json_object_object_add(meta, "x-codex-installation-id",
-		    json_object_new_string(installation_id));
+	free(shadowed);
+	if (resume_prev != NULL) {
+		puts_(&o, ",\"previous_response_id\":");
+		put_quoted(&o, resume_prev);
 	}
-	text = json_object_to_json_string_length(frame,
-	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
-	out = xmalloc(*len + 1);
-	memcpy(out, text, *len + 1);
-	json_object_put(frame);
-	return out;
+	if (!has_store)
+		puts_(&o, ",\"store\":false");
+	puts_(&o, ",\"stream\":true");
+	if (upstream_conv != NULL) {
+		puts_(&o, ",\"prompt_cache_key\":");
+		put_quoted(&o, upstream_conv);
+	}
+	if (installation_id != NULL && !has_meta) {
+		puts_(&o, ",\"client_metadata\":");
+		put_metadata(&o, d, -1, installation_id);
+	}
+	put(&o, "}", 2);	/* and the NUL */
+	*len = o.len - 1;
+	return o.p;
+}
+
+static bool
+is_reasoning(const struct jdoc *d, int item)
+{
+	return jdoc_str_eq(d, jdoc_member(d, item, "type"), "reasoning");
+}
+
+size_t
+upframe_drop_reasoning(struct jdoc *d)
+{
+	struct out o = { 0 };
+	struct jdoc nd;
+	size_t dropped = 0;
+	int input = jdoc_member(d, 0, "input"), i, n = 0;
+	const char *raw;
+
+	if (!jdoc_is(d, input, JT_ARRAY))
+		return 0;
+	for (i = jdoc_first(d, input); i >= 0; i = jdoc_next(d, input, i))
+		if (is_reasoning(d, i))
+			dropped++;
+	if (dropped == 0)
+		return 0;
+	/* the document with the input array's bytes replaced */
+	o.cap = d->len;
+	o.p = xmalloc(o.cap);
+	put(&o, d->text, d->tok[input].start);
+	put(&o, "[", 1);
+	for (i = jdoc_first(d, input); i >= 0; i = jdoc_next(d, input, i)) {
+		if (is_reasoning(d, i))
+			continue;
+		if (n++ > 0)
+			put(&o, ",", 1);
+		put_raw(&o, d, i);
+	}
+	put(&o, "]", 1);
+	raw = d->text + d->tok[input].start + d->tok[input].len;
+	put(&o, raw, d->len - (size_t)(raw - d->text));
+	if (jdoc_parse(&nd, o.p, o.len, NULL, 0) == 0) {
+		jdoc_free(d);
+		*d = nd;
+	} else {
+		dropped = 0;	/* cannot happen: spliced from checked parts */
+	}
+	free(o.p);
+	return dropped;
 }

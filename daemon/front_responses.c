@@ -15,6 +15,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "front_ws.h"
+#include "jscan.h"
 #include "jsonutil.h"
 #include "msgtypes.h"
 #include "render.h"
@@ -113,14 +114,45 @@ static const struct turn_ops responses_ops = {
 	.free = responses_free,
 };
 
+/* Refuse a request that is not one: 0 when body can be a turn. */
+static int
+check_request(struct evhttp_request *http, const struct jdoc *body)
+{
+	int input;
+
+	if (!jdoc_is(body, 0, JT_OBJECT)) {
+		send_error(http, 400, "invalid_request_error", "invalid_body",
+		    "the request body must be a JSON object");
+		return -1;
+	}
+	if (!jdoc_is(body, jdoc_member(body, 0, "model"), JT_STRING)) {
+		send_error(http, 400, "invalid_request_error", "missing_model",
+		    "'model' is required and must be a string");
+		return -1;
+	}
+	input = jdoc_member(body, 0, "input");
+	if (!jdoc_is(body, input, JT_ARRAY) && !jdoc_is(body, input, JT_STRING)) {
+		send_error(http, 400, "invalid_request_error", "invalid_input",
+		    "'input' is required and must be a string or an array of items");
+		return -1;
+	}
+	if (clients_in_use() >= sv->cfg.max_clients) {
+		send_error(http, 503, "server_error", "too_many_requests",
+		    "codexpool is serving %d turns and client WebSockets already "
+		    "(max_clients)", clients_in_use());
+		return -1;
+	}
+	return 0;
+}
+
 void
 responses_handle(struct evhttp_request *http)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(http);
 	struct evkeyvalq *h = evhttp_request_get_input_headers(http);
 	size_t len = evbuffer_get_length(in);
-	struct json_object *body, *input;
 	struct render_agg *agg;
+	struct jdoc *body;
 	const char *source, *v;
 	struct turn *t;
 	char err[256], *conv = NULL;
@@ -131,44 +163,27 @@ responses_handle(struct evhttp_request *http)
 		    "the request body is empty; send a JSON Responses API request");
 		return;
 	}
-	body = json_parse_buf((const char *)evbuffer_pullup(in, -1), len, err, sizeof(err));
-	if (body == NULL && strcmp(err, JSON_ERR_NULL) != 0) {
+	/* checked and indexed, not parsed into a tree: most of the body goes
+	 * upstream as it came (upframe.c) */
+	body = xmalloc(sizeof(*body));
+	if (jdoc_parse(body, (const char *)evbuffer_pullup(in, -1), len, err,
+	    sizeof(err)) == -1) {
 		send_error(http, 400, "invalid_request_error", "invalid_json",
 		    "the request body is not valid JSON: %s", err);
+		free(body);
 		return;
 	}
-	if (!json_object_is_type(body, json_type_object)) {
-		send_error(http, 400, "invalid_request_error", "invalid_body",
-		    "the request body must be a JSON object");
-		json_object_put(body);
-		return;
-	}
-	if (json_get_str(body, "model") == NULL) {
-		send_error(http, 400, "invalid_request_error", "missing_model",
-		    "'model' is required and must be a string");
-		json_object_put(body);
-		return;
-	}
-	if (!json_object_object_get_ex(body, "input", &input) ||
-	    !(json_object_is_type(input, json_type_array) ||
-	      json_object_is_type(input, json_type_string))) {
-		send_error(http, 400, "invalid_request_error", "invalid_input",
-		    "'input' is required and must be a string or an array of items");
-		json_object_put(body);
-		return;
-	}
-	if (clients_in_use() >= sv->cfg.max_clients) {
-		send_error(http, 503, "server_error", "too_many_requests",
-		    "codexpool is serving %d turns and client WebSockets already "
-		    "(max_clients)", clients_in_use());
-		json_object_put(body);
+	if (check_request(http, body) == -1) {
+		jdoc_free(body);
+		free(body);
 		return;
 	}
 
 	agg = xcalloc(1, sizeof(*agg));
 	render_agg_init(agg, sv->cfg.max_client_buffer);
-	t = turn_new(http, &responses_ops, agg, body, json_get_bool(body, "stream", false));
-	source = conversation_of(http, body, &conv);
+	t = turn_new(http, &responses_ops, agg, body,
+	    jdoc_bool(body, jdoc_member(body, 0, "stream"), false));
+	source = conversation_of(http, body, NULL, &conv);
 	turn_set_conversation(t, conv, source);
 	for (i = 0; forwarded_headers[i]; i++)
 		if ((v = evhttp_find_header(h, forwarded_headers[i])) != NULL)

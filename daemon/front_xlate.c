@@ -22,6 +22,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "front_ws.h"
+#include "jscan.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "modelmap.h"
@@ -323,8 +324,10 @@ handle(struct evhttp_request *http, const struct xroute *r, const struct turn_op
 	struct json_object *client, *body;
 	struct xfront *f;
 	struct turn *t;
-	const char *model, *source, *v;
-	char *conv = NULL, seed[32], *eb;
+	const char *model, *source, *v, *text;
+	char *conv = NULL, seed[32], *eb, err[128], msg[256];
+	struct jdoc *doc;
+	size_t len;
 
 	if ((client = read_body(http, r)) == NULL)
 		return;
@@ -353,6 +356,22 @@ handle(struct evhttp_request *http, const struct xroute *r, const struct turn_op
 	snprintf(seed, sizeof(seed), "%016" PRIx64, sv->next_rid ^ (uint64_t)now_wall_usec());
 	opts.id_seed = seed;
 
+	if (model != NULL)
+		json_object_object_add(body, "model", json_object_new_string(
+		    modelmap_resolve(current_model_map(), sv->cfg.models, model)));
+	/* the turn carries the Responses request as text, as that route's do */
+	doc = xmalloc(sizeof(*doc));
+	text = json_object_to_json_string_length(body,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	if (jdoc_parse(doc, text, len, err, sizeof(err)) == -1) {
+		/* json-c wrote it; only a number it cannot print would do */
+		snprintf(msg, sizeof(msg), "the request cannot be translated: %s", err);
+		route_error(http, r, 400, "invalid_body", msg);
+		free(doc);
+		json_object_put(client);
+		json_object_put(body);
+		return;
+	}
 	f = xcalloc(1, sizeof(*f));
 	f->r = r;
 	f->st = r->stream_new(&opts);
@@ -360,16 +379,13 @@ handle(struct evhttp_request *http, const struct xroute *r, const struct turn_op
 	 * model_map does not split it */
 	if ((v = evhttp_find_header(evhttp_request_get_input_headers(http),
 	    "x-claude-code-session-id")) != NULL &&
-	    (conv = conversation_key(v, strlen(v))) != NULL) {
+	    (conv = conversation_key(v, strlen(v))) != NULL)
 		source = "x-claude-code-session-id";
-	} else {
-		source = conversation_of(http, body, &conv);
-	}
-	if (model != NULL)
-		json_object_object_add(body, "model", json_object_new_string(
-		    modelmap_resolve(current_model_map(), sv->cfg.models, model)));
+	else
+		source = conversation_of(http, doc, model, &conv);
+	t = turn_new(http, ops, f, doc, json_get_bool(body, "stream", false));
 	json_object_put(client);
-	t = turn_new(http, ops, f, body, json_get_bool(body, "stream", false));
+	json_object_put(body);
 	turn_set_conversation(t, conv, source);
 	turn_start(t);
 }

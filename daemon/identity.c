@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 #include <event2/http.h>
 
+#include "jscan.h"
 #include "jsonutil.h"
 #include "store.h"
 #include "supervisor.h"
@@ -106,23 +107,36 @@ sha256_parts(const char *const *parts, size_t nparts, char hex[65])
 	hex_encode(md, 32, hex);
 }
 
-/* The first user item of the input, as canonical JSON text (borrowed). */
-static const char *
-first_user_item(struct json_object *body)
+/* The first user item of the input as canonical JSON text (json-c's plain
+ * form, so the client's spacing does not count), or the input string;
+ * malloc'd. */
+static char *
+first_user_item(const struct jdoc *d)
 {
-	struct json_object *input = json_get_array(body, "input");
-	size_t i;
+	int input = jdoc_member(d, 0, "input"), i, content;
+	struct json_object *o;
+	const char *raw;
+	char *text;
+	size_t len;
 
-	if (input == NULL) {
-		const char *s = json_get_str(body, "input");
-		return s;
-	}
-	for (i = 0; i < json_object_array_length(input); i++) {
-		struct json_object *item = json_object_array_get_idx(input, i);
-		const char *role = json_get_str(item, "role");
-		if (role != NULL && strcmp(role, "user") == 0)
-			return json_plain(json_get_obj(item, "content") ?
-			    json_get_obj(item, "content") : item, NULL);
+	if (jdoc_is(d, input, JT_STRING))
+		return jdoc_strdup(d, input);
+	if (!jdoc_is(d, input, JT_ARRAY))
+		return NULL;
+	for (i = jdoc_first(d, input); i >= 0; i = jdoc_next(d, input, i)) {
+		if (!jdoc_str_eq(d, jdoc_member(d, i, "role"), "user"))
+			continue;
+		/* the content when it is an object, else the whole item (the
+		 * derived keys of running conversations depend on this) */
+		content = jdoc_member(d, i, "content");
+		if (!jdoc_is(d, content, JT_OBJECT))
+			content = i;
+		raw = jdoc_raw(d, content, &len);
+		if ((o = json_parse_buf(raw, len, NULL, 0)) == NULL)
+			return NULL;
+		text = xstrdup(json_plain(o, NULL));
+		json_object_put(o);
+		return text;
 	}
 	return NULL;
 }
@@ -147,33 +161,46 @@ conversation_of_headers(struct evhttp_request *http, char **conv)
 }
 
 const char *
-conversation_of(struct evhttp_request *http, struct json_object *body, char **conv)
+conversation_of(struct evhttp_request *http, const struct jdoc *body,
+    const char *model, char **conv)
 {
-	struct json_object *pck;
-	const char *src, *user, *parts[4];
-	char hex[65];
+	const char *src, *parts[4];
+	char hex[65], *user, *mdl = NULL, *instr;
+	int pck;
 
 	if ((src = conversation_of_headers(http, conv)) != NULL)
 		return src;
-	/* a JSON string may hold NUL: its length, not strlen */
-	if (json_object_object_get_ex(body, "prompt_cache_key", &pck) &&
-	    json_object_is_type(pck, json_type_string) &&
-	    (*conv = conversation_key(json_object_get_string(pck),
-	    (size_t)json_object_get_string_len(pck))) != NULL)
-		return "prompt_cache_key";
-	if ((user = first_user_item(body)) != NULL) {
-		parts[0] = "stateless";
-		parts[1] = json_get_str(body, "model") ? json_get_str(body, "model") : "";
-		parts[2] = json_get_str(body, "instructions") ? json_get_str(body, "instructions") : "";
-		parts[3] = user;
-		sha256_parts(parts, 4, hex);
-		hex[32] = '\0';
-		*conv = xmalloc(40);
-		memcpy(*conv, "sl_", 3);
-		memcpy(*conv + 3, hex, 33);
-		return "stateless hash";
+	pck = jdoc_member(body, 0, "prompt_cache_key");
+	if (jdoc_is(body, pck, JT_STRING)) {
+		const char *s;
+		char *tofree;
+		size_t len;
+
+		/* a JSON string may hold NUL: its length, not strlen */
+		s = jdoc_str(body, pck, &len, &tofree);
+		*conv = conversation_key(s, len);
+		free(tofree);
+		if (*conv != NULL)
+			return "prompt_cache_key";
 	}
-	return NULL;
+	if ((user = first_user_item(body)) == NULL)
+		return NULL;
+	if (model == NULL)
+		model = mdl = jdoc_get_strdup(body, 0, "model");
+	instr = jdoc_get_strdup(body, 0, "instructions");
+	parts[0] = "stateless";
+	parts[1] = model ? model : "";
+	parts[2] = instr ? instr : "";
+	parts[3] = user;
+	sha256_parts(parts, 4, hex);
+	hex[32] = '\0';
+	*conv = xmalloc(40);
+	memcpy(*conv, "sl_", 3);
+	memcpy(*conv + 3, hex, 33);
+	free(user);
+	free(mdl);
+	free(instr);
+	return "stateless hash";
 }
 
 void

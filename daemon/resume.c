@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "hash.h"
@@ -29,119 +30,130 @@ mix(uint64_t *h, const char *s, size_t len)
 	*h *= FNV_PRIME;
 }
 
+/* A string value unescaped; anything else (absent included) as "". */
 static void
-mix_str(uint64_t *h, const char *s)
+mix_str(uint64_t *h, const struct jdoc *d, int i)
 {
-	mix(h, s ? s : "", s ? strlen(s) : 0);
+	const char *s;
+	char *tofree;
+	size_t len;
+
+	if ((s = jdoc_str(d, i, &len, &tofree)) == NULL)
+		mix(h, "", 0);
+	else
+		mix(h, s, len);
+	free(tofree);
 }
 
+/* Any value in one normal form: a string unescaped, anything else as
+ * json-c's plain text of it, so spacing and escapes the client chose do
+ * not count.  Non-string values are rare here (image parts, odd items). */
 static void
-mix_json(uint64_t *h, struct json_object *o)
+mix_value(uint64_t *h, const struct jdoc *d, int i)
 {
-	size_t len = 0;
-	const char *text;
+	struct json_object *o;
+	const char *raw, *text;
+	size_t len;
 
-	if (o == NULL) {
-		mix(h, "", 0);
+	if (i < 0 || jdoc_is(d, i, JT_STRING)) {
+		mix_str(h, d, i);
 		return;
 	}
-	if (json_object_is_type(o, json_type_string)) {
-		mix(h, json_object_get_string(o), (size_t)json_object_get_string_len(o));
+	raw = jdoc_raw(d, i, &len);
+	if ((o = json_parse_buf(raw, len, NULL, 0)) == NULL) {
+		mix(h, raw, len);	/* JSON null, which json-c parses to NULL */
 		return;
 	}
 	text = json_plain(o, &len);
 	mix(h, text, len);
+	json_object_put(o);
 }
 
 /* A message's content: a string, or parts whose text (or, for images and
  * files, whose whole part) counts; "hi" and [{"type":"input_text",
  * "text":"hi"}] are the same. */
 static void
-mix_content(uint64_t *h, struct json_object *content)
+mix_content(uint64_t *h, const struct jdoc *d, int content)
 {
-	size_t i, n;
-	struct json_object *part, *text;
+	int part, text;
 
-	if (content == NULL || !json_object_is_type(content, json_type_array)) {
-		mix_json(h, content);
+	if (!jdoc_is(d, content, JT_ARRAY)) {
+		mix_value(h, d, content);
 		return;
 	}
-	n = json_object_array_length(content);
-	for (i = 0; i < n; i++) {
-		part = json_object_array_get_idx(content, i);
-		if (json_object_object_get_ex(part, "text", &text))
-			mix_json(h, text);
+	for (part = jdoc_first(d, content); part >= 0; part = jdoc_next(d, content, part)) {
+		if ((text = jdoc_member(d, part, "text")) >= 0)
+			mix_value(h, d, text);
 		else
-			mix_json(h, part);
+			mix_value(h, d, part);
 	}
 }
 
 void
-resume_chain_add(struct resume_chain *c, struct json_object *item)
+resume_chain_add(struct resume_chain *c, const struct jdoc *d, int item)
 {
-	const char *type = json_get_str(item, "type");
+	int type = jdoc_member(d, item, "type");
 	uint64_t *h = &c->hash;
+	bool message;
 
-	if (type == NULL && json_get_str(item, "role") != NULL)
-		type = "message";
-	if (type == NULL)
-		type = "";
-	if (strcmp(type, "reasoning") == 0)
+	if (!jdoc_is(d, type, JT_STRING))
+		type = -1;
+	if (jdoc_str_eq(d, type, "reasoning"))
 		return;
-	mix_str(h, type);
-	if (strcmp(type, "message") == 0) {
-		struct json_object *content = NULL;
-		mix_str(h, json_get_str(item, "role"));
-		json_object_object_get_ex(item, "content", &content);
-		mix_content(h, content);
-	} else if (strcmp(type, "function_call") == 0) {
-		mix_str(h, json_get_str(item, "call_id"));
-		mix_str(h, json_get_str(item, "name"));
-		mix_str(h, json_get_str(item, "arguments"));
-	} else if (strcmp(type, "function_call_output") == 0) {
-		struct json_object *out = NULL;
-		mix_str(h, json_get_str(item, "call_id"));
-		json_object_object_get_ex(item, "output", &out);
-		mix_json(h, out);
+	message = jdoc_str_eq(d, type, "message") ||
+	    (type < 0 && jdoc_is(d, jdoc_member(d, item, "role"), JT_STRING));
+	if (message) {
+		mix(h, "message", strlen("message"));
+		mix_str(h, d, jdoc_member(d, item, "role"));
+		mix_content(h, d, jdoc_member(d, item, "content"));
+	} else if (jdoc_str_eq(d, type, "function_call")) {
+		mix_str(h, d, type);
+		mix_str(h, d, jdoc_member(d, item, "call_id"));
+		mix_str(h, d, jdoc_member(d, item, "name"));
+		mix_str(h, d, jdoc_member(d, item, "arguments"));
+	} else if (jdoc_str_eq(d, type, "function_call_output")) {
+		mix_str(h, d, type);
+		mix_str(h, d, jdoc_member(d, item, "call_id"));
+		mix_value(h, d, jdoc_member(d, item, "output"));
 	} else {
-		mix_json(h, item);
+		mix_str(h, d, type);
+		mix_value(h, d, item);
 	}
 	c->count++;
 }
 
 void
-resume_chain_add_input(struct resume_chain *c, struct json_object *input)
+resume_chain_add_input(struct resume_chain *c, const struct jdoc *d, int input)
 {
-	size_t i, n;
+	int i;
 
-	if (input != NULL && json_object_is_type(input, json_type_string)) {
+	if (jdoc_is(d, input, JT_STRING)) {
 		/* a bare string is one user message */
-		mix_str(&c->hash, "message");
-		mix_str(&c->hash, "user");
-		mix_json(&c->hash, input);
+		mix(&c->hash, "message", strlen("message"));
+		mix(&c->hash, "user", strlen("user"));
+		mix_str(&c->hash, d, input);
 		c->count++;
 		return;
 	}
-	if (input == NULL || !json_object_is_type(input, json_type_array))
+	if (!jdoc_is(d, input, JT_ARRAY))
 		return;
-	n = json_object_array_length(input);
-	for (i = 0; i < n; i++)
-		resume_chain_add(c, json_object_array_get_idx(input, i));
+	for (i = jdoc_first(d, input); i >= 0; i = jdoc_next(d, input, i))
+		resume_chain_add(c, d, i);
 }
 
 int
-resume_prefix(const struct resume_chain *c, struct json_object *input)
+resume_prefix(const struct resume_chain *c, const struct jdoc *d, int input)
 {
 	struct resume_chain t;
-	size_t i, n;
+	int i, n = 0;
 
-	if (c->count == 0 || input == NULL || !json_object_is_type(input, json_type_array))
+	if (c->count == 0 || !jdoc_is(d, input, JT_ARRAY))
 		return -1;
-	n = json_object_array_length(input);
 	resume_chain_init(&t);
-	for (i = 0; i < n && t.count < c->count; i++)
-		resume_chain_add(&t, json_object_array_get_idx(input, i));
-	if (t.count != c->count || t.hash != c->hash || i >= n)
+	for (i = jdoc_first(d, input); i >= 0 && t.count < c->count;
+	    i = jdoc_next(d, input, i), n++)
+		resume_chain_add(&t, d, i);
+	if (t.count != c->count || t.hash != c->hash || i < 0)
 		return -1;
-	return (int)i;
+	return n;
 }

@@ -223,8 +223,11 @@ void	http_free(void);
 /* A client's conversation key as codexpool keeps it (identity.c); NULL if
  * blank.  Every source of a key goes through it. */
 char	*conversation_key(const char *s, size_t len);
-const char *conversation_of(struct evhttp_request *http, struct json_object *body,
-	    char **conv);
+struct jdoc;
+/* From the headers, then the body (a checked Responses request); model:
+ * the client's own model name when the body's was mapped, else NULL. */
+const char *conversation_of(struct evhttp_request *http, const struct jdoc *body,
+	    const char *model, char **conv);
 /* The headers alone (a WebSocket upgrade has no body); the source or NULL. */
 const char *conversation_of_headers(struct evhttp_request *http, char **conv);
 /* The id sent upstream for (account, conversation): "cp_" + 32 hex. */

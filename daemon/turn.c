@@ -91,9 +91,19 @@ pfx(const struct turn *t, char *buf, size_t len)
 
 /* ---- creation and release ------------------------------------------ */
 
+static void
+turn_drop_body(struct turn *t)
+{
+	if (t->body != NULL) {
+		jdoc_free(t->body);
+		free(t->body);
+		t->body = NULL;
+	}
+}
+
 struct turn *
 turn_new(struct evhttp_request *http, const struct turn_ops *ops, void *front,
-    struct json_object *body, bool stream)
+    struct jdoc *body, bool stream)
 {
 	struct turn *t = xcalloc(1, sizeof(*t));
 	const struct apikey *k;
@@ -230,7 +240,7 @@ turn_free(struct turn *t)
 	free(t->last_code);
 	free(t->last_message);
 	free(t->last_body);
-	json_object_put(t->body);
+	turn_drop_body(t);
 	free(t);
 }
 
@@ -314,7 +324,6 @@ slot_round_robin(void)
 static void
 resume_consider(struct turn *t)
 {
-	struct json_object *input;
 	struct pm_conn *c;
 	int skip;
 
@@ -322,8 +331,8 @@ resume_consider(struct turn *t)
 	    t->prev_id != NULL ||
 	    t->grant.claimed == 0 || (c = pm_find(&sv->pool, t->grant.claimed)) == NULL ||
 	    c->last_response == NULL ||
-	    !json_object_object_get_ex(t->body, "input", &input) ||
-	    (skip = resume_prefix(&c->chain, input)) <= 0)
+	    (skip = resume_prefix(&c->chain, t->body,
+	    jdoc_member(t->body, 0, "input"))) <= 0)
 		return;
 	t->resume_skip = skip;
 	t->resume_prev = xstrdup(c->last_response);
@@ -393,14 +402,16 @@ turn_bind(struct turn *t, struct pm_conn *owner)
 	}
 	/* Encrypted reasoning can only be read by the account that wrote it. */
 	if (t->moved && t->body != NULL && !t->reasoning_dropped) {
-		xlate_drop_reasoning(t->body);
+		upframe_drop_reasoning(t->body);
 		t->reasoning_dropped = true;
 	}
 	if (t->body == NULL)
 		return;		/* a client WebSocket's frame is built in its worker */
 	free(t->frame);
-	t->frame = upframe_build(t->body, t->upconv[0] ? t->upconv : NULL,
-	    t->acct->installation_id, t->resume_skip, t->resume_prev, &t->framelen);
+	t->frame = upframe_build(t->body, &(struct upframe_ids){
+	    .upstream_conv = t->upconv, .installation_id = t->acct->installation_id,
+	    .resume_skip = t->resume_skip, .resume_prev = t->resume_prev },
+	    &t->framelen);
 }
 
 static void
@@ -591,12 +602,18 @@ turn_start(struct turn *t)
 		    turn_ask_reconnect(t, "the session's account is no longer usable; reconnect"))
 			return;
 	}
-	prev = t->body != NULL ? json_get_str(t->body, "previous_response_id") : NULL;
-	if (prev != NULL && *prev != '\0') {
+	/* (a client WebSocket's worker checks its own continuations) */
+	if (t->body != NULL && t->prev_id == NULL &&
+	    (t->prev_id = jdoc_get_strdup(t->body, 0, "previous_response_id")) != NULL &&
+	    *t->prev_id == '\0') {
+		free(t->prev_id);
+		t->prev_id = NULL;
+	}
+	prev = t->body != NULL ? t->prev_id : NULL;
+	if (prev != NULL) {
 		/* A continuation may only run on the connection that completed
 		 * that response, on its account: anything else would lose (or
 		 * leak) the server-side state. */
-		t->prev_id = xstrdup(prev);
 		owner = sv->pool_enabled ? pm_owner(&sv->pool, prev) : NULL;
 		if (owner == NULL) {
 			snprintf(msg, sizeof(msg), "previous_response_id '%.100s' cannot be "
@@ -633,7 +650,8 @@ turn_start(struct turn *t)
 	else
 		resume_chain_init(&t->chain);
 	if (t->body != NULL)
-		resume_chain_add_input(&t->chain, json_object_object_get(t->body, "input"));
+		resume_chain_add_input(&t->chain, t->body,
+		    jdoc_member(t->body, 0, "input"));
 	turn_bind(t, owner);
 	dispatch(t);
 }
@@ -768,8 +786,7 @@ on_started(struct turn *t)
 	/* never replayed after output began */
 	free(t->frame);
 	t->frame = NULL;
-	json_object_put(t->body);
-	t->body = NULL;
+	turn_drop_body(t);
 	turn_set_state(t, TURN_STREAMING);
 	metrics_turn_started(t->ops->route, now_mono_usec() - t->started_at);
 	if (!t->cl.gone)
@@ -780,14 +797,14 @@ on_started(struct turn *t)
 static void
 chain_output(struct turn *t, const char *frame, size_t len)
 {
-	struct json_object *o, *item;
-	char err[64];
+	struct jdoc d;
+	int item;
 
-	if ((o = json_parse_buf(frame, len, err, sizeof(err))) == NULL)
+	if (jdoc_parse(&d, frame, len, NULL, 0) == -1)
 		return;
-	if ((item = json_get_obj(o, "item")) != NULL)
-		resume_chain_add(&t->chain, item);
-	json_object_put(o);
+	if (jdoc_is(&d, (item = jdoc_member(&d, 0, "item")), JT_OBJECT))
+		resume_chain_add(&t->chain, &d, item);
+	jdoc_free(&d);
 }
 
 static void

@@ -115,7 +115,7 @@ struct turn {
 	struct wsession		*ws;
 
 	/* what goes upstream; dropped once output started */
-	struct json_object	*body;		/* a Responses request */
+	struct jdoc		*body;		/* a Responses request, checked */
 	char			*fwd_headers;	/* "name\0value\0..." passed upstream */
 	size_t			 fwd_len;
 	int			 nfwd;
@@ -172,10 +172,11 @@ void	turn_free_all(void);		/* at exit: answer what is left */
 
 /*
  * A front-end's new turn for an HTTP client.  The turn takes body (a
- * Responses request) and conv (may be NULL).  Then turn_start().
+ * malloc'd, checked Responses request whose root is an object).  Then
+ * turn_set_conversation() and turn_start().
  */
 struct turn *turn_new(struct evhttp_request *http, const struct turn_ops *ops, void *front,
-	    struct json_object *body, bool stream);
+	    struct jdoc *body, bool stream);
 void	turn_set_conversation(struct turn *t, char *conv, const char *source);
 void	turn_forward_header(struct turn *t, const char *name, const char *value);
 /* Route and dispatch it; the turn may be answered and freed before this

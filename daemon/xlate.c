@@ -153,31 +153,6 @@ xlate_buf_free(struct xlate_buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
-size_t
-xlate_drop_reasoning(struct json_object *body)
-{
-	struct json_object *input = json_get_array(body, "input"), *kept;
-	size_t i, n, dropped = 0;
-
-	if (input == NULL)
-		return 0;
-	kept = json_object_new_array();
-	n = json_object_array_length(input);
-	for (i = 0; i < n; i++) {
-		struct json_object *item = json_object_array_get_idx(input, i);
-		const char *type = json_get_str(item, "type");
-		if (type != NULL && strcmp(type, "reasoning") == 0)
-			dropped++;
-		else
-			json_object_array_add(kept, json_object_get(item));
-	}
-	if (dropped > 0)
-		json_object_object_add(body, "input", kept);
-	else
-		json_object_put(kept);
-	return dropped;
-}
-
 int
 xlate_emit_json(xlate_emit_fn emit, void *arg, const char *event, struct json_object *o)
 {

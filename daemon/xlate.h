@@ -165,14 +165,6 @@ struct xlate_buf {
 void	xlate_buf_add(struct xlate_buf *b, const char *s, size_t n);
 void	xlate_buf_free(struct xlate_buf *b);
 
-/*
- * Remove the reasoning items from a translated body's input.  Their
- * encrypted_content can only be read by the account that produced it:
- * call this when a conversation moves to another account, or the backend
- * refuses the turn.  Returns how many were removed.
- */
-size_t	xlate_drop_reasoning(struct json_object *responses_body);
-
 /* Serialise o (plain, no slash escapes) and hand it to emit; puts o. */
 int	xlate_emit_json(xlate_emit_fn emit, void *arg, const char *event,
 	    struct json_object *o);

@@ -11,7 +11,42 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
+#include "jscan.h"
+#include "upframe.h"
+
 int	LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A translated Responses body as the turn carries it (text, checked),
+ * then its upstream frame, which must be a JSON object again; and the
+ * same without reasoning items. */
+static inline void
+fuzz_upframe(struct json_object *body)
+{
+	struct json_object *o;
+	struct jdoc d;
+	const char *text;
+	char *frame;
+	size_t len;
+	int pass;
+
+	text = json_object_to_json_string_length(body,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	if (jdoc_parse(&d, text, len, NULL, 0) == -1)
+		return;		/* a number json-c cannot print back */
+	for (pass = 0; pass < 2; pass++) {
+		frame = upframe_build(&d, &(struct upframe_ids){ .upstream_conv = "conv-1",
+		    .installation_id = "installation-1" }, &len);
+		if ((o = json_tokener_parse(frame)) == NULL ||
+		    !json_object_is_type(o, json_type_object))
+			abort();
+		json_object_put(o);
+		free(frame);
+		upframe_drop_reasoning(&d);
+	}
+	jdoc_free(&d);
+}
 
 /* The input as a NUL-terminated string (cut at its first NUL); free it. */
 static inline char *

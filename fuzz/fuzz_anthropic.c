@@ -11,7 +11,6 @@
 
 #include "fuzz.h"
 #include "jsonutil.h"
-#include "upframe.h"
 #include "xlate.h"
 
 int
@@ -19,8 +18,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct json_object *msg, *body, *count;
 	struct xlate_error xerr;
-	char err[256], *text;
-	size_t len;
+	char err[256];
 
 	msg = json_parse_buf((const char *)data, size, err, sizeof(err));
 	if (msg == NULL)
@@ -37,8 +35,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		free(anthropic_error_body(xerr.status, xerr.message));
 	} else {
-		text = upframe_build(body, "conv-1", "installation-1", 0, NULL, &len);
-		free(text);
+		fuzz_upframe(body);
 		json_object_put(body);
 	}
 

@@ -12,7 +12,6 @@
 #include "fuzz.h"
 #include "jsonutil.h"
 #include "modelmap.h"
-#include "upframe.h"
 #include "xlate.h"
 
 /* The client's model goes through the model map (fnmatch globs). */
@@ -23,8 +22,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct json_object *chat, *body;
 	struct xlate_error xerr;
-	char err[256], *text;
-	size_t len;
+	char err[256];
 
 	chat = json_parse_buf((const char *)data, size, err, sizeof(err));
 	if (chat == NULL)
@@ -48,9 +46,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (json_get_str(body, "model") != NULL)
 			(void)modelmap_resolve(map, "gpt-5.4,gpt-5.4-mini", json_get_str(body, "model"));
-		text = upframe_build(body, "conv-1", "installation-1", 0, NULL, &len);
-		free(text);
-		xlate_drop_reasoning(body);
+		fuzz_upframe(body);
 		json_object_put(body);
 	}
 	json_object_put(chat);

@@ -70,15 +70,16 @@ static void
 on_frame(void *arg, const char *frame, size_t len)
 {
 	struct run *r = arg;
-	struct json_object *o, *item;
-	char type[128], err[64];
+	struct jdoc d;
+	char type[128];
+	int item;
 
 	render_frame_type(frame, len, type, sizeof(type));
 	if (strcmp(type, "response.output_item.done") == 0 &&
-	    (o = json_parse_buf(frame, len, err, sizeof(err))) != NULL) {
-		if ((item = json_get_obj(o, "item")) != NULL)
-			resume_chain_add(&r->chain, item);
-		json_object_put(o);
+	    jdoc_parse(&d, frame, len, NULL, 0) == 0) {
+		if (jdoc_is(&d, (item = jdoc_member(&d, 0, "item")), JT_OBJECT))
+			resume_chain_add(&r->chain, &d, item);
+		jdoc_free(&d);
 	}
 	stream_event(r->st, type, frame, len, r->stream ? emit : NULL, r);
 }

@@ -512,21 +512,46 @@ END_TEST
 
 /* ---- upframe ---------------------------------------------------------- */
 
-static struct json_object *
-frame_of(const char *body, const char *upconv)
+static struct jdoc *
+doc(const char *text)
 {
-	struct json_object *b, *f;
+	struct jdoc *d = xmalloc(sizeof(*d));
+	char err[64];
+
+	ck_assert_msg(jdoc_parse(d, text, strlen(text), err, sizeof(err)) == 0,
+	    "%s: %s", text, err);
+	return d;
+}
+
+static void
+doc_free(struct jdoc *d)
+{
+	jdoc_free(d);
+	free(d);
+}
+
+static struct json_object *
+frame_of_ids(const char *body, const struct upframe_ids *ids)
+{
+	struct json_object *f;
+	struct jdoc *b = doc(body);
 	char err[64], *text;
 	size_t len;
 
-	b = json_parse_buf(body, strlen(body), err, sizeof(err));
-	ck_assert_ptr_nonnull(b);
-	text = upframe_build(b, upconv, "inst-1", 0, NULL, &len);
+	text = upframe_build(b, ids, &len);
+	ck_assert_uint_eq(len, strlen(text));
 	f = json_parse_buf(text, len, err, sizeof(err));
-	ck_assert_ptr_nonnull(f);
+	ck_assert_msg(f != NULL, "%s: %s", text, err);
 	free(text);
-	json_object_put(b);
+	doc_free(b);
 	return f;
+}
+
+static struct json_object *
+frame_of(const char *body, const char *upconv)
+{
+	return frame_of_ids(body, &(struct upframe_ids){ .upstream_conv = upconv,
+	    .installation_id = "inst-1" });
 }
 
 START_TEST(test_upframe__rewrites)
@@ -557,82 +582,256 @@ START_TEST(test_upframe__rewrites)
 }
 END_TEST
 
-/* ---- implicit resume --------------------------------------------------- */
-
-static struct json_object *
-js(const char *text)
+/* The body is spliced: what the proxy does not change goes as sent. */
+START_TEST(test_upframe__splices_bytes)
 {
-	char err[64];
-	struct json_object *o = json_parse_buf(text, strlen(text), err, sizeof(err));
+	const char *body = "{ \"model\" : \"gpt-5\", \"instructions\":\"caf\\u00e9 \\\"q\\\" \\/\","
+	    "\"input\":[ {\"role\":\"user\",\"content\":\"hi\"} ],\"temperature\":1.50,"
+	    "\"client_metadata\":{\"x-codex-installation-id\":\"theirs\",\"k\":[1, 2]},"
+	    "\"tools\":[],\"tools\":[{\"type\":\"web_search\"}],\"stream\":false}";
+	struct upframe_ids ids = { .upstream_conv = "cp_\"1", .installation_id = "inst-1",
+	    .model = "gpt-5-mapped" };
+	struct jdoc *b = doc(body);
+	struct json_object *f;
+	char *text;
+	size_t len;
 
-	ck_assert_msg(o != NULL, "%s: %s", text, err);
-	return o;
+	text = upframe_build(b, &ids, &len);
+	/* the client's bytes, escapes and spacing kept */
+	ck_assert_ptr_nonnull(strstr(text, "\"instructions\":\"caf\\u00e9 \\\"q\\\" \\/\""));
+	ck_assert_ptr_nonnull(strstr(text, "\"input\":[ {\"role\":\"user\",\"content\":\"hi\"} ]"));
+	ck_assert_ptr_nonnull(strstr(text, "\"temperature\":1.50"));
+	ck_assert_ptr_nonnull(strstr(text, "\"k\":[1, 2]"));
+	/* ours, quoted */
+	ck_assert_ptr_nonnull(strstr(text, "\"prompt_cache_key\":\"cp_\\\"1\""));
+	ck_assert_ptr_nonnull(strstr(text, "\"model\":\"gpt-5-mapped\""));
+	ck_assert_ptr_null(strstr(text, "theirs"));
+	ck_assert_ptr_null(strstr(text, "\"tools\":[],"));
+	f = json_parse_buf(text, len, NULL, 0);
+	ck_assert_ptr_nonnull(f);
+	ck_assert_str_eq(json_get_str(f, "instructions"), "caf\xc3\xa9 \"q\" /");
+	ck_assert_str_eq(json_get_str(json_get_obj(f, "client_metadata"),
+	    "x-codex-installation-id"), "inst-1");
+	ck_assert_int_eq((int)json_object_array_length(json_get_array(f, "tools")), 1);
+	ck_assert(json_get_bool(f, "stream", false));
+	json_object_put(f);
+	free(text);
+
+	/* a metadata that is not an object becomes ours; none at all too */
+	f = frame_of("{\"model\":\"m\",\"input\":\"x\",\"client_metadata\":null}", NULL);
+	ck_assert_str_eq(json_get_str(json_get_obj(f, "client_metadata"),
+	    "x-codex-installation-id"), "inst-1");
+	json_object_put(f);
+	f = frame_of_ids("{\"model\":\"m\",\"input\":\"x\",\"client_metadata\":null}",
+	    &(struct upframe_ids){ 0 });
+	ck_assert(json_object_object_get_ex(f, "client_metadata", NULL));
+	ck_assert_ptr_null(json_get_obj(f, "client_metadata"));
+	ck_assert(!json_object_object_get_ex(f, "prompt_cache_key", NULL));
+	json_object_put(f);
+	doc_free(b);
 }
+END_TEST
+
+/* The scanner takes what json-c takes and refuses what it refuses. */
+START_TEST(test_jscan__agrees_with_json_c)
+{
+	static const char *good[] = {
+		"{}", "[]", "0", "-0.5e+10", "\"\\ud83d\\ude00\"", " {\"a\" : [1, {\"b\":null}] } ",
+		"[true,false,null,\"\\u0000\"]", "{\"a\":{},\"b\":[[],[[]]]}",
+	};
+	static const char *bad[] = {
+		"", " ", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{1:2}", "01", ".5",
+		"-", "1e", "tru", "nul", "\"abc", "\"a\\x\"", "\"\\u12\"", "[1 2]", "{} {}",
+		"'a'", "[1]]", "{\"a\":1}}",
+	};
+	/* json-c lets these through even in strict mode; RFC 8259 does not,
+	 * and neither does the backend */
+	static const char *lax[] = {
+		"1.", "-01", "NaN", "Infinity", "\"tab\there\"", "[\"\n\"]", "[\"\x01\"]",
+	};
+	struct json_object *o;
+	struct jdoc d;
+	char err[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		ck_assert_msg(jdoc_parse(&d, good[i], strlen(good[i]), err, sizeof(err)) == 0,
+		    "%s: %s", good[i], err);
+		jdoc_free(&d);
+		o = json_parse_buf(good[i], strlen(good[i]), err, sizeof(err));
+		ck_assert_msg(o != NULL || strcmp(err, JSON_ERR_NULL) == 0, "json-c: %s", good[i]);
+		json_object_put(o);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(jdoc_parse(&d, bad[i], strlen(bad[i]), err, sizeof(err)) == -1,
+		    "accepted %s", bad[i]);
+		ck_assert(err[0] != '\0');
+		ck_assert_ptr_null(json_parse_buf(bad[i], strlen(bad[i]), NULL, 0));
+	}
+	for (i = 0; i < sizeof(lax) / sizeof(lax[0]); i++)
+		ck_assert_msg(jdoc_parse(&d, lax[i], strlen(lax[i]), err, sizeof(err)) == -1,
+		    "accepted %s", lax[i]);
+	/* depth: 64 nested arrays parse, 65 do not */
+	{
+		char deep[200];
+
+		memset(deep, '[', 64);
+		memset(deep + 64, ']', 64);
+		ck_assert_int_eq(jdoc_parse(&d, deep, 128, NULL, 0), 0);
+		jdoc_free(&d);
+		memset(deep, '[', 65);
+		memset(deep + 65, ']', 65);
+		ck_assert_int_eq(jdoc_parse(&d, deep, 130, err, sizeof(err)), -1);
+	}
+}
+END_TEST
+
+/* The word-at-a-time string scan stops at every quote, backslash and
+ * control byte, wherever it falls in a word. */
+START_TEST(test_jscan__string_scan_positions)
+{
+	char text[64], *v;
+	struct jdoc d;
+	size_t n, at;
+
+	for (n = 0; n < 40; n++) {
+		text[0] = '"';
+		memset(text + 1, 0xc3, n);	/* high bytes: UTF-8 runs */
+		text[n + 1] = '"';
+		ck_assert_int_eq(jdoc_parse(&d, text, n + 2, NULL, 0), 0);
+		ck_assert_uint_eq(d.tok[0].len, n + 2);
+		jdoc_free(&d);
+		for (at = 1; at <= n; at++) {
+			text[at] = 0x1f;
+			ck_assert_int_eq(jdoc_parse(&d, text, n + 2, NULL, 0), -1);
+			text[at] = '"';		/* ends early: trailing data */
+			ck_assert_int_eq(jdoc_parse(&d, text, n + 2, NULL, 0), -1);
+			text[at] = 0xc3;
+		}
+		if (n >= 2) {
+			text[n - 1] = '\\';
+			text[n] = 'n';
+			ck_assert_int_eq(jdoc_parse(&d, text, n + 2, NULL, 0), 0);
+			ck_assert(d.tok[0].esc);
+			v = jdoc_strdup(&d, 0);
+			ck_assert_uint_eq(strlen(v), n - 1);
+			ck_assert_int_eq(v[n - 2], '\n');
+			free(v);
+			jdoc_free(&d);
+		}
+	}
+}
+END_TEST
+
+/* Walking, lookup and unescaping. */
+START_TEST(test_jscan__walk)
+{
+	const char *text = "{\"a\":[1,{\"x\":2},\"s\"],\"b\":\"l\\u00e9\\n\",\"a\":true,\"e\":{}}";
+	struct jdoc d;
+	int a, i, n = 0;
+	char *s, *tofree;
+	const char *v;
+	size_t len;
+
+	ck_assert_int_eq(jdoc_parse(&d, text, strlen(text), NULL, 0), 0);
+	ck_assert_uint_eq(d.tok[0].count, 4);
+	/* the last of a repeated key */
+	ck_assert(jdoc_is(&d, jdoc_member(&d, 0, "a"), JT_TRUE));
+	a = jdoc_first(&d, 0) + 1;
+	ck_assert(jdoc_is(&d, a, JT_ARRAY));
+	for (i = jdoc_first(&d, a); i >= 0; i = jdoc_next(&d, a, i))
+		n++;
+	ck_assert_int_eq(n, 3);
+	v = jdoc_raw(&d, a, &len);
+	ck_assert_int_eq((int)len, (int)strlen("[1,{\"x\":2},\"s\"]"));
+	ck_assert(strncmp(v, "[1,{\"x\":2},\"s\"]", len) == 0);
+	s = jdoc_get_strdup(&d, 0, "b");
+	ck_assert_str_eq(s, "l\xc3\xa9\n");
+	free(s);
+	ck_assert(jdoc_str_eq(&d, jdoc_member(&d, 0, "b"), "l\xc3\xa9\n"));
+	v = jdoc_str(&d, jdoc_member(&d, 0, "b"), &len, &tofree);
+	ck_assert_uint_eq(len, 4);
+	free(tofree);
+	ck_assert_int_eq(jdoc_first(&d, jdoc_member(&d, 0, "e")), -1);
+	ck_assert_int_eq(jdoc_member(&d, 0, "zz"), -1);
+	ck_assert_ptr_null(jdoc_get_strdup(&d, 0, "a"));
+	jdoc_free(&d);
+}
+END_TEST
+
+/* ---- implicit resume --------------------------------------------------- */
 
 START_TEST(test_resume__prefix_of_echoed_history)
 {
 	struct resume_chain c;
-	struct json_object *turn1, *out, *turn2, *edited, *same;
+	struct jdoc *turn1, *out, *turn2, *edited, *same;
 
 	/* what the connection sent, and the output item it got back */
-	turn1 = js("[{\"role\":\"user\",\"content\":\"hi\"}]");
-	out = js("{\"type\":\"message\",\"id\":\"msg_1\",\"status\":\"completed\",\"role\":\"assistant\","
+	turn1 = doc("[{\"role\":\"user\",\"content\":\"hi\"}]");
+	out = doc("{\"type\":\"message\",\"id\":\"msg_1\",\"status\":\"completed\",\"role\":\"assistant\","
 	    "\"content\":[{\"type\":\"output_text\",\"text\":\"hello\",\"annotations\":[]}]}");
 	resume_chain_init(&c);
-	resume_chain_add_input(&c, turn1);
-	resume_chain_add(&c, out);
+	resume_chain_add_input(&c, turn1, 0);
+	resume_chain_add(&c, out, 0);
 	ck_assert_uint_eq(c.count, 2);
-	/* the client echoes the answer in its own shape, plus reasoning it kept */
-	turn2 = js("[{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"hi\"}]},"
+	/* the client echoes the answer in its own shape and spacing, with an
+	 * escape, plus reasoning it kept */
+	turn2 = doc("[{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"hi\"}]},"
 	    "{\"type\":\"reasoning\",\"encrypted_content\":\"x\"},"
-	    "{\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"hello\"}]},"
+	    "{ \"role\" : \"assistant\", \"content\":[{\"type\":\"output_text\",\"text\":\"hel\\u006co\"}]},"
 	    "{\"role\":\"user\",\"content\":\"next\"}]");
-	ck_assert_int_eq(resume_prefix(&c, turn2), 3);
+	ck_assert_int_eq(resume_prefix(&c, turn2, 0), 3);
 	/* an edited history is not a continuation */
-	edited = js("[{\"role\":\"user\",\"content\":\"hi!\"},"
+	edited = doc("[{\"role\":\"user\",\"content\":\"hi!\"},"
 	    "{\"role\":\"assistant\",\"content\":\"hello\"},{\"role\":\"user\",\"content\":\"next\"}]");
-	ck_assert_int_eq(resume_prefix(&c, edited), -1);
+	ck_assert_int_eq(resume_prefix(&c, edited, 0), -1);
 	/* nothing new: no resume */
-	same = js("[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]");
-	ck_assert_int_eq(resume_prefix(&c, same), -1);
-	json_object_put(turn1);
-	json_object_put(out);
-	json_object_put(turn2);
-	json_object_put(edited);
-	json_object_put(same);
+	same = doc("[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]");
+	ck_assert_int_eq(resume_prefix(&c, same, 0), -1);
+	doc_free(turn1);
+	doc_free(out);
+	doc_free(turn2);
+	doc_free(edited);
+	doc_free(same);
 }
 END_TEST
 
 START_TEST(test_resume__tool_calls_and_frame)
 {
 	struct resume_chain c, empty;
-	struct json_object *in, *call, *body, *f;
+	struct jdoc *in, *call, *body;
+	struct json_object *f;
 	char *text, err[64];
 	size_t len;
+	int input;
 
-	in = js("[{\"role\":\"user\",\"content\":\"weather?\"}]");
-	call = js("{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"get\",\"arguments\":\"{}\"}");
+	in = doc("[{\"role\":\"user\",\"content\":\"weather?\"}]");
+	call = doc("{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"get\",\"arguments\":\"{}\"}");
 	resume_chain_init(&c);
-	resume_chain_add_input(&c, in);
-	resume_chain_add(&c, call);
-	body = js("{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"weather?\"},"
+	resume_chain_add_input(&c, in, 0);
+	resume_chain_add(&c, call, 0);
+	body = doc("{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"weather?\"},"
 	    "{\"type\":\"function_call\",\"call_id\":\"call_1\",\"name\":\"get\",\"arguments\":\"{}\"},"
-	    "{\"type\":\"function_call_output\",\"call_id\":\"call_1\",\"output\":\"sunny\"}]}");
-	ck_assert_int_eq(resume_prefix(&c, json_object_object_get(body, "input")), 2);
+	    "{\"type\":\"function_call_output\",\"call_id\":\"call_1\",\"output\":\"sunny\"}],"
+	    "\"previous_response_id\":null}");
+	input = jdoc_member(body, 0, "input");
+	ck_assert_int_eq(resume_prefix(&c, body, input), 2);
 	/* a different call id is another history */
 	resume_chain_init(&empty);
-	ck_assert_int_eq(resume_prefix(&empty, json_object_object_get(body, "input")), -1);
-	text = upframe_build(body, "cp_1", NULL, 2, "resp_9", &len);
+	ck_assert_int_eq(resume_prefix(&empty, body, input), -1);
+	text = upframe_build(body, &(struct upframe_ids){ .upstream_conv = "cp_1",
+	    .resume_skip = 2, .resume_prev = "resp_9" }, &len);
 	f = json_parse_buf(text, len, err, sizeof(err));
+	ck_assert_msg(f != NULL, "%s: %s", text, err);
 	ck_assert_str_eq(json_get_str(f, "previous_response_id"), "resp_9");
 	ck_assert_int_eq((int)json_object_array_length(json_get_array(f, "input")), 1);
 	ck_assert_str_eq(json_get_str(json_object_array_get_idx(json_get_array(f, "input"), 0),
 	    "type"), "function_call_output");
 	json_object_put(f);
 	free(text);
-	json_object_put(in);
-	json_object_put(call);
-	json_object_put(body);
+	doc_free(in);
+	doc_free(call);
+	doc_free(body);
 }
 END_TEST
 
@@ -650,6 +849,10 @@ make_suite_render(void)
 	tcase_add_test(tc, test_render__upstream_error);
 	tcase_add_test(tc, test_render__failed_event);
 	tcase_add_test(tc, test_upframe__rewrites);
+	tcase_add_test(tc, test_upframe__splices_bytes);
+	tcase_add_test(tc, test_jscan__agrees_with_json_c);
+	tcase_add_test(tc, test_jscan__walk);
+	tcase_add_test(tc, test_jscan__string_scan_positions);
 	tcase_add_test(tc, test_resume__prefix_of_echoed_history);
 	tcase_add_test(tc, test_resume__tool_calls_and_frame);
 	suite_add_tcase(s, tc);

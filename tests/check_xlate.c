@@ -30,6 +30,7 @@
 
 #include "jsonutil.h"
 #include "modelmap.h"
+#include "upframe.h"
 #include "xlate.h"
 
 #ifndef XLATE_FIXTURES
@@ -553,20 +554,28 @@ END_TEST
 /* Reasoning items can be dropped from a translated body (account moves). */
 START_TEST(test_anthropic__drop_reasoning)
 {
-	struct json_object *fx = load(path_of("anthropic-req-thinking.json")), *body, *input;
+	struct json_object *fx = load(path_of("anthropic-req-thinking.json")), *body;
 	struct xlate_error err;
-	size_t i, before;
+	struct jdoc d;
+	const char *text;
+	size_t len;
+	int input, i, before;
 
 	body = anthropic_request_to_responses(json_get_obj(fx, "request"), &err);
 	ck_assert_ptr_nonnull(body);
-	before = json_object_array_length(json_get_array(body, "input"));
-	ck_assert_uint_eq(xlate_drop_reasoning(body), 2);
-	input = json_get_array(body, "input");
-	ck_assert_uint_eq(json_object_array_length(input), before - 2);
-	for (i = 0; i < json_object_array_length(input); i++)
-		ck_assert_str_ne(json_get_str(json_object_array_get_idx(input, i), "type"),
-		    "reasoning");
-	ck_assert_uint_eq(xlate_drop_reasoning(body), 0);
+	text = json_object_to_json_string_length(body, JSON_C_TO_STRING_PLAIN, &len);
+	ck_assert_int_eq(jdoc_parse(&d, text, len, NULL, 0), 0);
+	before = (int)d.tok[jdoc_member(&d, 0, "input")].count;
+	ck_assert_uint_eq(upframe_drop_reasoning(&d), 2);
+	input = jdoc_member(&d, 0, "input");
+	ck_assert_int_eq((int)d.tok[input].count, before - 2);
+	for (i = jdoc_first(&d, input); i >= 0; i = jdoc_next(&d, input, i))
+		ck_assert(!jdoc_str_eq(&d, jdoc_member(&d, i, "type"), "reasoning"));
+	/* the rest of the body is untouched */
+	ck_assert(jdoc_str_eq(&d, jdoc_member(&d, 0, "model"),
+	    json_get_str(body, "model")));
+	ck_assert_uint_eq(upframe_drop_reasoning(&d), 0);
+	jdoc_free(&d);
 	json_object_put(body);
 	json_object_put(fx);
 }

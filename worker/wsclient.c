@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "jscan.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "msgcodec.h"
@@ -46,7 +47,7 @@ struct wsclient {
 	/* the turn: held from MSG_WS_TURN until its end */
 	bool		 turn_open;
 	uint64_t	 rid;		/* once the supervisor started it */
-	struct json_object *held;	/* its response.create */
+	struct jdoc *held;		/* its response.create, checked */
 
 	/* input */
 	uint8_t		*rx;
@@ -310,12 +311,21 @@ wsclient_conn_left(struct worker *w, uint64_t conn_id)
 /* ---- the turn ------------------------------------------------------- */
 
 static void
+held_free(struct wsclient *c)
+{
+	if (c->held != NULL) {
+		jdoc_free(c->held);
+		free(c->held);
+		c->held = NULL;
+	}
+}
+
+static void
 turn_clear(struct wsclient *c)
 {
 	c->turn_open = false;
 	c->rid = 0;
-	json_object_put(c->held);
-	c->held = NULL;
+	held_free(c);
 }
 
 static void
@@ -331,18 +341,17 @@ wsclient_take_frame(struct wsclient *c, uint64_t rid, const char *upconv,
     const char *installation_id, const char *model, size_t *len,
     bool *continues, uint64_t *owner)
 {
-	const char *prev;
+	int prev;
 
 	if (c->held == NULL || !c->turn_open || c->ended || c->close_code != 0)
 		return NULL;
 	c->rid = rid;
-	if (model != NULL && *model != '\0')
-		json_object_object_add(c->held, "model", json_object_new_string(model));
-	prev = json_get_str(c->held, "previous_response_id");
-	*continues = prev != NULL && *prev != '\0';
+	prev = jdoc_member(c->held, 0, "previous_response_id");
+	*continues = jdoc_is(c->held, prev, JT_STRING) && !jdoc_str_eq(c->held, prev, "");
 	*owner = c->paired;
-	return upframe_build(c->held, upconv != NULL && *upconv ? upconv : NULL,
-	    installation_id, 0, NULL, len);
+	return upframe_build(c->held, &(struct upframe_ids){
+	    .upstream_conv = upconv, .installation_id = installation_id,
+	    .model = model }, len);
 }
 
 int
@@ -397,69 +406,71 @@ static void
 on_message(struct wsclient *c)
 {
 	struct worker *w = c->w;
-	struct json_object *o, *input;
-	const char *type, *model, *prev;
+	struct jdoc *o = xmalloc(sizeof(*o));
 	struct m_ws_turn t;
 	struct msgbuf b;
-	char err[160];
+	char err[160], *type = NULL, *model = NULL, *prev = NULL;
+	int input;
 
-	o = json_parse_buf((const char *)c->rx, c->rxlen, err, sizeof(err));
-	if (o == NULL || !json_object_is_type(o, json_type_object)) {
-		json_object_put(o);
+	if (jdoc_parse(o, (const char *)c->rx, c->rxlen, err, sizeof(err)) == -1 ||
+	    !jdoc_is(o, 0, JT_OBJECT)) {
 		send_error(c, 400, "invalid_request_error", "invalid_json",
-		    "the message is not a JSON object: %s", o ? "not an object" : err);
-		return;
+		    "the message is not a JSON object: %s", o->ntok ? "not an object" : err);
+		goto refused;
 	}
-	type = json_get_str(o, "type");
+	type = jdoc_get_strdup(o, 0, "type");
 	if (type == NULL || strcmp(type, "response.create") != 0) {
 		send_error(c, 400, "invalid_request_error", "unsupported_event",
 		    "codexpool accepts response.create messages only, not '%.60s'",
 		    type ? type : "(no type)");
-		json_object_put(o);
-		return;
+		goto refused;
 	}
 	if (w->shutting_down) {
 		send_error(c, 503, "server_error", "shutting_down",
 		    "codexpool is shutting down; reconnect");
 		close_now(c, WS_CLOSE_GOING_AWAY, "codexpool is shutting down");
-		json_object_put(o);
-		return;
+		goto refused;
 	}
 	if (c->turn_open) {
 		send_error(c, 409, "invalid_request_error", "response_in_progress",
 		    "a response is already in progress on this WebSocket; wait for "
 		    "its response.completed");
-		json_object_put(o);
-		return;
+		goto refused;
 	}
-	if ((model = json_get_str(o, "model")) == NULL) {
+	if ((model = jdoc_get_strdup(o, 0, "model")) == NULL) {
 		send_error(c, 400, "invalid_request_error", "missing_model",
 		    "'model' is required and must be a string");
-		json_object_put(o);
-		return;
+		goto refused;
 	}
-	if (!json_object_object_get_ex(o, "input", &input) ||
-	    !(json_object_is_type(input, json_type_array) ||
-	      json_object_is_type(input, json_type_string))) {
+	input = jdoc_member(o, 0, "input");
+	if (!jdoc_is(o, input, JT_ARRAY) && !jdoc_is(o, input, JT_STRING)) {
 		send_error(c, 400, "invalid_request_error", "invalid_input",
 		    "'input' is required and must be a string or an array of items");
-		json_object_put(o);
-		return;
+		goto refused;
 	}
-	prev = json_get_str(o, "previous_response_id");
+	prev = jdoc_get_strdup(o, 0, "previous_response_id");
 	c->held = o;
 	c->turn_open = true;
 	c->rid = 0;
 	memset(&t, 0, sizeof(t));
 	t.model = model;
 	t.previous_response_id = prev != NULL ? prev : "";
-	t.generate = json_get_bool(o, "generate", true);
+	t.generate = jdoc_bool(o, jdoc_member(o, 0, "generate"), true);
 	t.frame_len = (uint32_t)c->rxlen;
 	msgbuf_init(&b);
 	m_ws_turn_encode(&b, &t);
 	worker_send(w, MSG_WS_TURN, c->wsid, &b, true);
 	msgbuf_free(&b);
 	w->ws_turns++;
+	free(type);
+	free(model);
+	free(prev);
+	return;
+refused:
+	jdoc_free(o);
+	free(o);
+	free(type);
+	free(model);
 }
 
 static void
@@ -549,7 +560,7 @@ client_free(struct wsclient *c)
 {
 	ctimer_cancel(&c->w->ctimers, &c->t_ping);
 	txq_clear(c);
-	json_object_put(c->held);
+	held_free(c);
 	free(c->rx);
 	free(c->entry);
 	free(c);
