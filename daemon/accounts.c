@@ -119,6 +119,7 @@ account_free(struct account *a)
 	free(a->reason);
 	free(a->plan);
 	free(a->quota_json);
+	free(a->rl_frame);
 	free(a);
 }
 
@@ -671,6 +672,8 @@ window_full(struct json_object *w, int64_t *reset_at)
 
 /* A codex.rate_limits frame: keep the windows; a full one with a future
  * reset locks the account now rather than after a failed turn. */
+#define RL_FRAME_MAX	16384
+
 void
 accounts_on_rate_limits(const char *entry, const char *frame, size_t len)
 {
@@ -679,8 +682,16 @@ accounts_on_rate_limits(const char *entry, const char *frame, size_t len)
 	const char *plan;
 	int64_t reset = 0;
 	char err[64];
+	bool full = false;
 
-	if (a == NULL || (o = json_parse_buf(frame, len, err, sizeof(err))) == NULL)
+	if (a == NULL)
+		return;
+	if (a->rl_frame != NULL && a->rl_frame_len == len &&
+	    memcmp(a->rl_frame, frame, len) == 0)
+		return;
+	free(a->rl_frame);
+	a->rl_frame = NULL;
+	if ((o = json_parse_buf(frame, len, err, sizeof(err))) == NULL)
 		return;
 	if ((rl = json_get_obj(o, "rate_limits")) != NULL) {
 		const char *text = json_plain(rl, NULL);
@@ -688,9 +699,17 @@ accounts_on_rate_limits(const char *entry, const char *frame, size_t len)
 			replace_str(&a->quota_json, text);
 			store_account_set_quota(sv->store, a->entry, text, now_unix());
 		}
-		if ((window_full(json_get_obj(rl, "primary"), &reset) ||
-		    window_full(json_get_obj(rl, "secondary"), &reset)) && reset > now_unix())
-			account_lock(a, reset, "a usage window is at 100%");
+		if (window_full(json_get_obj(rl, "primary"), &reset) ||
+		    window_full(json_get_obj(rl, "secondary"), &reset)) {
+			if (reset > now_unix())
+				account_lock(a, reset, "a usage window is at 100%");
+			full = true;
+		}
+	}
+	if (!full && len <= RL_FRAME_MAX) {
+		a->rl_frame = xmalloc(len);
+		memcpy(a->rl_frame, frame, len);
+		a->rl_frame_len = len;
 	}
 	if ((plan = json_get_str(o, "plan_type")) != NULL &&
 	    (a->plan == NULL || strcmp(a->plan, plan) != 0)) {
@@ -739,6 +758,9 @@ accounts_on_rate_limit_headers(struct account *a, struct json_object *headers)
 	sec = window_from_headers(headers, "secondary");
 	if (p == NULL && sec == NULL)
 		return;
+	/* the windows change here: the next frame is read again */
+	free(a->rl_frame);
+	a->rl_frame = NULL;
 	rl = json_object_new_object();
 	if (p)
 		json_object_object_add(rl, "primary", p);

@@ -12,8 +12,12 @@
 void
 render_sse(struct evbuffer *out, const char *type, const char *data, size_t len)
 {
-	if (type != NULL && type[0])
-		evbuffer_add_printf(out, "event: %s\n", type);
+	/* three adds, not a printf: this runs for every event of every turn */
+	if (type != NULL && type[0]) {
+		evbuffer_add(out, "event: ", 7);
+		evbuffer_add(out, type, strlen(type));
+		evbuffer_add(out, "\n", 1);
+	}
 	evbuffer_add(out, "data: ", 6);
 	evbuffer_add(out, data, len);
 	evbuffer_add(out, "\n\n", 2);

@@ -52,6 +52,11 @@ struct account {
 	int64_t		 locked_until;		/* unix s: rate-limit lock */
 	char		*plan;
 	char		*quota_json;		/* last codex.rate_limits windows */
+	/* the last codex.rate_limits frame as it came, when no window in it
+	 * was full: the same frame again (most turns: the backend's reset_at
+	 * is fixed per window) is not parsed again */
+	char		*rl_frame;
+	size_t		 rl_frame_len;
 	char		 installation_id[40];
 	int		 inflight;
 	uint64_t	 requests, input_tokens, cached_tokens, output_tokens;
