@@ -203,7 +203,13 @@ static void
 rate_limits_frame(struct plan *plan, int delay_ms)
 {
 	struct json_object *o, *rl, *w, *c;
-	long now = (long)time(NULL);
+	/* like the backend: a window's reset_at is fixed until it resets */
+	static long window_start;
+	long now;
+
+	if (window_start == 0)
+		window_start = (long)time(NULL);
+	now = window_start;
 
 	o = json_object_new_object();
 	json_object_object_add(o, "type", json_object_new_string("codex.rate_limits"));
