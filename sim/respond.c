@@ -874,7 +874,14 @@ sim_stamp_suffix(const char *data, size_t len, char *buf, size_t size)
 {
 	int n;
 
+	static const char rate_limits[] = "{\"type\":\"codex.rate_limits\"";
+
 	if (len < 2 || data[0] != '{' || data[len - 1] != '}')
+		return 0;
+	/* the backend sends the same rate-limits frame until a window moves
+	 * (codexpoold skips parsing a repeat): no stamp there */
+	if (len >= sizeof(rate_limits) - 1 &&
+	    memcmp(data, rate_limits, sizeof(rate_limits) - 1) == 0)
 		return 0;
 	n = snprintf(buf, size, "%s\"sim_sent_us\":%lld}", len > 2 ? "," : "",
 	    (long long)now_wall_usec());
