@@ -74,6 +74,7 @@ struct msgchan {
 	struct txfd	*txfds;
 	size_t		 ntxfds, txfds_cap, txfds_head;
 	size_t		 wq_limit;
+	bool		 corked;
 };
 
 /* ---- payload builder ------------------------------------------------ */
@@ -683,7 +684,15 @@ msgchan_send(struct msgchan *ch, uint32_t type, uint64_t rid,
 	if (len > 0)
 		memcpy(ch->out + ch->out_end + MSG_HDR_SIZE, payload, len);
 	ch->out_end += MSG_HDR_SIZE + len;
+	if (ch->corked && dfd == -1 && ch->out_end - ch->out_start < MSGCHAN_CORK_MAX)
+		return MSGCHAN_OK;
 	return msgchan_flush(ch);
+}
+
+void
+msgchan_cork(struct msgchan *ch, bool on)
+{
+	ch->corked = on;
 }
 
 int

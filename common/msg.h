@@ -117,5 +117,13 @@ int	msgchan_send_buf(struct msgchan *ch, uint32_t type, uint64_t rid,
 /* Write queued bytes until EAGAIN or empty. */
 int	msgchan_flush(struct msgchan *ch);
 size_t	msgchan_pending(const struct msgchan *ch);	/* bytes still queued */
+/*
+ * Corked, msgchan_send() only queues (up to MSGCHAN_CORK_MAX, then it
+ * writes): the owner flushes once per turn of its event loop, so the
+ * events of one upstream read cross in one write and one wakeup instead
+ * of one each.  Order is kept either way.
+ */
+#define MSGCHAN_CORK_MAX	(64u * 1024)
+void	msgchan_cork(struct msgchan *ch, bool on);
 
 #endif

@@ -548,6 +548,54 @@ START_TEST(test_msg__fd_passing_pipe)
 }
 END_TEST
 
+/* Corked, messages wait for the flush, then cross in one write, in order;
+ * a message with an fd, or a full cork, writes at once. */
+START_TEST(test_msg__cork)
+{
+	struct msgchan *tx, *rx;
+	struct msg m;
+	char big[MSGCHAN_CORK_MAX], buf[8];
+	int sv[2], p[2], i;
+
+	make_pair(sv, 0);
+	tx = msgchan_new(sv[0]);
+	rx = msgchan_new(sv[1]);
+	msgchan_cork(tx, true);
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(msgchan_send(tx, 1, (uint64_t)i, "x", 1, -1), MSGCHAN_OK);
+	ck_assert_uint_eq(msgchan_pending(tx), 3 * (MSG_HDR_SIZE + 1));
+	ck_assert_int_eq(recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK), -1);
+	ck_assert_int_eq(msgchan_flush(tx), MSGCHAN_OK);
+	ck_assert_uint_eq(msgchan_pending(tx), 0);
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(pump_next(tx, rx, &m), 1);
+		ck_assert_uint_eq(m.hdr.rid, (uint64_t)i);
+	}
+	/* an fd goes at once, with what was queued before it */
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(msgchan_send(tx, 1, 7, "a", 1, -1), MSGCHAN_OK);
+	ck_assert_int_eq(msgchan_send(tx, 1, 8, "b", 1, p[1]), MSGCHAN_OK);
+	ck_assert_uint_eq(msgchan_pending(tx), 0);
+	ck_assert_int_eq(pump_next(tx, rx, &m), 1);
+	ck_assert_uint_eq(m.hdr.rid, 7);
+	ck_assert_int_eq(pump_next(tx, rx, &m), 1);
+	ck_assert_uint_eq(m.hdr.rid, 8);
+	ck_assert_int_ge(m.fd, 0);
+	close(m.fd);
+	close(p[0]);
+	close(p[1]);
+	/* a cork never holds more than MSGCHAN_CORK_MAX */
+	memset(big, 'z', sizeof(big));
+	ck_assert_int_eq(msgchan_send(tx, 2, 9, big, sizeof(big) - MSG_HDR_SIZE, -1),
+	    MSGCHAN_OK);
+	ck_assert_uint_lt(msgchan_pending(tx), MSGCHAN_CORK_MAX);
+	ck_assert_int_eq(pump_next(tx, rx, &m), 1);
+	ck_assert_uint_eq(m.hdr.rid, 9);
+	msgchan_free(tx);
+	msgchan_free(rx);
+}
+END_TEST
+
 /* fds and fd-less messages interleaved, with big bodies and a small
  * socket buffer: each fd reaches the message it was sent with. */
 START_TEST(test_msg__fd_passing_interleaved)
@@ -785,6 +833,7 @@ make_suite_msg(void)
 	tcase_add_test(tc, test_msg__max_payload_accepted);
 	tcase_add_test(tc, test_msg__wq_limit_full);
 	tcase_add_test(tc, test_msg__fd_passing_pipe);
+	tcase_add_test(tc, test_msg__cork);
 	tcase_add_test(tc, test_msg__fd_passing_interleaved);
 	tcase_add_test(tc, test_msg__fd_after_other_messages_in_one_read);
 	tcase_add_test(tc, test_msg__stray_fd_is_proto);
