@@ -28,13 +28,19 @@ wsframe_mask_key(uint8_t key[4])
 void
 wsframe_mask(uint8_t *out, const uint8_t *in, size_t len, const uint8_t key[4])
 {
-	uint64_t k8, v;
-	size_t i = 0;
+	uint64_t k8, v, w[4];
+	size_t i = 0, j;
 
 	/* eight bytes at a time: the key repeats every four, so a word of
-	 * two keys keeps the phase */
+	 * two keys keeps the phase; four words a round while they last */
 	memcpy(&k8, key, 4);
 	memcpy((uint8_t *)&k8 + 4, key, 4);
+	for (; i + 32 <= len; i += 32) {
+		memcpy(w, in + i, 32);
+		for (j = 0; j < 4; j++)
+			w[j] ^= k8;
+		memcpy(out + i, w, 32);
+	}
 	for (; i + 8 <= len; i += 8) {
 		memcpy(&v, in + i, 8);
 		v ^= k8;
