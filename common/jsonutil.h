@@ -46,8 +46,8 @@ bool	json_lead_type(const char *buf, size_t len, char *type, size_t size);
  * as json_get_path()), found without building a tree: one strict pass
  * over the document.  Each pick gets the raw bytes of its value (a string
  * with its quotes), or NULL when absent.  Returns false when the scan
- * cannot vouch for json-c's answer: not strict RFC 8259 JSON, an object
- * at the top not found, an escaped key, a key on a pick's way seen twice,
+ * cannot vouch for json-c's answer: not strict RFC 8259 JSON, not an
+ * object at the top, an escaped key or a key seen twice on a pick's way,
  * a number json-c might read otherwise, deeper than JSON_PICK_DEPTH;
  * the caller then parses the document whole.
  */
