@@ -259,3 +259,305 @@ json_lead_type(const char *buf, size_t len, char *type, size_t size)
 	}
 	return false;
 }
+
+/* ---- json_pick: a strict scan for a few values ------------------------ */
+
+struct pick_scan {
+	const char	*p, *end;
+	struct json_pick *picks;
+	size_t		 npicks;
+	uint32_t	 seen[8];	/* per pick: path depths met (dup keys) */
+	char		 path[256];
+};
+
+static bool	pick_value(struct pick_scan *, int, bool, size_t);
+
+static void
+pick_ws(struct pick_scan *s)
+{
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' ||
+	    *s->p == '\n' || *s->p == '\r'))
+		s->p++;
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* A string at s->p; *escaped: it held a backslash. */
+static bool
+pick_string(struct pick_scan *s, bool *escaped)
+{
+	const char *p = s->p + 1, *end = s->end;
+	int i, u;
+
+	*escaped = false;
+	for (;;) {
+		/* the hot loop: instructions and other long texts */
+		while (p < end && (unsigned char)*p >= 0x20 && *p != '"' &&
+		    *p != '\\')
+			p++;
+		if (p >= end || (unsigned char)*p < 0x20)
+			return false;
+		if (*p == '"')
+			break;
+		*escaped = true;
+		if (++p >= end)
+			return false;
+		switch (*p) {
+		case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+		case 'r': case 't':
+			p++;
+			break;
+		case 'u':
+			if (end - p < 5)
+				return false;
+			for (u = 0, i = 1; i <= 4; i++) {
+				if (hexval(p[i]) < 0)
+					return false;
+				u = u << 4 | hexval(p[i]);
+			}
+			if (u >= 0xd800 && u <= 0xdfff)
+				return false;	/* surrogates: json-c's call */
+			p += 5;
+			break;
+		default:
+			return false;
+		}
+	}
+	s->p = p + 1;
+	return true;
+}
+
+/* RFC 8259 numbers that json-c reads the same way: an integer of up to 18
+ * digits (an int64), or a short double with a short exponent. */
+static bool
+pick_number(struct pick_scan *s)
+{
+	const char *p = s->p, *end = s->end, *digits;
+	bool real = false;
+
+	if (p < end && *p == '-')
+		p++;
+	digits = p;
+	if (p < end && *p == '0')
+		p++;
+	else if (p < end && *p >= '1' && *p <= '9')
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	else
+		return false;
+	if (p - digits > 18)
+		return false;
+	if (p < end && *p == '.') {
+		real = true;
+		if (++p >= end || *p < '0' || *p > '9')
+			return false;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		real = true;
+		if (++p < end && (*p == '+' || *p == '-'))
+			p++;
+		digits = p;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+		if (p == digits || p - digits > 2)
+			return false;
+	}
+	if (real && p - s->p > 32)
+		return false;
+	s->p = p;
+	return true;
+}
+
+static bool
+pick_literal(struct pick_scan *s, const char *word)
+{
+	size_t n = strlen(word);
+
+	if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+		return false;
+	s->p += n;
+	return true;
+}
+
+/*
+ * The key just read extends the path to path[0..plen); which picks lie
+ * on it.  Returns whether any does (the value is worth following), and
+ * false in *ok for a key on a pick's way seen before (json-c keeps the
+ * last of duplicate keys; a scan that took the first could differ).
+ */
+static bool
+pick_key(struct pick_scan *s, size_t plen, int depth, bool *ok)
+{
+	const struct json_pick *k;
+	bool on = false;
+	size_t i;
+
+	for (i = 0; i < s->npicks; i++) {
+		k = &s->picks[i];
+		if (strncmp(k->path, s->path, plen) != 0 ||
+		    (k->path[plen] != '\0' && k->path[plen] != '.'))
+			continue;
+		if (depth >= 32 || (s->seen[i] & (1u << depth))) {
+			*ok = false;
+			return false;
+		}
+		s->seen[i] |= 1u << depth;
+		on = true;
+	}
+	return on;
+}
+
+static bool
+pick_object(struct pick_scan *s, int depth, bool onpath, size_t plen)
+{
+	const char *key, *val;
+	size_t klen, nlen, i;
+	bool escaped, ok = true, follow;
+
+	s->p++;		/* { */
+	pick_ws(s);
+	if (s->p < s->end && *s->p == '}') {
+		s->p++;
+		return true;
+	}
+	for (;;) {
+		if (s->p >= s->end || *s->p != '"')
+			return false;
+		key = s->p + 1;
+		if (!pick_string(s, &escaped))
+			return false;
+		klen = (size_t)(s->p - 1 - key);
+		follow = false;
+		nlen = plen;
+		if (onpath) {
+			if (escaped)
+				return false;
+			nlen = plen + (plen ? 1 : 0) + klen;
+			if (nlen < sizeof(s->path)) {
+				if (plen)
+					s->path[plen] = '.';
+				memcpy(s->path + nlen - klen, key, klen);
+				s->path[nlen] = '\0';
+				follow = pick_key(s, nlen, depth, &ok);
+				if (!ok)
+					return false;
+			}
+		}
+		pick_ws(s);
+		if (s->p >= s->end || *s->p != ':')
+			return false;
+		s->p++;
+		pick_ws(s);
+		val = s->p;
+		if (!pick_value(s, depth + 1, follow, nlen))
+			return false;
+		if (follow) {
+			s->path[nlen] = '\0';	/* the child wrote deeper */
+			for (i = 0; i < s->npicks; i++)
+				if (strcmp(s->picks[i].path, s->path) == 0) {
+					s->picks[i].val = val;
+					s->picks[i].len = (size_t)(s->p - val);
+				}
+		}
+		pick_ws(s);
+		if (s->p < s->end && *s->p == ',') {
+			s->p++;
+			pick_ws(s);
+			continue;
+		}
+		if (s->p < s->end && *s->p == '}') {
+			s->p++;
+			return true;
+		}
+		return false;
+	}
+}
+
+static bool
+pick_array(struct pick_scan *s, int depth)
+{
+	s->p++;		/* [ */
+	pick_ws(s);
+	if (s->p < s->end && *s->p == ']') {
+		s->p++;
+		return true;
+	}
+	for (;;) {
+		/* json_get_path() goes through objects only */
+		if (!pick_value(s, depth + 1, false, 0))
+			return false;
+		pick_ws(s);
+		if (s->p < s->end && *s->p == ',') {
+			s->p++;
+			pick_ws(s);
+			continue;
+		}
+		if (s->p < s->end && *s->p == ']') {
+			s->p++;
+			return true;
+		}
+		return false;
+	}
+}
+
+static bool
+pick_value(struct pick_scan *s, int depth, bool onpath, size_t plen)
+{
+	bool escaped;
+
+	if (s->p >= s->end || depth > JSON_PICK_DEPTH)
+		return false;
+	switch (*s->p) {
+	case '{':
+		return pick_object(s, depth, onpath, plen);
+	case '[':
+		return pick_array(s, depth);
+	case '"':
+		return pick_string(s, &escaped);
+	case 't':
+		return pick_literal(s, "true");
+	case 'f':
+		return pick_literal(s, "false");
+	case 'n':
+		return pick_literal(s, "null");
+	default:
+		return pick_number(s);
+	}
+}
+
+bool
+json_pick(const char *buf, size_t len, struct json_pick *picks, size_t npicks)
+{
+	struct pick_scan s;
+	size_t i;
+
+	if (npicks > sizeof(s.seen) / sizeof(s.seen[0]))
+		return false;
+	memset(s.seen, 0, sizeof(s.seen));
+	s.p = buf;
+	s.end = buf + len;
+	s.picks = picks;
+	s.npicks = npicks;
+	s.path[0] = '\0';
+	for (i = 0; i < npicks; i++) {
+		picks[i].val = NULL;
+		picks[i].len = 0;
+	}
+	pick_ws(&s);
+	if (s.p >= s.end || *s.p != '{' || !pick_value(&s, 1, true, 0))
+		return false;
+	pick_ws(&s);
+	return s.p == s.end;
+}

@@ -16,6 +16,7 @@ main(void)
 	srunner_add_suite(sr, make_suite_pool());
 	srunner_add_suite(sr, make_suite_relay());
 	srunner_add_suite(sr, make_suite_worker());
+	srunner_add_suite(sr, make_suite_wsframe());
 	srunner_run_all(sr, CK_ENV);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -2,8 +2,11 @@
 #include "config.h"
 
 #include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "jsonutil.h"
 #include "relay.h"
 #include "test_worker_suites.h"
 
@@ -61,6 +64,190 @@ START_TEST(test_relay__fast_path_agrees)
 	classify("{\"type\":\"response.output_text.delta\",\"delta\":\"\\\"\"}", &fi);
 	ck_assert_int_eq(fi.cls, FC_OTHER);
 	ck_assert(!fi.terminal);
+}
+END_TEST
+
+/* relay_classify() (json_lead_type, json_pick) and a whole json-c parse
+ * give the same answer, field by field. */
+static void
+agree(const char *frame, size_t len, const char *what)
+{
+	struct frame_info a, b;
+
+	relay_classify(frame, len, &a);
+	relay_classify_parsed(frame, len, &b);
+	ck_assert_msg(a.cls == b.cls && a.terminal == b.terminal &&
+	    a.completed == b.completed && a.http_status == b.http_status &&
+	    strcmp(a.code, b.code) == 0 &&
+	    strcmp(a.response_id, b.response_id) == 0 &&
+	    a.input_tokens == b.input_tokens &&
+	    a.cached_tokens == b.cached_tokens &&
+	    a.output_tokens == b.output_tokens,
+	    "%s: fast cls %d term %d id '%s' tokens %llu/%llu/%llu; parsed cls "
+	    "%d term %d id '%s' tokens %llu/%llu/%llu", what, a.cls, a.terminal,
+	    a.response_id, (unsigned long long)a.input_tokens,
+	    (unsigned long long)a.cached_tokens,
+	    (unsigned long long)a.output_tokens, b.cls, b.terminal,
+	    b.response_id, (unsigned long long)b.input_tokens,
+	    (unsigned long long)b.cached_tokens,
+	    (unsigned long long)b.output_tokens);
+}
+
+/* A response.completed as the backend sends it: the request echoed, a
+ * long instructions text with escapes and UTF-8, then the usage. */
+static char *
+big_completed(const char *usage)
+{
+	size_t cap = 40000, n = 0, i;
+	char *b = malloc(cap);
+
+	n += (size_t)snprintf(b + n, cap - n, "{\"type\":\"response.completed\","
+	    "\"sequence_number\":17,\"response\":{\"id\":\"resp_big\",\"object\":"
+	    "\"response\",\"created_at\":1764460000,\"temperature\":1.0,"
+	    "\"top_p\":1e0,\"instructions\":\"");
+	for (i = 0; i < 600; i++)
+		n += (size_t)snprintf(b + n, cap - n, "You are Codex \\\"%zu\\\"."
+		    "\\n\\tcaf\xc3\xa9 \\u00e9 \\/ \\\\ ", i);
+	n += (size_t)snprintf(b + n, cap - n, "\",\"tools\":[{\"type\":"
+	    "\"function\",\"usage\":{\"input_tokens\":1}}],\"output\":[],"
+	    "\"metadata\":{},\"parallel_tool_calls\":true,\"store\":false,"
+	    "\"reasoning\":null,\"usage\":%s}}", usage);
+	ck_assert_uint_lt(n, cap);
+	return b;
+}
+
+START_TEST(test_relay__picked_agrees_with_parse)
+{
+	static const char *const frames[] = {
+		"{\"type\":\"response.created\",\"response\":{\"id\":\"r1\","
+		"\"instructions\":\"x\\ny\",\"usage\":null}}",
+		"{\"type\":\"response.in_progress\",\"response\":{\"id\":\"r1\"}}",
+		"{\"type\":\"codex.rate_limits\",\"rate_limits\":{\"primary\":"
+		"{\"used_percent\":12.5}}}",
+		"{\"type\":\"response.incomplete\",\"response\":{\"id\":\"r2\","
+		"\"usage\":{\"input_tokens\":7,\"output_tokens\":3}}}",
+		/* whitespace everywhere RFC 8259 allows it */
+		" {\"type\":\"response.completed\" ,\r\n\"response\" :\t{ \"id\" "
+		": \"r3\" , \"usage\" : { \"input_tokens\" : 10 , "
+		"\"input_tokens_details\" : { \"cached_tokens\" : 8 } , "
+		"\"output_tokens\" : 2 } } } \n",
+		/* duplicate keys: json-c keeps the last */
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\"a\"},"
+		"\"response\":{\"usage\":{\"output_tokens\":4}}}",
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\"a\","
+		"\"id\":\"b\"}}",
+		"{\"type\":\"response.completed\",\"type\":\"response.created\"}",
+		"{\"type\":\"response.completed\",\"response\":{\"usage\":{"
+		"\"output_tokens\":1,\"output_tokens\":2}}}",
+		/* escapes where they matter, in the id or a key */
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\"r\\u0031\"}}",
+		"{\"type\":\"response.completed\",\"respons\\u0065\":{\"id\":\"x\"}}",
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\"\\ud83d"
+		"\\ude00\"}}",
+		/* the id elsewhere, or not a string */
+		"{\"type\":\"response.completed\",\"response\":{\"id\":5},"
+		"\"response_id\":\"r5\"}",
+		"{\"type\":\"response.completed\",\"response_id\":\"r6\"}",
+		"{\"type\":\"response.completed\",\"response\":\"r7\"}",
+		"{\"type\":\"response.completed\",\"response\":[{\"id\":\"r8\"}]}",
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\""
+		"0123456789012345678901234567890123456789012345678901234567890123"
+		"0123456789012345678901234567890123456789012345678901234567890123"
+		"\"}}",
+		/* numbers json-c reads as not an integer, or as one */
+		"{\"type\":\"response.completed\",\"response\":{\"usage\":{"
+		"\"input_tokens\":5.0,\"output_tokens\":-3,"
+		"\"input_tokens_details\":{\"cached_tokens\":1e3}}}}",
+		"{\"type\":\"response.completed\",\"response\":{\"usage\":{"
+		"\"input_tokens\":123456789012345678,\"output_tokens\":"
+		"1234567890123456789,\"input_tokens_details\":{\"cached_tokens\":"
+		"99999999999999999999}}}}",
+		"{\"type\":\"response.completed\",\"response\":{\"usage\":{"
+		"\"input_tokens\":\"5\",\"output_tokens\":null,"
+		"\"input_tokens_details\":[1]}}}",
+		"{\"type\":\"response.completed\",\"response\":{\"usage\":{"
+		"\"input_tokens\":-0,\"output_tokens\":0}},\"x\":1E+99,"
+		"\"y\":-0.5e-7,\"z\":1e400}",
+		/* not JSON (json-c says so too): every one is FC_OTHER */
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\"r\"}} x",
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\"r\"},}",
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\"r}}",
+		"{\"type\":\"response.completed\",\"response\":{\"id\":\"r\t\"}}",
+		"{\"type\":\"response.completed\",\"n\":01}",
+		"{\"type\":\"response.completed\",\"n\":tru}",
+		"{\"type\":\"response.completed\",\"n\":[1,]}",
+		"{\"type\":\"response.completed\",\"n\":\"\\x\"}",
+		"{\"type\":\"response.completed\",\"n\":.5}",
+		"{\"type\":\"response.completed\",\"n\":'a'}",
+		"{\"type\":\"response.completed\"",
+		"{\"type\":\"response.completed\",}",
+		"{\"type\":\"response.created\",\"response\":{\"id\":\"r\"}}"
+		"{\"type\":\"response.created\"}",
+	};
+	char deep[400], *big;
+	size_t i, n;
+
+	for (i = 0; i < sizeof(frames) / sizeof(frames[0]); i++) {
+		char what[32];
+
+		snprintf(what, sizeof(what), "frame %zu", i);
+		agree(frames[i], strlen(frames[i]), what);
+	}
+	/* nesting past json_pick's depth, and past json-c's */
+	for (n = 40; n <= 80; n += 40) {
+		size_t k = 0;
+
+		k += (size_t)snprintf(deep, sizeof(deep),
+		    "{\"type\":\"response.completed\",\"response\":{\"id\":\"d\"},"
+		    "\"n\":");
+		for (i = 0; i < n; i++)
+			deep[k++] = '[';
+		for (i = 0; i < n; i++)
+			deep[k++] = ']';
+		deep[k++] = '}';
+		agree(deep, k, n == 40 ? "deep 40" : "deep 80");
+	}
+	/* a NUL inside a string */
+	agree("{\"type\":\"response.created\",\"n\":\"a\0b\"}",
+	    sizeof("{\"type\":\"response.created\",\"n\":\"a\0b\"}") - 1, "nul");
+
+	big = big_completed("{\"input_tokens\":7000,\"input_tokens_details\":"
+	    "{\"cached_tokens\":6912},\"output_tokens\":12}");
+	agree(big, strlen(big), "big completed");
+	free(big);
+}
+END_TEST
+
+/* The shortcut is taken on what the backend sends, not just agreed with
+ * from a fallback: json_pick() reads the big frame itself. */
+START_TEST(test_relay__picked_reads_big_frames)
+{
+	struct json_pick picks[] = {
+		{ .path = "response.id" },
+		{ .path = "response.usage.input_tokens_details.cached_tokens" },
+		{ .path = "response.usage.output_tokens" },
+	};
+	char *big = big_completed("{\"input_tokens\":7000,"
+	    "\"input_tokens_details\":{\"cached_tokens\":6912},"
+	    "\"output_tokens\":12}");
+	struct frame_info fi;
+
+	ck_assert(json_pick(big, strlen(big), picks, 3));
+	ck_assert_int_eq((int)picks[0].len, 10);
+	ck_assert(memcmp(picks[0].val, "\"resp_big\"", 10) == 0);
+	ck_assert(picks[1].len == 4 && memcmp(picks[1].val, "6912", 4) == 0);
+	ck_assert(picks[2].len == 2 && memcmp(picks[2].val, "12", 2) == 0);
+	relay_classify(big, strlen(big), &fi);
+	ck_assert(fi.terminal && fi.completed);
+	ck_assert_str_eq(fi.response_id, "resp_big");
+	ck_assert_uint_eq(fi.input_tokens, 7000);
+	ck_assert_uint_eq(fi.cached_tokens, 6912);
+	ck_assert_uint_eq(fi.output_tokens, 12);
+	/* and refuses what it cannot vouch for */
+	ck_assert(!json_pick("{\"a\":1} x", 9, picks, 3));
+	ck_assert(!json_pick("[1]", 3, picks, 3));
+	ck_assert(!json_pick("{\"response\":{},\"response\":{}}", 29, picks, 3));
+	free(big);
 }
 END_TEST
 
@@ -279,6 +466,8 @@ make_suite_relay(void)
 	tcase_add_test(tc, test_relay__rate_limits_and_early);
 	tcase_add_test(tc, test_relay__error_table);
 	tcase_add_test(tc, test_relay__fast_path_agrees);
+	tcase_add_test(tc, test_relay__picked_agrees_with_parse);
+	tcase_add_test(tc, test_relay__picked_reads_big_frames);
 	tcase_add_test(tc, test_relay__error_frames);
 	tcase_add_test(tc, test_relay__retryable_classification);
 	tcase_add_test(tc, test_relay__error_flags);

@@ -8,5 +8,6 @@ Suite	*make_suite_idmap(void);
 Suite	*make_suite_pool(void);
 Suite	*make_suite_relay(void);
 Suite	*make_suite_worker(void);
+Suite	*make_suite_wsframe(void);
 
 #endif

@@ -188,22 +188,28 @@ server_status(struct json_object *o)
 	return n >= 500 && n <= 599 ? (int)n : 0;
 }
 
+/* What the type alone says. */
+static void
+classify_type(const char *type, struct frame_info *fi)
+{
+	if (strcmp(type, "codex.rate_limits") == 0)
+		fi->cls = FC_RATE_LIMITS;
+	else if (in_list(type, early_types))
+		fi->cls = FC_EARLY;
+	fi->terminal = in_list(type, terminal_types);
+	fi->completed = strcmp(type, "response.completed") == 0;
+}
+
 void
-relay_classify(const void *data, size_t len, struct frame_info *fi)
+relay_classify_parsed(const void *data, size_t len, struct frame_info *fi)
 {
 	struct json_object *o, *err = NULL, *v;
 	const char *type, *code, *id;
-	char jerr[128], lead[64];
+	char jerr[128];
 	size_t i;
 
 	memset(fi, 0, sizeof(*fi));
 	fi->cls = FC_OTHER;
-	/* Most frames are deltas: output that neither starts nor ends the
-	 * response in any special way needs no parse. */
-	if (json_lead_type(data, len, lead, sizeof(lead)) &&
-	    strcmp(lead, "codex.rate_limits") != 0 && strcmp(lead, "error") != 0 &&
-	    !in_list(lead, early_types) && !in_list(lead, terminal_types))
-		return;
 	o = json_parse_buf(data, len, jerr, sizeof(jerr));
 	if (o == NULL)
 		return;		/* not JSON: relayed as it is, starts the response */
@@ -213,12 +219,7 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 		return;
 	}
 
-	if (strcmp(type, "codex.rate_limits") == 0)
-		fi->cls = FC_RATE_LIMITS;
-	else if (in_list(type, early_types))
-		fi->cls = FC_EARLY;
-	fi->terminal = in_list(type, terminal_types);
-	fi->completed = strcmp(type, "response.completed") == 0;
+	classify_type(type, fi);
 
 	if (strcmp(type, "error") == 0 || strcmp(type, "response.failed") == 0) {
 		err = json_get_obj(o, "error");
@@ -258,6 +259,104 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 	    "response.usage.input_tokens_details.cached_tokens");
 	fi->output_tokens = get_u64_path(o, "response.usage.output_tokens");
 	json_object_put(o);
+}
+
+/* A picked value as get_u64_path() reads it: a positive JSON integer,
+ * else 0 (json_pick() lets integers of up to 18 digits through only). */
+static void
+picked_u64(const struct json_pick *k, uint64_t *out)
+{
+	const char *p = k->val;
+	size_t i;
+
+	*out = 0;
+	if (p == NULL || (*p != '-' && (*p < '0' || *p > '9')))
+		return;			/* absent, or not a number */
+	for (i = 0; i < k->len; i++)
+		if (p[i] == '.' || p[i] == 'e' || p[i] == 'E')
+			return;		/* a double */
+	if (*p == '-')
+		return;			/* negative: 0 */
+	for (i = 0; i < k->len; i++)
+		*out = *out * 10 + (uint64_t)(p[i] - '0');
+}
+
+static bool
+picked_string(const struct json_pick *k)
+{
+	return k->val != NULL && k->val[0] == '"';
+}
+
+/*
+ * The frames around the output (response.created, .in_progress,
+ * .completed, rate limits) echo the whole response, ~28 KB of
+ * instructions included, and need four numbers and an id: read them with
+ * json_pick() rather than a json-c tree.  false: parse it after all.
+ */
+static bool
+classify_picked(const char *type, const void *data, size_t len,
+    struct frame_info *fi)
+{
+	enum { P_TYPE, P_ID, P_RID, P_IN, P_CACHED, P_OUT };
+	struct json_pick picks[] = {
+		[P_TYPE] = { .path = "type" },
+		[P_ID] = { .path = "response.id" },
+		[P_RID] = { .path = "response_id" },
+		[P_IN] = { .path = "response.usage.input_tokens" },
+		[P_CACHED] = { .path =
+		    "response.usage.input_tokens_details.cached_tokens" },
+		[P_OUT] = { .path = "response.usage.output_tokens" },
+	};
+	const struct json_pick *id = NULL;
+	size_t tlen = strlen(type), n;
+
+	if (!json_pick(data, len, picks, sizeof(picks) / sizeof(picks[0])))
+		return false;
+	/* the only "type" is the one json_lead_type() read */
+	if (picks[P_TYPE].val == NULL || picks[P_TYPE].len != tlen + 2 ||
+	    memcmp(picks[P_TYPE].val + 1, type, tlen) != 0)
+		return false;
+	if (picked_string(&picks[P_ID]))
+		id = &picks[P_ID];
+	else if (picked_string(&picks[P_RID]))
+		id = &picks[P_RID];
+	if (id != NULL) {
+		if (memchr(id->val, '\\', id->len) != NULL)
+			return false;	/* json-c would decode the escapes */
+		n = id->len - 2;
+		if (n < sizeof(fi->response_id)) {
+			memcpy(fi->response_id, id->val + 1, n);
+			fi->response_id[n] = '\0';
+		}
+	}
+	picked_u64(&picks[P_IN], &fi->input_tokens);
+	picked_u64(&picks[P_CACHED], &fi->cached_tokens);
+	picked_u64(&picks[P_OUT], &fi->output_tokens);
+	classify_type(type, fi);
+	return true;
+}
+
+void
+relay_classify(const void *data, size_t len, struct frame_info *fi)
+{
+	char lead[64];
+
+	memset(fi, 0, sizeof(*fi));
+	fi->cls = FC_OTHER;
+	if (json_lead_type(data, len, lead, sizeof(lead))) {
+		/* Most frames are deltas: output that neither starts nor
+		 * ends the response in any special way needs no look. */
+		if (strcmp(lead, "codex.rate_limits") != 0 &&
+		    strcmp(lead, "error") != 0 && !in_list(lead, early_types) &&
+		    !in_list(lead, terminal_types))
+			return;
+		/* errors (rare, small) take the parse below */
+		if (strcmp(lead, "error") != 0 &&
+		    strcmp(lead, "response.failed") != 0 &&
+		    classify_picked(lead, data, len, fi))
+			return;
+	}
+	relay_classify_parsed(data, len, fi);
 }
 
 int

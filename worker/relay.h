@@ -42,6 +42,10 @@ struct frame_info {
  * error frame is FC_ERROR when its code is in the table, or when its
  * status is a 5xx. */
 void	relay_classify(const void *data, size_t len, struct frame_info *fi);
+/* The same answer from a whole json-c parse: what relay_classify()'s
+ * shortcuts must agree with (the unit test compares the two). */
+void	relay_classify_parsed(const void *data, size_t len,
+	    struct frame_info *fi);
 /* The error-code table: HTTP status for an exact, lower-case code, or 0. */
 int	relay_error_status(const char *code);
 /* The MSG_REQ_ERROR flags of an upstream status: ERR_F_ACCOUNT for

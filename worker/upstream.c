@@ -36,7 +36,10 @@
 #include "log.h"
 #include "msgcodec.h"
 #include "upstream.h"
+#include "wsframe.h"
 
+/* The most one write hands the socket (see upconn_protocols). */
+#define UPSTREAM_TX_PACKET	(64 * 1024)
 #define OPENAI_BETA_WS	"responses_websockets=2026-02-06"
 #define UA_PLATFORM	"(Debian 12; x86_64)"
 
@@ -506,16 +509,30 @@ write_frame(struct upconn *uc, struct lws *wsi)
 {
 	size_t len;
 	const uint8_t *frame = uc->w->uphooks->frame(uc->req, &len);
-	uint8_t *buf;
+	uint8_t *buf, key[4];
+	size_t total;
 	int n;
 
-	/* lws masks client frames in place: write from a copy, so a retry
-	 * on another connection still has the original */
-	buf = xmalloc(LWS_PRE + len + 1);
-	memcpy(buf + LWS_PRE, frame, len);
-	n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
+	/*
+	 * The frame is framed and masked here, eight bytes at a time, into a
+	 * copy (a retry on another connection still has the original), and
+	 * written as LWS_WRITE_HTTP.  lws 4.1.6 sends that on a ws
+	 * connection as it is (rops_write_role_protocol_ws "send_raw" ->
+	 * lws_issue_raw, through SSL_write under TLS); what the socket does
+	 * not take goes on the wsi's buflist_out, which every later write
+	 * (ours, lws' pings, pongs and close) queues behind and POLLOUT
+	 * drains first, so frames never interleave.  No extension is
+	 * negotiated, so nothing else would have touched the payload.
+	 */
+	if (wsframe_mask_key(key) < 0) {
+		set_fail(uc, UF_CLOSED, "no random bytes for the frame mask");
+		return -1;
+	}
+	buf = xmalloc(LWS_PRE + wsframe_header_len(len) + len);
+	total = wsframe_build(buf + LWS_PRE, WSFRAME_OP_TEXT, frame, len, key);
+	n = lws_write(wsi, buf + LWS_PRE, total, LWS_WRITE_HTTP);
 	free(buf);
-	if (n < 0 || (size_t)n < len) {
+	if (n < 0 || (size_t)n < total) {
 		set_fail(uc, UF_CLOSED, "write failed");
 		return -1;
 	}
@@ -820,6 +837,10 @@ const struct lws_protocols upconn_protocols[] = {
 		.callback = upstream_cb,
 		.per_session_data_size = 0,
 		.rx_buffer_size = UPSTREAM_RX_BUFFER,
+		/* lws_issue_raw() sends at most this (else rx_buffer_size) per
+		 * call and copies the rest to buflist_out for later POLLOUTs:
+		 * let a whole request frame go in one write */
+		.tx_packet_size = UPSTREAM_TX_PACKET,
 	},
 	{ .name = NULL },
 };
