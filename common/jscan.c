@@ -323,25 +323,13 @@ key:
 	goto value;
 }
 
-int
-jdoc_parse(struct jdoc *d, const char *text, size_t len, char *err, size_t errlen)
+static int
+index_text(struct jdoc *d, char *err, size_t errlen)
 {
 	struct scanner s = { .d = d, .err = err, .errlen = errlen };
 
-	memset(d, 0, sizeof(*d));
-	if (err != NULL && errlen > 0)
-		err[0] = '\0';
-	if (len >= UINT32_MAX) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "JSON document too large");
-		return -1;
-	}
-	d->text = xmalloc(len + 1);
-	memcpy(d->text, text, len);
-	d->text[len] = '\0';
-	d->len = len;
 	s.base = s.p = (const unsigned char *)d->text;
-	s.end = s.base + len;
+	s.end = s.base + d->len;
 	if (scan(&s) == -1) {
 		jdoc_free(d);
 		return -1;
@@ -349,12 +337,69 @@ jdoc_parse(struct jdoc *d, const char *text, size_t len, char *err, size_t errle
 	return 0;
 }
 
+static int
+too_large(struct jdoc *d, size_t len, char *err, size_t errlen)
+{
+	memset(d, 0, sizeof(*d));
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (len < UINT32_MAX)
+		return 0;
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "JSON document too large");
+	return -1;
+}
+
+int
+jdoc_parse(struct jdoc *d, const char *text, size_t len, char *err, size_t errlen)
+{
+	if (too_large(d, len, err, errlen))
+		return -1;
+	d->text = xmalloc(len + 1);
+	memcpy(d->text, text, len);
+	d->text[len] = '\0';
+	d->len = len;
+	d->owned = true;
+	return index_text(d, err, errlen);
+}
+
+int
+jdoc_scan(struct jdoc *d, const char *text, size_t len, char *err, size_t errlen)
+{
+	if (too_large(d, len, err, errlen))
+		return -1;
+	d->text = (char *)(uintptr_t)text;	/* never written through */
+	d->len = len;
+	return index_text(d, err, errlen);
+}
+
 void
 jdoc_free(struct jdoc *d)
 {
-	free(d->text);
+	if (d->owned)
+		free(d->text);
 	free(d->tok);
 	memset(d, 0, sizeof(*d));
+}
+
+int
+jdoc_path(const struct jdoc *d, int obj, const char *path)
+{
+	char key[128];
+	size_t n;
+
+	while (obj >= 0 && *path != '\0') {
+		n = strcspn(path, ".");
+		if (n >= sizeof(key))
+			return -1;
+		memcpy(key, path, n);
+		key[n] = '\0';
+		obj = jdoc_member(d, obj, key);
+		path += n;
+		if (*path == '.')
+			path++;
+	}
+	return obj;
 }
 
 int

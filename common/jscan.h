@@ -34,15 +34,20 @@ struct jtok {
 };
 
 struct jdoc {
-	char		*text;		/* our NUL-terminated copy of the document */
+	char		*text;		/* the document (ours when owned) */
 	size_t		 len;
 	struct jtok	*tok;		/* tok[0] is the root value */
 	uint32_t	 ntok, cap;
+	bool		 owned;		/* text is our NUL-terminated copy */
 };
 
 /* Check and index len bytes (a copy is kept).  0, or -1 with err set and
  * d left empty. */
 int	jdoc_parse(struct jdoc *d, const char *text, size_t len, char *err,
+	    size_t errlen);
+/* The same without the copy: text must outlive d and is not
+ * NUL-terminated by it (for a frame read once, then dropped). */
+int	jdoc_scan(struct jdoc *d, const char *text, size_t len, char *err,
 	    size_t errlen);
 void	jdoc_free(struct jdoc *d);
 
@@ -55,6 +60,10 @@ jdoc_is(const struct jdoc *d, int i, enum jtype type)
 /* The value of key in the object at obj (the last one when the key is
  * repeated, as json-c keeps), or -1. */
 int	jdoc_member(const struct jdoc *d, int obj, const char *key);
+
+/* The value at a dotted path of object keys from obj
+ * ("response.usage.input_tokens"), or -1. */
+int	jdoc_path(const struct jdoc *d, int obj, const char *path);
 
 /*
  * Children in order.  For an array, each element; for an object, each

@@ -41,23 +41,4 @@ char	*json_error_body(const char *message, const char *type, const char *code);
  */
 bool	json_lead_type(const char *buf, size_t len, char *type, size_t size);
 
-/*
- * Values at a few dotted paths through objects ("response.usage.input_tokens",
- * as json_get_path()), found without building a tree: one strict pass
- * over the document.  Each pick gets the raw bytes of its value (a string
- * with its quotes), or NULL when absent.  Returns false when the scan
- * cannot vouch for json-c's answer: not strict RFC 8259 JSON, not an
- * object at the top, an escaped key or a key seen twice on a pick's way,
- * a number json-c might read otherwise, deeper than JSON_PICK_DEPTH;
- * the caller then parses the document whole.
- */
-#define JSON_PICK_DEPTH	32
-struct json_pick {
-	const char	*path;
-	const char	*val;		/* out: raw value bytes, or NULL */
-	size_t		 len;
-};
-bool	json_pick(const char *buf, size_t len, struct json_pick *picks,
-	    size_t npicks);
-
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "jsonutil.h"
+#include "jscan.h"
 #include "relay.h"
 #include "test_worker_suites.h"
 
@@ -67,7 +68,7 @@ START_TEST(test_relay__fast_path_agrees)
 }
 END_TEST
 
-/* relay_classify() (json_lead_type, json_pick) and a whole json-c parse
+/* relay_classify() (json_lead_type, the scanner) and a whole json-c parse
  * give the same answer, field by field. */
 static void
 agree(const char *frame, size_t len, const char *what)
@@ -193,7 +194,7 @@ START_TEST(test_relay__picked_agrees_with_parse)
 		snprintf(what, sizeof(what), "frame %zu", i);
 		agree(frames[i], strlen(frames[i]), what);
 	}
-	/* nesting past json_pick's depth, and past json-c's */
+	/* nesting past the scanner's depth, and past json-c's */
 	for (n = 40; n <= 80; n += 40) {
 		size_t k = 0;
 
@@ -219,34 +220,33 @@ START_TEST(test_relay__picked_agrees_with_parse)
 END_TEST
 
 /* The shortcut is taken on what the backend sends, not just agreed with
- * from a fallback: json_pick() reads the big frame itself. */
+ * from a fallback: the scanner reads the big frame itself. */
 START_TEST(test_relay__picked_reads_big_frames)
 {
-	struct json_pick picks[] = {
-		{ .path = "response.id" },
-		{ .path = "response.usage.input_tokens_details.cached_tokens" },
-		{ .path = "response.usage.output_tokens" },
-	};
 	char *big = big_completed("{\"input_tokens\":7000,"
 	    "\"input_tokens_details\":{\"cached_tokens\":6912},"
 	    "\"output_tokens\":12}");
 	struct frame_info fi;
+	struct jdoc d;
+	size_t len;
+	const char *v;
 
-	ck_assert(json_pick(big, strlen(big), picks, 3));
-	ck_assert_int_eq((int)picks[0].len, 10);
-	ck_assert(memcmp(picks[0].val, "\"resp_big\"", 10) == 0);
-	ck_assert(picks[1].len == 4 && memcmp(picks[1].val, "6912", 4) == 0);
-	ck_assert(picks[2].len == 2 && memcmp(picks[2].val, "12", 2) == 0);
+	ck_assert_int_eq(jdoc_scan(&d, big, strlen(big), NULL, 0), 0);
+	ck_assert(jdoc_str_eq(&d, jdoc_path(&d, 0, "response.id"), "resp_big"));
+	v = jdoc_raw(&d, jdoc_path(&d, 0, "response.usage.input_tokens_details.cached_tokens"), &len);
+	ck_assert(len == 4 && memcmp(v, "6912", 4) == 0);
+	ck_assert_int_eq(jdoc_path(&d, 0, "response.usage.nothing"), -1);
+	ck_assert_int_eq(jdoc_path(&d, 0, "type.deeper"), -1);
+	jdoc_free(&d);
 	relay_classify(big, strlen(big), &fi);
 	ck_assert(fi.terminal && fi.completed);
 	ck_assert_str_eq(fi.response_id, "resp_big");
 	ck_assert_uint_eq(fi.input_tokens, 7000);
 	ck_assert_uint_eq(fi.cached_tokens, 6912);
 	ck_assert_uint_eq(fi.output_tokens, 12);
-	/* and refuses what it cannot vouch for */
-	ck_assert(!json_pick("{\"a\":1} x", 9, picks, 3));
-	ck_assert(!json_pick("[1]", 3, picks, 3));
-	ck_assert(!json_pick("{\"response\":{},\"response\":{}}", 29, picks, 3));
+	/* and refuses what is not strict JSON, leaving it to json-c */
+	ck_assert_int_eq(jdoc_scan(&d, "{\"a\":1} x", 9, NULL, 0), -1);
+	ck_assert_int_eq(jdoc_scan(&d, "{\"a\":NaN}", 9, NULL, 0), -1);
 	free(big);
 }
 END_TEST

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jscan.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "msgcodec.h"
@@ -261,79 +262,68 @@ relay_classify_parsed(const void *data, size_t len, struct frame_info *fi)
 	json_object_put(o);
 }
 
-/* A picked value as get_u64_path() reads it: a positive JSON integer,
- * else 0 (json_pick() lets integers of up to 18 digits through only). */
-static void
-picked_u64(const struct json_pick *k, uint64_t *out)
+/* A number as get_u64_path() reads it: a positive JSON integer, else 0.
+ * false for one json-c might read otherwise (more than 18 digits). */
+static bool
+scanned_u64(const struct jdoc *d, int i, uint64_t *out)
 {
-	const char *p = k->val;
-	size_t i;
+	const char *p;
+	size_t len, k;
 
 	*out = 0;
-	if (p == NULL || (*p != '-' && (*p < '0' || *p > '9')))
-		return;			/* absent, or not a number */
-	for (i = 0; i < k->len; i++)
-		if (p[i] == '.' || p[i] == 'e' || p[i] == 'E')
-			return;		/* a double */
-	if (*p == '-')
-		return;			/* negative: 0 */
-	for (i = 0; i < k->len; i++)
-		*out = *out * 10 + (uint64_t)(p[i] - '0');
-}
-
-static bool
-picked_string(const struct json_pick *k)
-{
-	return k->val != NULL && k->val[0] == '"';
+	if (!jdoc_is(d, i, JT_NUMBER))
+		return true;		/* absent, or not a number */
+	p = jdoc_raw(d, i, &len);
+	if (len > 18)
+		return false;
+	if (memchr(p, '.', len) || memchr(p, 'e', len) || memchr(p, 'E', len) ||
+	    *p == '-')
+		return true;		/* a double, or negative: 0 */
+	for (k = 0; k < len; k++)
+		*out = *out * 10 + (uint64_t)(p[k] - '0');
+	return true;
 }
 
 /*
  * The frames around the output (response.created, .in_progress,
  * .completed, rate limits) echo the whole response, ~28 KB of
- * instructions included, and need four numbers and an id: read them with
- * json_pick() rather than a json-c tree.  false: parse it after all.
+ * instructions included, and need four numbers and an id: read them from
+ * the scanner's index (common/jscan.c) rather than a json-c tree.  false:
+ * parse it after all (json-c, laxer, has the last word).
  */
 static bool
-classify_picked(const char *type, const void *data, size_t len,
+classify_scanned(const char *type, const void *data, size_t len,
     struct frame_info *fi)
 {
-	enum { P_TYPE, P_ID, P_RID, P_IN, P_CACHED, P_OUT };
-	struct json_pick picks[] = {
-		[P_TYPE] = { .path = "type" },
-		[P_ID] = { .path = "response.id" },
-		[P_RID] = { .path = "response_id" },
-		[P_IN] = { .path = "response.usage.input_tokens" },
-		[P_CACHED] = { .path =
-		    "response.usage.input_tokens_details.cached_tokens" },
-		[P_OUT] = { .path = "response.usage.output_tokens" },
-	};
-	const struct json_pick *id = NULL;
-	size_t tlen = strlen(type), n;
+	struct jdoc d;
+	char *id;
+	int v;
+	bool ok;
 
-	if (!json_pick(data, len, picks, sizeof(picks) / sizeof(picks[0])))
+	if (jdoc_scan(&d, data, len, NULL, 0) == -1)
 		return false;
-	/* the only "type" is the one json_lead_type() read */
-	if (picks[P_TYPE].val == NULL || picks[P_TYPE].len != tlen + 2 ||
-	    memcmp(picks[P_TYPE].val + 1, type, tlen) != 0)
-		return false;
-	if (picked_string(&picks[P_ID]))
-		id = &picks[P_ID];
-	else if (picked_string(&picks[P_RID]))
-		id = &picks[P_RID];
-	if (id != NULL) {
-		if (memchr(id->val, '\\', id->len) != NULL)
-			return false;	/* json-c would decode the escapes */
-		n = id->len - 2;
-		if (n < sizeof(fi->response_id)) {
-			memcpy(fi->response_id, id->val + 1, n);
-			fi->response_id[n] = '\0';
-		}
+	/* the type json_lead_type() read must be the one json-c keeps */
+	ok = jdoc_is(&d, 0, JT_OBJECT) &&
+	    jdoc_str_eq(&d, jdoc_member(&d, 0, "type"), type) &&
+	    scanned_u64(&d, jdoc_path(&d, 0, "response.usage.input_tokens"),
+	    &fi->input_tokens) &&
+	    scanned_u64(&d, jdoc_path(&d, 0,
+	    "response.usage.input_tokens_details.cached_tokens"), &fi->cached_tokens) &&
+	    scanned_u64(&d, jdoc_path(&d, 0, "response.usage.output_tokens"),
+	    &fi->output_tokens);
+	if (ok) {
+		v = jdoc_path(&d, 0, "response.id");
+		if (!jdoc_is(&d, v, JT_STRING))
+			v = jdoc_member(&d, 0, "response_id");
+		if ((id = jdoc_strdup(&d, v)) != NULL && strlen(id) < sizeof(fi->response_id))
+			strlcpy_safe(fi->response_id, id, sizeof(fi->response_id));
+		free(id);
+		classify_type(type, fi);
+	} else {
+		fi->input_tokens = fi->cached_tokens = fi->output_tokens = 0;
 	}
-	picked_u64(&picks[P_IN], &fi->input_tokens);
-	picked_u64(&picks[P_CACHED], &fi->cached_tokens);
-	picked_u64(&picks[P_OUT], &fi->output_tokens);
-	classify_type(type, fi);
-	return true;
+	jdoc_free(&d);
+	return ok;
 }
 
 void
@@ -353,7 +343,7 @@ relay_classify(const void *data, size_t len, struct frame_info *fi)
 		/* errors (rare, small) take the parse below */
 		if (strcmp(lead, "error") != 0 &&
 		    strcmp(lead, "response.failed") != 0 &&
-		    classify_picked(lead, data, len, fi))
+		    classify_scanned(lead, data, len, fi))
 			return;
 	}
 	relay_classify_parsed(data, len, fi);
