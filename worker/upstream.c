@@ -531,8 +531,7 @@ on_writeable(struct upconn *uc, struct lws *wsi)
 	if (uc->close_pending) {
 		const char *r = uc->close_reason[0] ? uc->close_reason : "bye";
 
-		lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL,
-		    (unsigned char *)(uintptr_t)r, strlen(r));
+		(void)worker_ws_close(wsi, LWS_CLOSE_STATUS_NORMAL, r);
 		return -1;
 	}
 	if (uc->send_pending && uc->req != NULL) {

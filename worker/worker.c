@@ -233,6 +233,32 @@ worker_send(struct worker *w, uint32_t type, uint64_t rid, struct msgbuf *b,
 	return rc;
 }
 
+/*
+ * Send the close frame ourselves, then the caller returns -1.  Not
+ * lws_close_reason(): Debian's lws 4.1.6 is built with _DEBUG, and then on
+ * the libuv loop service.c closes a wsi a second time right after a
+ * callback asked for the close ("close_and_handled uv repeat test"), which
+ * kills it before lws has written the close frame it queued.
+ * lws_write() takes a close frame as type 4 (LWS_WRITE_CLOSE, private to
+ * lws: lib/roles/ws/private-lib-roles-ws.h).
+ */
+#define WS_WRITE_CLOSE	4
+
+int
+worker_ws_close(struct lws *wsi, int code, const char *reason)
+{
+	uint8_t buf[LWS_PRE + 125];	/* a control frame's payload limit */
+	size_t n = strlen(reason);
+
+	if (n > 123)
+		n = 123;
+	buf[LWS_PRE] = (uint8_t)(code >> 8);
+	buf[LWS_PRE + 1] = (uint8_t)code;
+	memcpy(buf + LWS_PRE + 2, reason, n);
+	return lws_write(wsi, buf + LWS_PRE, n + 2,
+	    (enum lws_write_protocol)WS_WRITE_CLOSE) < 0 ? -1 : 0;
+}
+
 /* ---- supervisor messages ---------------------------------------------- */
 
 static void
