@@ -805,6 +805,9 @@ upstream_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		mark_lost(uc);
 		if (uc->lost_handled)
 			upconn_free(uc);
+		/* on the libuv loop this runs in a handle's close callback, after
+		 * which lws does not look at its timers: wake it (worker.c) */
+		lws_cancel_service(w->ctx);
 		break;
 
 	default:

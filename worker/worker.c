@@ -25,6 +25,9 @@
  * sul, ours or lws' own, fires on time as long as it is scheduled from
  * inside an lws callback (descriptor, sul or idle) -- all our code runs
  * there -- or before the first uv_run() (the idle handler starts armed).
+ * The exception is WSI_DESTROY, which runs in a libuv close callback (lws
+ * closes handles asynchronously on libuv): upstream.c wakes the loop with
+ * lws_cancel_service() there, a descriptor event.
  */
 #include "config.h"
 
