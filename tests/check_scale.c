@@ -47,9 +47,9 @@ assert_openai_error(const char *body, const char *want_code)
 	json_object_put(o);
 }
 
-/* A plain turn on its own conversation; returns the HTTP status. */
+/* A turn saying text on conversation key; returns the HTTP status. */
 static int
-plain_turn(struct e2e *e, const char *key, char **body)
+plain_turn_text(struct e2e *e, const char *key, const char *text, char **body)
 {
 	json_object *input = json_object_new_array();
 	struct tl_req r = { .instructions = "be brief", .prompt_cache_key = key,
@@ -58,7 +58,7 @@ plain_turn(struct e2e *e, const char *key, char **body)
 	char *req;
 	int status;
 
-	json_object_array_add(input, tl_msg("user", "hello"));
+	json_object_array_add(input, tl_msg("user", text));
 	req = tl_req_http(&r);
 	json_object_put(input);
 	ck_assert_int_eq(tl_http("127.0.0.1", e->port, "POST", "/v1/responses", NULL,
@@ -69,6 +69,13 @@ plain_turn(struct e2e *e, const char *key, char **body)
 		*body = strdup(resp.body ? resp.body : "");
 	tl_response_free(&resp);
 	return status;
+}
+
+/* A plain turn on its own conversation; returns the HTTP status. */
+static int
+plain_turn(struct e2e *e, const char *key, char **body)
+{
+	return plain_turn_text(e, key, "hello", body);
 }
 
 static int
@@ -315,6 +322,45 @@ START_TEST(test_scale__timer_heap_fires_in_order_and_forgets_cancelled)
 }
 END_TEST
 
+/* ---- timers on the workers' event loop (worker/worker.c) --------------- */
+
+#define LATE_TIMER_TURNS	6
+
+/*
+ * Each turn's upstream answer is held back 5 s ([[sim:slow_start]]), so
+ * only the worker's response-start timer (1 s, scheduled from inside a
+ * descriptor callback while lws' timer is armed for the 10 s sweep) can end
+ * it, and the supervisor tries each turn three times (fresh connections):
+ * 18 such timers.  An event loop that lets a timer wait for the
+ * already-armed one (lws 4.1.6's libev glue) makes each 5 s late on
+ * average and runs past this test case's timeout (60 s); a correct one
+ * takes some 20 s.  Then a plain turn succeeds.
+ */
+START_TEST(test_scale__worker_timer_from_callback_ends_turns_then_recovers)
+{
+	struct e2e e;
+	char key[64], *body = NULL;
+	int i, status;
+
+	e2e_start(&e, NULL, "response_start_timeout = 1s");
+	for (i = 0; i < LATE_TIMER_TURNS; i++) {
+		snprintf(key, sizeof(key), "scale-late-%d", i % 3);
+		status = plain_turn_text(&e, key, "hello [[sim:slow_start=5000]]",
+		    &body);
+		ck_assert_msg(status == 502, "turn %d: status %d: %s", i, status,
+		    body);
+		assert_openai_error(body, "upstream_unavailable");
+		free(body);
+		body = NULL;
+	}
+	ck_assert_msg(log_has(&e, "response start timeout: no response within "
+	    "1000 ms"), "no start timeout in %s", e.log);
+	ck_assert_int_eq(status_num(&e, "worker_restarts"), 0);
+	ck_assert_int_eq(plain_turn(&e, "scale-late-0", NULL), 200);
+	e2e_stop(&e);
+}
+END_TEST
+
 static Suite *
 make_suite_scale(void)
 {
@@ -329,6 +375,10 @@ make_suite_scale(void)
 	tcase_add_test(tc, test_scale__max_clients_503_then_recovers);
 	tcase_add_test(tc, test_scale__fd_limit_refuses_clients_with_503_then_recovers);
 	tcase_add_test(tc, test_scale__worker_out_of_fds_fails_turns_cleanly_then_recovers);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("loop timers");
+	tcase_set_timeout(tc, 60);	/* the clock of this case's test */
+	tcase_add_test(tc, test_scale__worker_timer_from_callback_ends_turns_then_recovers);
 	suite_add_tcase(s, tc);
 	return s;
 }

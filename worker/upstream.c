@@ -548,8 +548,7 @@ on_writeable(struct upconn *uc, struct lws *wsi)
 	if (uc->close_pending) {
 		const char *r = uc->close_reason[0] ? uc->close_reason : "bye";
 
-		lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL,
-		    (unsigned char *)(uintptr_t)r, strlen(r));
+		(void)worker_ws_close(wsi, LWS_CLOSE_STATUS_NORMAL, r);
 		return -1;
 	}
 	if (uc->send_pending && uc->req != NULL) {
@@ -823,6 +822,9 @@ upstream_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		mark_lost(uc);
 		if (uc->lost_handled)
 			upconn_free(uc);
+		/* on the libuv loop this runs in a handle's close callback, after
+		 * which lws does not look at its timers: wake it (worker.c) */
+		lws_cancel_service(w->ctx);
 		break;
 
 	default:

@@ -11,6 +11,23 @@
  * The worker stops when the supervisor says so (MSG_SHUTDOWN: finish the
  * running turns within the grace period) or at once when the channel
  * reaches EOF (the supervisor is gone: nobody would read our answers).
+ *
+ * The loop is libuv's (epoll), ours, driven by lws' evlib_uv plugin:
+ * lws' own poll() loop walks every descriptor on every wakeup, which
+ * made a turn cost O(connections).  Why libuv and not libev (lws 4.1.6,
+ * lib/event-libs/): both glues re-arm their one timer for the lws_sul
+ * list only in that timer's callback and in an idle callback started
+ * after every descriptor event.  libev's idle callback does
+ * ev_timer_set() + ev_timer_start() on a timer that may still be active,
+ * and ev_timer_start() on an active watcher does nothing, so a sul
+ * earlier than the armed one waited for it (the 4 s late connect
+ * failure).  libuv's uv_timer_start() re-arms an active timer.  So every
+ * sul, ours or lws' own, fires on time as long as it is scheduled from
+ * inside an lws callback (descriptor, sul or idle) -- all our code runs
+ * there -- or before the first uv_run() (the idle handler starts armed).
+ * The exception is WSI_DESTROY, which runs in a libuv close callback (lws
+ * closes handles asynchronously on libuv): upstream.c wakes the loop with
+ * lws_cancel_service() there, a descriptor event.
  */
 #include "config.h"
 
@@ -24,6 +41,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "log.h"
 #include "msgcodec.h"
 #include "relay.h"
@@ -34,6 +53,8 @@
 
 #define WORKER_FD_LIMIT		65536
 #define WORKER_EXIT_FLUSH_MS	2000
+/* uv_run(NOWAIT) rounds for lws' asynchronous handle closes at exit */
+#define WORKER_CLOSE_ROUNDS	10000
 
 static void
 lws_log_emit(int level, const char *line)
@@ -85,7 +106,8 @@ defer_msg(struct worker *w, uint32_t type, uint64_t rid, const struct msgbuf *b)
 	w->deferred_tail = &d->next;
 }
 
-/* Leave the loop: lws may be about to sleep in poll(), so wake it. */
+/* Leave the loop: it may be about to sleep in epoll_wait(), so wake it
+ * (lws' event pipe: a descriptor event, after which lws re-arms its timer). */
 static void
 worker_stop(struct worker *w, int code)
 {
@@ -212,6 +234,32 @@ worker_send(struct worker *w, uint32_t type, uint64_t rid, struct msgbuf *b,
 	}
 	worker_chan_kick(w);
 	return rc;
+}
+
+/*
+ * Send the close frame ourselves, then the caller returns -1.  Not
+ * lws_close_reason(): Debian's lws 4.1.6 is built with _DEBUG, and then on
+ * the libuv loop service.c closes a wsi a second time right after a
+ * callback asked for the close ("close_and_handled uv repeat test"), which
+ * kills it before lws has written the close frame it queued.
+ * lws_write() takes a close frame as type 4 (LWS_WRITE_CLOSE, private to
+ * lws: lib/roles/ws/private-lib-roles-ws.h).
+ */
+#define WS_WRITE_CLOSE	4
+
+int
+worker_ws_close(struct lws *wsi, int code, const char *reason)
+{
+	uint8_t buf[LWS_PRE + 125];	/* a control frame's payload limit */
+	size_t n = strlen(reason);
+
+	if (n > 123)
+		n = 123;
+	buf[LWS_PRE] = (uint8_t)(code >> 8);
+	buf[LWS_PRE + 1] = (uint8_t)code;
+	memcpy(buf + LWS_PRE + 2, reason, n);
+	return lws_write(wsi, buf + LWS_PRE, n + 2,
+	    (enum lws_write_protocol)WS_WRITE_CLOSE) < 0 ? -1 : 0;
 }
 
 /* ---- supervisor messages ---------------------------------------------- */
@@ -684,6 +732,32 @@ pool_left(void *arg, struct pool_conn *c, const char *reason)
 	wsclient_conn_left(arg, c->id);
 }
 
+/*
+ * lws 4.1.6 on a foreign libuv loop closes its handles asynchronously: the
+ * first lws_context_destroy() starts closing every wsi, the loop runs the
+ * close callbacks (our WSI_DESTROY ones among them) and lws then closes
+ * its idle and timer handles; the second call frees the context.
+ */
+static void
+destroy_context(struct worker *w, uv_loop_t *loop)
+{
+	int i;
+
+	lws_context_destroy(w->ctx);
+	for (i = 0; i < WORKER_CLOSE_ROUNDS; i++)
+		if (uv_run(loop, UV_RUN_NOWAIT) == 0)
+			break;
+	if (i == WORKER_CLOSE_ROUNDS)
+		log_warnx("libwebsockets left handles open at exit");
+	lws_context_destroy(w->ctx);
+	w->ctx = NULL;
+	if (uv_loop_close(loop) != 0)
+		log_warnx("event loop not closed: handles still open");
+	/* libuv's process-wide state (its signal lock pipe); the worker
+	 * process ends after this and uses libuv no more */
+	uv_library_shutdown();
+}
+
 int
 worker_main(int slot, int chan_fd)
 {
@@ -693,6 +767,8 @@ worker_main(int slot, int chan_fd)
 	};
 	struct lws_context_creation_info info;
 	lws_sock_file_fd_type fd;
+	uv_loop_t loop;
+	void *foreign_loops[1] = { &loop };
 	struct worker w;
 	struct msgbuf b;
 	char name[32];
@@ -730,21 +806,39 @@ worker_main(int slot, int chan_fd)
 	}
 	msgchan_set_wq_limit(w.chan, WORKER_CHAN_LIMIT);
 
+	if (uv_loop_init(&loop) != 0) {
+		log_warnx("cannot create the event loop");
+		msgchan_free(w.chan);
+		wpool_free(&w.pool);
+		return 1;
+	}
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
-	    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_LIBUV;
+	info.foreign_loops = foreign_loops;
 	info.user = &w;
 	info.pt_serv_buf_size = 32 * 1024;	/* the handshake: token + headers */
 	info.max_http_header_data = 16 * 1024;	/* upgrade response headers */
 	info.timeout_secs = 60;		/* our own timers come first */
 	w.ctx = lws_create_context(&info);
-	if (w.ctx == NULL) {
-		log_warnx("cannot create the libwebsockets context");
+	/* lws' evlib_uv plugin put its idle and timer handles on our loop */
+	if (w.ctx == NULL || !uv_loop_alive(&loop)) {
+		log_warnx("cannot create the libwebsockets context on the libuv "
+		    "loop: is lws' libuv plugin (libwebsockets-evlib_uv.so, "
+		    "Debian package libwebsockets-evlib-uv) installed?");
+		if (w.ctx != NULL)
+			destroy_context(&w, &loop);
+		else {
+			(void)uv_loop_close(&loop);
+			uv_library_shutdown();
+		}
 		msgchan_free(w.chan);
 		wpool_free(&w.pool);
 		return 1;
 	}
+	log_info("event loop: libuv %s (epoll) through lws' evlib_uv plugin",
+	    uv_version_string());
 
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
@@ -783,8 +877,11 @@ worker_main(int slot, int chan_fd)
 	}
 
 	while (!w.stop)
-		if (lws_service(w.ctx, 0) < 0)
+		if (uv_run(&loop, UV_RUN_ONCE) == 0 && !uv_loop_alive(&loop)) {
+			log_warnx("event loop has nothing left to wait for");
+			w.exit_code = 1;
 			break;
+		}
 
 	/* ---- teardown ---- */
 	w.stop = true;
@@ -797,8 +894,7 @@ worker_main(int slot, int chan_fd)
 	final_flush(&w);
 	relay_free_all(&w);
 	cancel_timers(&w);
-	lws_context_destroy(w.ctx);
-	w.ctx = NULL;
+	destroy_context(&w, &loop);
 	upconn_free_all(&w);
 	upconn_vhosts_free(&w);
 	wsclient_free_all(&w);

@@ -132,5 +132,8 @@ int	worker_send(struct worker *w, uint32_t type, uint64_t rid,
 	    struct msgbuf *b, bool final);
 void	worker_check_done(struct worker *w);
 void	worker_chan_kick(struct worker *w);
+/* worker.c: a WebSocket close frame, sent from a WRITEABLE callback that
+ * then returns -1 (instead of lws_close_reason(); see worker.c) */
+int	worker_ws_close(struct lws *wsi, int code, const char *reason);
 
 #endif

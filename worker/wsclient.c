@@ -258,8 +258,7 @@ on_writeable(struct wsclient *c)
 		return 0;
 	}
 	if (c->close_code != 0) {
-		lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-		    (unsigned char *)c->close_reason, strlen(c->close_reason));
+		(void)worker_ws_close(c->wsi, c->close_code, c->close_reason);
 		return -1;
 	}
 	return 0;
