@@ -180,7 +180,10 @@ worker_chan_kick(struct worker *w)
 	if (w->chan_dead)
 		return;
 	pending = msgchan_pending(w->chan);
-	if ((pending > 0 || w->deferred != NULL) && w->chan_wsi != NULL) {
+	if (w->flush_at_turn_end && w->deferred == NULL &&
+	    pending < MSGCHAN_CORK_MAX) {
+		/* corked: the end of this loop turn writes it (main loop) */
+	} else if ((pending > 0 || w->deferred != NULL) && w->chan_wsi != NULL) {
 		if (w->in_chan_writeable)
 			lws_sul_schedule(w->ctx, 0, &w->sul_chan_rearm, chan_rearm, 1);
 		else
@@ -773,7 +776,7 @@ worker_main(int slot, int chan_fd)
 	struct msgbuf b;
 	char name[32];
 	size_t i;
-	int lfd;
+	int lfd, rc;
 
 	memset(&w, 0, sizeof(w));
 	snprintf(name, sizeof(name), "worker %d", slot);
@@ -876,12 +879,26 @@ worker_main(int slot, int chan_fd)
 		log_info("started (pid %d)", (int)w.pid);
 	}
 
-	while (!w.stop)
-		if (uv_run(&loop, UV_RUN_ONCE) == 0 && !uv_loop_alive(&loop)) {
+	/*
+	 * The channel is corked: what a loop turn sends to the supervisor
+	 * (the events of one upstream read, say) goes in one write at the
+	 * turn's end, so both processes make one syscall and one wakeup
+	 * for them, not one each.
+	 */
+	msgchan_cork(w.chan, true);
+	while (!w.stop) {
+		w.flush_at_turn_end = true;
+		rc = uv_run(&loop, UV_RUN_ONCE);
+		w.flush_at_turn_end = false;
+		if (!w.chan_dead && msgchan_pending(w.chan) > 0)
+			chan_write(&w);
+		if (rc == 0 && !uv_loop_alive(&loop)) {
 			log_warnx("event loop has nothing left to wait for");
 			w.exit_code = 1;
 			break;
 		}
+	}
+	msgchan_cork(w.chan, false);
 
 	/* ---- teardown ---- */
 	w.stop = true;

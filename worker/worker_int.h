@@ -116,6 +116,7 @@ struct worker {
 	 * returns, so a re-arm made inside it is lost: re-arm from a timer. */
 	lws_sorted_usec_list_t sul_chan_rearm;
 	bool		 in_chan_writeable;
+	bool		 flush_at_turn_end;	/* in a main loop turn: corked */
 
 	/* counters that are not the pool's */
 	uint64_t	 frames_relayed;
