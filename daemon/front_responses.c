@@ -173,6 +173,7 @@ responses_handle(struct evhttp_request *http)
 		free(body);
 		return;
 	}
+	evbuffer_drain(in, len);	/* the turn keeps its own copy */
 	if (check_request(http, body) == -1) {
 		jdoc_free(body);
 		free(body);

@@ -303,6 +303,7 @@ read_body(struct evhttp_request *http, const struct xroute *r)
 		return NULL;
 	}
 	o = json_parse_buf((const char *)evbuffer_pullup(in, -1), len, err, sizeof(err));
+	evbuffer_drain(in, len);	/* parsed: the raw body is not needed again */
 	if (o == NULL && strcmp(err, JSON_ERR_NULL) != 0) {
 		snprintf(msg, sizeof(msg), "the request body is not valid JSON: %s", err);
 		route_error(http, r, 400, "invalid_json", msg);

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1095,6 +1096,8 @@ on_janitor(evutil_socket_t fd, short what, void *arg)
 	struct turn *t, *next;
 	usec_t now = now_mono_usec();
 
+	static uint64_t trimmed_at;
+
 	for (t = TAILQ_FIRST(&lists[TURN_STREAMING]); t != NULL; t = next) {
 		next = TAILQ_NEXT(t, link);
 		if (!t->stream || t->cl.gone)
@@ -1107,6 +1110,12 @@ on_janitor(evutil_socket_t fd, short what, void *arg)
 			t->ops->keepalive(t);
 		else
 			client_keepalive(t);
+	}
+	/* After a burst, give the bodies' heap back (glibc keeps it), as
+	 * the workers' sweep does: once per quiet spell. */
+	if (sv->inflight == 0 && sv->stats.requests != trimmed_at) {
+		trimmed_at = sv->stats.requests;
+		malloc_trim(0);
 	}
 }
 
