@@ -35,10 +35,11 @@ usage(int status)
 "                     [--cache-entries N] [--reply-bytes N] [--procs N] [-v] [-h]\n"
 "\n"
 "--procs N (default 1) serves from N processes that share the listening\n"
-"socket; each is one gateway instance with its own backends, caches,\n"
-"connections, counters and fault queue, so GET /sim/state, POST /sim/fault\n"
-"and POST /sim/reset reach only the process that accepts that request, and\n"
-"a refresh token rotated by one is unknown to the others.  See sim/README.\n");
+"port (SO_REUSEPORT); each is one gateway instance with its own backends,\n"
+"caches, connections, counters and fault queue, so GET /sim/state, POST\n"
+"/sim/fault and POST /sim/reset reach only the process that accepts that\n"
+"request, and a refresh token rotated by one is unknown to the others.\n"
+"See sim/README.\n");
 	exit(status);
 }
 
@@ -388,7 +389,7 @@ serve_child(int index, void *arg)
 {
 	const struct sim_opts *opts = &g_sim->o;
 	static char name[32];
-	int rc;
+	int *fds = arg, i, rc;
 
 	snprintf(name, sizeof(name), "codexpool-sim[%d]", index);
 	log_set_procname(name);
@@ -399,8 +400,13 @@ serve_child(int index, void *arg)
 		g_sim->rng = opts->seed + (uint64_t)index * 0x9e3779b97f4a7c15ULL;
 	else
 		sim_random_bytes(&g_sim->rng, sizeof(g_sim->rng));
+	/* Only this child's socket of the group: the kernel hands a
+	 * connection to one socket, and it must be one we watch. */
+	for (i = 0; i < opts->procs; i++)
+		if (i != index)
+			close(fds[i]);
 	install_signals();
-	rc = serve(opts, *(int *)arg);
+	rc = serve(opts, fds[index]);
 	sim_free(g_sim);
 	g_sim = NULL;
 	return rc;
@@ -412,7 +418,7 @@ main(int argc, char **argv)
 	struct sim_opts opts;
 	static struct sim sim;
 	char err[256];
-	int rc, listen_fd, port;
+	int rc, i, port, listen_fds[SIM_MAX_PROCS];
 
 	sim_opts_defaults(&opts);
 	parse_args(argc, argv, &opts);
@@ -450,22 +456,22 @@ main(int argc, char **argv)
 
 	/* --procs N: the parent listens, writes the port file, then only
 	 * supervises; the accounts and their signing key are shared. */
-	listen_fd = procs_listen(opts.listen_host, opts.listen_port, &port, err,
-	    sizeof(err));
-	if (listen_fd < 0) {
+	if (procs_listen(opts.listen_host, opts.listen_port, opts.procs,
+	    listen_fds, &port, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		sim_free(&sim);
 		return 1;
 	}
+	rc = 0;
 	if (opts.port_file != NULL && write_port_file(opts.port_file, port) < 0) {
 		log_warn("cannot write port file %s", opts.port_file);
-		close(listen_fd);
-		sim_free(&sim);
-		return 1;
+		rc = 1;
+	} else {
+		log_listening(&opts, port);
+		rc = procs_run(opts.procs, serve_child, listen_fds);
 	}
-	log_listening(&opts, port);
-	rc = procs_run(opts.procs, serve_child, &listen_fd);
-	close(listen_fd);
+	for (i = 0; i < opts.procs; i++)
+		close(listen_fds[i]);
 	log_info("shutting down");
 	g_sim = NULL;
 	sim_free(&sim);

@@ -1,6 +1,7 @@
 /*
- * codexpool-sim --procs N: the shared listening socket, the children, and
- * the accept callback that hands connections to lws (see procs.h).
+ * codexpool-sim --procs N: the listening sockets (one SO_REUSEPORT group),
+ * the children, and the accept callback that hands connections to lws
+ * (see procs.h).
  */
 #include "config.h"
 
@@ -21,21 +22,51 @@
 #include "log.h"
 #include "procs.h"
 
-/* Connections accepted per wakeup: the children share the socket, so a
- * burst is split between them rather than swallowed by the first. */
+/* Connections accepted per wakeup, so that accepting never starves the
+ * connections already served. */
 #define ACCEPT_BURST	32
 
 static volatile sig_atomic_t parent_stop, child_exited;
 static int listen_fd_adopted = -1;
 
+/* One listening socket on ai (port 0 in ai: any); -1 on failure. */
+static int
+listen_one(const struct addrinfo *ai, int reuseport)
+{
+	int fd, on = 1;
+
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    ai->ai_protocol);
+	if (fd < 0)
+		return -1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if ((reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on,
+	    sizeof(on)) < 0) || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+	    listen(fd, SOMAXCONN) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void
+set_port(struct sockaddr *sa, int port)
+{
+	if (sa->sa_family == AF_INET6)
+		((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+}
+
 int
-procs_listen(const char *host, int port, int *bound, char *err, size_t errlen)
+procs_listen(const char *host, int port, int n, int *fds, int *bound, char *err,
+    size_t errlen)
 {
 	struct addrinfo hints, *res = NULL, *ai;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	char portstr[16];
-	int fd = -1, on = 1, rc;
+	int i, rc;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -46,33 +77,36 @@ procs_listen(const char *host, int port, int *bound, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", host, gai_strerror(rc));
 		return -1;
 	}
-	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd < 0)
-			continue;
-		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    listen(fd, SOMAXCONN) == 0)
+	fds[0] = -1;
+	for (ai = res; ai != NULL && fds[0] < 0; ai = ai->ai_next)
+		if ((fds[0] = listen_one(ai, 1)) >= 0)
 			break;
-		close(fd);
-		fd = -1;
-	}
-	if (fd < 0)
+	if (fds[0] < 0 || getsockname(fds[0], (struct sockaddr *)&ss, &sl) < 0) {
 		snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port,
 		    strerror(errno));
-	freeaddrinfo(res);
-	if (fd < 0)
-		return -1;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
-		snprintf(err, errlen, "getsockname: %s", strerror(errno));
-		close(fd);
-		return -1;
+		if (fds[0] >= 0)
+			close(fds[0]);
+		goto fail;
 	}
 	*bound = ntohs(ss.ss_family == AF_INET6 ?
 	    ((struct sockaddr_in6 *)&ss)->sin6_port :
 	    ((struct sockaddr_in *)&ss)->sin_port);
-	return fd;
+	/* The others join the first one's port (SO_REUSEPORT group). */
+	set_port(ai->ai_addr, *bound);
+	for (i = 1; i < n; i++) {
+		if ((fds[i] = listen_one(ai, 1)) < 0) {
+			snprintf(err, errlen, "cannot listen on %s:%d again "
+			    "(SO_REUSEPORT): %s", host, *bound, strerror(errno));
+			while (--i >= 0)
+				close(fds[i]);
+			goto fail;
+		}
+	}
+	freeaddrinfo(res);
+	return 0;
+fail:
+	freeaddrinfo(res);
+	return -1;
 }
 
 static void

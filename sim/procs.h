@@ -1,14 +1,17 @@
 /*
  * codexpool-sim --procs N: one listening socket, N service processes.
  *
- * The parent binds and listens, then forks N children that each run their
- * own libwebsockets context (their own backends, prompt caches, records)
- * and accept from the shared socket.  A connection lives in the child that
- * accepted it, as a connection to one gateway instance does.  lws 4.1.6
- * sets SO_REUSEPORT only with several service threads, so the children
- * adopt the inherited listening socket instead: lws watches it as a raw
- * file descriptor and the callback accepts and hands each connection to
- * lws_adopt_socket_vhost().
+ * The parent opens N listening sockets on one port (an SO_REUSEPORT group:
+ * the kernel spreads new connections over them and wakes only the one
+ * that gets it), then forks N children that each run their own
+ * libwebsockets context (their own backends, prompt caches, records) on
+ * one of the sockets.  A connection lives in the child that accepted it,
+ * as a connection to one gateway instance does.  lws 4.1.6 sets
+ * SO_REUSEPORT only with several service threads and binds its own
+ * socket, so the children adopt the inherited one instead: lws watches it
+ * as a raw file descriptor and the callback accepts and hands each
+ * connection to lws_adopt_socket_vhost().  The parent binds all N before
+ * the fork, so the port is never free in between.
  */
 #ifndef SIM_PROCS_H
 #define SIM_PROCS_H
@@ -20,10 +23,11 @@
 #define SIM_MAX_PROCS		64
 #define SIM_LISTEN_PROTOCOL	"codexpool-sim-listen"
 
-/* A non-blocking listening TCP socket on host:port (port 0: any), its
- * bound port in *bound; -1 with err filled on failure. */
-int	procs_listen(const char *host, int port, int *bound, char *err,
-	    size_t errlen);
+/* n non-blocking listening TCP sockets in fds, all on host:port (port 0:
+ * the kernel picks one) with SO_REUSEPORT; the port in *bound.  0, or -1
+ * with err filled (and nothing left open). */
+int	procs_listen(const char *host, int port, int n, int *fds, int *bound,
+	    char *err, size_t errlen);
 
 /*
  * Forks nprocs children; each calls child_main(index, arg) and exits with
