@@ -277,7 +277,7 @@ static const struct lws_protocols protocols[] = {
 	/* One protocol for everything: the Codex CLI asks for no WebSocket
 	 * subprotocol, so its upgrade lands on protocol 0 with the HTTP. */
 	{ "codexpool-sim", sim_callback, sizeof(struct sim_pss), 65536, 0, NULL, 0 },
-	/* --procs N: the shared listening socket, watched as a raw fd. */
+	/* --procs N: this process's listening socket, watched as a raw fd. */
 	{ SIM_LISTEN_PROTOCOL, procs_listen_callback, 0, 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
@@ -310,7 +310,7 @@ log_listening(const struct sim_opts *o, int port)
 /*
  * One service process: its lws context and loop.  listen_fd < 0: lws
  * listens itself (--procs 1) and the port file is written here; else the
- * context adopts the shared listening socket of --procs N.
+ * context adopts this process's listening socket of --procs N.
  */
 static int
 serve(const struct sim_opts *opts, int listen_fd)
@@ -352,7 +352,7 @@ serve(const struct sim_opts *opts, int listen_fd)
 	vh = lws_get_vhost_by_name(g_ctx, "default");
 	if (listen_fd >= 0) {
 		if (vh == NULL || procs_adopt_listener(vh, listen_fd) != 0) {
-			log_error("cannot watch the shared listening socket");
+			log_error("cannot watch the listening socket");
 			rc = 1;
 			goto out;
 		}

@@ -1,5 +1,5 @@
 /*
- * codexpool-sim --procs N: one listening socket, N service processes.
+ * codexpool-sim --procs N: one listening port, N service processes.
  *
  * The parent opens N listening sockets on one port (an SO_REUSEPORT group:
  * the kernel spreads new connections over them and wakes only the one
