@@ -1521,6 +1521,8 @@ main(int argc, char **argv)
 		return cmd_memory(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "scale") == 0)
 		return cmd_scale(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "rss") == 0)
+		return cmd_rss(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "stream") == 0)
 		return cmd_stream(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "ws") == 0)
@@ -1538,7 +1540,8 @@ main(int argc, char **argv)
 	    "       codexpool-bench cpu [-c CONVS] [-t TURNS] [-i TOKENS] [-B BUILDDIR]\n"
 	    "       codexpool-bench memory [-n 0,1000,2000] [-T] [-B BUILDDIR]\n"
 	    "       codexpool-bench scale [-n 20,2000,19000] [-r RATE] [-m TURNS] [-i TOKENS]\n"
-	    "                             [-w WORKERS]\n"
+	    "                             [-w WORKERS] [-P SIM_PROCS] [-j OPENERS]\n"
+	    "       codexpool-bench rss [-c CONVS] [-t TURNS] [-i TOKENS] [-w WORKERS]\n"
 	    "       codexpool-bench stream [-j STREAMS] [-s SECONDS] [-k DELTAS] [-d DELAY_MS]\n"
 	    "       codexpool-bench soak [-d SECONDS] [-c CONVS] [-k KILL_EVERY] [-T TURN_DEADLINE]\n"
 	    "                            [-a ACCOUNTS] [-w WORKERS] [-A CONN_AGE] [-P PSS_SLACK_MB] [-s SEED]\n"

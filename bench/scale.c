@@ -16,10 +16,17 @@
  *	first (the previous build), then this one.
  *
  *   codexpool-bench scale [-n 20,2000,19000] [-r RATE] [-m TURNS] [-i TOKENS]
- *			   [-w WORKERS]
- *	Opens N pooled conversations, then runs M more turns on randomly
- *	chosen ones at RATE turns/s; reports errors and CPU per turn of the
- *	daemon in the steady phase (ws pings included).
+ *			   [-w WORKERS] [-P SIM_PROCS] [-j OPENERS]
+ *	Opens N pooled conversations (OPENERS clients in parallel), then runs
+ *	M more turns on randomly chosen ones at RATE turns/s; reports errors,
+ *	CPU per turn of the daemon and the simulator in the steady phase (ws
+ *	pings included) and RSS/PSS at the end.  The simulator gets --procs
+ *	SIM_PROCS (default: one per 15,000 connections).
+ *
+ *   codexpool-bench rss [-c CONVS] [-t TURNS] [-i TOKENS] [-w WORKERS]
+ *	The daemon's RSS and PSS (all processes) idle after start, then the
+ *	peak (100 ms samples) while CONVS conversations stream T turns each
+ *	concurrently with ~TOKENS of instructions (#13: <= 12 / 48 MiB).
  *
  *   codexpool-bench stream [-j STREAMS] [-s SECONDS] [-k DELTAS] [-d DELAY_MS]
  *	J concurrent clients each streaming turns back to back (K deltas
@@ -145,6 +152,50 @@ cpu_ns(pid_t pid)
 	return sum;
 }
 
+/* VmRSS of pid in KiB (/proc/PID/status), -1 if unreadable. */
+static long
+rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* CPU ns of pid and its children (the simulator with --procs). */
+static long long
+tree_cpu_ns(pid_t pid)
+{
+	pid_t pids[MAX_PROCS];
+	long long sum = 0;
+	int i, n = daemon_pids(pid, pids, MAX_PROCS);
+
+	for (i = 0; i < n; i++)
+		sum += cpu_ns(pids[i]);
+	return sum;
+}
+
+/* RSS and PSS (KiB) summed over pid and its children. */
+static void
+tree_mem(pid_t pid, long *rss, long *pss)
+{
+	pid_t pids[MAX_PROCS];
+	int i, n = daemon_pids(pid, pids, MAX_PROCS);
+
+	*rss = *pss = 0;
+	for (i = 0; i < n; i++) {
+		*rss += rss_kib(pids[i]);
+		*pss += tl_pss_kib(pids[i]);
+	}
+}
 
 static void
 loadavg(char *buf, size_t size)
@@ -302,7 +353,7 @@ snap(struct rig *r, struct usage_snap *u)
 	u->n = daemon_pids(r->daemon, u->pid, MAX_PROCS);
 	for (i = 0; i < u->n; i++)
 		u->ns[i] = cpu_ns(u->pid[i]);
-	u->sim_ns = cpu_ns(r->sim.pid);
+	u->sim_ns = tree_cpu_ns(r->sim.pid);
 }
 
 /* CPU ns since a: the supervisor, the workers together, the simulator. */
@@ -540,6 +591,52 @@ open_convs(struct rig *r, const char *tag, const char *instructions, int from, i
 	}
 }
 
+/*
+ * Opens conversations [0, n) with `openers` clients in parallel (client j
+ * takes j, j + openers, ...); returns how many turns failed.  The clients
+ * are forked processes: die() must not run there (it kills the rig).
+ */
+static int
+open_convs_parallel(struct rig *r, const char *tag, const char *instructions,
+    int n, int openers)
+{
+	int fds[2], j, errors = 0, status, e;
+	pid_t pids[MAX_PROCS];
+	char key[64];
+
+	if (openers <= 1) {
+		open_convs(r, tag, instructions, 0, n);
+		return 0;
+	}
+	if (pipe(fds) == -1)
+		die("pipe: %s", strerror(errno));
+	for (j = 0; j < openers; j++) {
+		if ((pids[j] = fork()) == -1)
+			die("fork: %s", strerror(errno));
+		if (pids[j] == 0) {
+			int c, failed = 0;
+
+			close(fds[0]);
+			for (c = j; c < n; c += openers) {
+				snprintf(key, sizeof(key), "%s-%d", tag, c);
+				if (turn_small(r, instructions, key, "hello") != 0)
+					failed++;
+			}
+			if (write(fds[1], &failed, sizeof(failed)) != (ssize_t)sizeof(failed))
+				_exit(1);
+			_exit(0);
+		}
+	}
+	close(fds[1]);
+	for (j = 0; j < openers; j++)
+		if (read(fds[0], &e, sizeof(e)) == (ssize_t)sizeof(e))
+			errors += e;
+	close(fds[0]);
+	for (j = 0; j < openers; j++)	/* not wait(): the sim and daemon are children too */
+		(void)waitpid(pids[j], &status, 0);
+	return errors;
+}
+
 /* Waits until the daemon reports n pooled connections open and idle. */
 static void
 wait_idle(struct rig *r, int n)
@@ -633,31 +730,52 @@ cmd_memory(int argc, char **argv)
 
 /* ---- scale: CPU per turn as the pooled conversations grow ------------------- */
 
+struct scale_opts {
+	int	 rate;
+	int	 turns;
+	int	 tokens;
+	int	 workers;
+	int	 sim_procs;	/* 0: one per SIM_CONNS_PER_PROC connections */
+	int	 openers;
+};
+
+/* A simulator process holds at most RLIMIT_NOFILE (20,000 here) sockets,
+ * and lws' poll() loop slows with each: 15,000 per process at most. */
+#define SIM_CONNS_PER_PROC	15000
+
 static void
-scale_pass(int n, int rate, int turns, int tokens, int workers)
+scale_pass(int n, const struct scale_opts *so)
 {
-	char conf[512], key[64], q[64], load[32];
-	char *instr = instructions_of(tokens, 3);
+	char conf[512], key[64], q[64], load[32], simargs[128];
+	char *instr = instructions_of(so->tokens, 3);
 	struct usage_snap a, b;
 	long long sup, wk, sim;
-	int i, errors = 0;
+	long rss[3], pss[3], v;
+	pid_t pids[MAX_PROCS];
+	int i, errors = 0, open_errors, procs, np;
 	double t0, t1, open_s;
 	struct rig r;
 
+	procs = so->sim_procs > 0 ? so->sim_procs :
+	    (n + SIM_CONNS_PER_PROC - 1) / SIM_CONNS_PER_PROC;
+	if (procs < 1)
+		procs = 1;
+	snprintf(simargs, sizeof(simargs), "--backends 1 --accounts 1 --procs %d",
+	    procs);
 	snprintf(conf, sizeof(conf), "workers = %d\nws_pool_max_per_account = %d\n%s\n",
-	    workers, n > 8 ? n : 8, getenv("CODEXPOOL_BENCH_CONF") ?
+	    so->workers, n > 8 ? n : 8, getenv("CODEXPOOL_BENCH_CONF") ?
 	    getenv("CODEXPOOL_BENCH_CONF") : "");
-	rig_start(&r, NULL, false, "--backends 1 --accounts 1", conf);
+	rig_start(&r, NULL, false, simargs, conf);
 	t0 = now_s();
-	open_convs(&r, "bench-scale", instr, 0, n);
+	open_errors = open_convs_parallel(&r, "bench-scale", instr, n, so->openers);
 	open_s = now_s() - t0;
-	wait_idle(&r, n);
+	wait_idle(&r, n - open_errors);
 	srandom(42);
 	zero_profile(&r);
 	snap(&r, &a);
 	t0 = now_s();
-	for (i = 0; i < turns; i++) {
-		double due = t0 + (double)i / rate, wait = due - now_s();
+	for (i = 0; i < so->turns; i++) {
+		double due = t0 + (double)i / so->rate, wait = due - now_s();
 
 		if (wait > 0)
 			usleep((useconds_t)(wait * 1e6));
@@ -670,48 +788,242 @@ scale_pass(int n, int rate, int turns, int tokens, int workers)
 	snap(&r, &b);
 	delta(&a, &b, &sup, &wk, &sim);
 	loadavg(load, sizeof(load));
-	printf("| %d | %.1f | %d | %.0f | %d | %.3f | %.3f | %.3f | %lld | %s |\n", n,
-	    open_s, turns, turns / (t1 - t0), errors, sup / 1e6 / turns, wk / 1e6 / turns,
-	    (sup + wk) / 1e6 / turns, status_sum(&r, "pooled_open"), load);
+	/* Memory at the end: supervisor, workers, simulator (all procs). */
+	np = daemon_pids(r.daemon, pids, MAX_PROCS);
+	memset(rss, 0, sizeof(rss));
+	memset(pss, 0, sizeof(pss));
+	for (i = 0; i < np; i++) {
+		rss[i ? 1 : 0] += (v = rss_kib(pids[i])) > 0 ? v : 0;
+		pss[i ? 1 : 0] += (v = tl_pss_kib(pids[i])) > 0 ? v : 0;
+	}
+	tree_mem(r.sim.pid, &rss[2], &pss[2]);
+	printf("| %d | %d | %d | %.1f | %d | %d | %.0f | %d | %.3f | %.3f | %.3f | %.3f "
+	    "| %lld | %ld / %ld | %ld / %ld | %ld / %ld | %s |\n", n, so->workers, procs,
+	    open_s, open_errors, so->turns, so->turns / (t1 - t0), errors,
+	    sup / 1e6 / so->turns, wk / 1e6 / so->turns, (sup + wk) / 1e6 / so->turns,
+	    sim / 1e6 / so->turns, status_sum(&r, "pooled_open"), rss[0] / 1024,
+	    pss[0] / 1024, rss[1] / 1024, pss[1] / 1024, rss[2] / 1024, pss[2] / 1024,
+	    load);
 	rig_stop(&r);
 	free(instr);
+}
+
+/* Raises our RLIMIT_NOFILE to the hard limit: the simulator inherits it. */
+static unsigned long long
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	return (unsigned long long)rl.rlim_cur;
 }
 
 int
 cmd_scale(int argc, char **argv)
 {
 	int counts[MAX_COUNTS] = { 20, 2000, 19000 }, ncounts = 3, ch, i;
-	int rate = 200, turns = 2000, tokens = 1500, workers = 2;
-	struct rlimit rl;
+	struct scale_opts so = { .rate = 200, .turns = 2000, .tokens = 1500,
+	    .workers = 2, .sim_procs = 0, .openers = 1 };
+	unsigned long long nofile;
 
 	optind = 1;
-	while ((ch = getopt(argc, argv, "n:r:m:i:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "n:r:m:i:w:P:j:")) != -1) {
 		switch (ch) {
 		case 'n': ncounts = parse_counts(optarg, counts, MAX_COUNTS); break;
-		case 'r': rate = atoi(optarg); break;
-		case 'm': turns = atoi(optarg); break;
-		case 'i': tokens = atoi(optarg); break;
-		case 'w': workers = atoi(optarg); break;
+		case 'r': so.rate = atoi(optarg); break;
+		case 'm': so.turns = atoi(optarg); break;
+		case 'i': so.tokens = atoi(optarg); break;
+		case 'w': so.workers = atoi(optarg); break;
+		case 'P': so.sim_procs = atoi(optarg); break;
+		case 'j': so.openers = atoi(optarg); break;
 		default: die("usage: codexpool-bench scale [-n 20,2000,19000] [-r RATE] "
-		    "[-m TURNS] [-i TOKENS] [-w WORKERS]");
+		    "[-m TURNS] [-i TOKENS] [-w WORKERS] [-P SIM_PROCS] [-j OPENERS]");
 		}
 	}
-	if (ncounts < 1 || rate < 1 || turns < 1 || tokens < 1 || workers < 1)
+	if (ncounts < 1 || so.rate < 1 || so.turns < 1 || so.tokens < 1 ||
+	    so.workers < 1 || so.sim_procs < 0 || so.sim_procs > 64 ||
+	    so.openers < 1 || so.openers > MAX_PROCS)
 		die("bad arguments");
-	/* The simulator holds every connection in one process. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	printf("N pooled conversations (one turn each), then %d turns at %d/s on random "
-	    "ones, ~%d tokens of instructions, stream:false, %d workers, "
-	    "RLIMIT_NOFILE %llu\n\n", turns, rate, tokens, workers,
-	    (unsigned long long)rl.rlim_cur);
-	printf("| N | opening N (s) | turns | turns/s | errors | supervisor ms/turn | "
-	    "workers ms/turn | daemon ms/turn | pooled after | load |\n"
-	    "|---|---|---|---|---|---|---|---|---|---|\n");
+	nofile = raise_nofile();
+	printf("N pooled conversations (one turn each, opened by %d clients), then %d "
+	    "turns at %d/s on random ones, ~%d tokens of instructions, stream:false, "
+	    "RLIMIT_NOFILE %llu; CPU ms per steady turn; RSS / PSS MiB at the end\n\n",
+	    so.openers, so.turns, so.rate, so.tokens, nofile);
+	printf("| N | workers | sim procs | opening N (s) | open errors | turns | turns/s "
+	    "| errors | supervisor ms/turn | workers ms/turn | daemon ms/turn | "
+	    "sim ms/turn | pooled after | supervisor RSS / PSS | workers RSS / PSS | "
+	    "sim RSS / PSS | load |\n"
+	    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 	for (i = 0; i < ncounts; i++)
-		scale_pass(counts[i], rate, turns, tokens, workers);
+		scale_pass(counts[i], &so);
+	return 0;
+}
+
+/* ---- rss: the daemon's memory, idle and under 200 streams ------------------ */
+
+struct mem_sample {
+	long	 rss;		/* KiB, all daemon processes */
+	long	 pss;
+	long	 sup_rss;
+	long	 workers_rss;
+};
+
+static void
+daemon_mem(struct rig *r, struct mem_sample *m)
+{
+	pid_t pids[MAX_PROCS];
+	int i, n = daemon_pids(r->daemon, pids, MAX_PROCS);
+	long v, p;
+
+	memset(m, 0, sizeof(*m));
+	for (i = 0; i < n; i++) {
+		v = rss_kib(pids[i]);
+		p = tl_pss_kib(pids[i]);
+		if (v < 0 || p < 0)
+			continue;	/* a worker that just ended */
+		m->rss += v;
+		m->pss += p;
+		if (i == 0)
+			m->sup_rss = v;
+		else
+			m->workers_rss += v;
+	}
+}
+
+/* One client: T streamed turns of one conversation (full history). */
+static void
+rss_client(struct rig *r, int id, int turns, int tokens, int fd)
+{
+	json_object *hist = json_object_new_array();
+	char *instr = instructions_of(tokens, (unsigned)id + 1000), key[64], q[64];
+	int t, counts[2] = { 0, 0 };
+
+	snprintf(key, sizeof(key), "bench-rss-%d", id);
+	for (t = 0; t < turns; t++) {
+		snprintf(q, sizeof(q), "question %d of conversation %d", t + 1, id);
+		json_object_array_add(hist, tl_msg("user", q));
+		if (turn_stream(r, hist, instr, key) == 0)
+			counts[0]++;
+		else
+			counts[1]++;
+	}
+	if (write(fd, counts, sizeof(counts)) != (ssize_t)sizeof(counts))
+		_exit(1);
+	_exit(0);
+}
+
+int
+cmd_rss(int argc, char **argv)
+{
+	int convs = 200, turns = 3, tokens = 7000, workers = 2, ch, i, ok = 0, bad = 0;
+	int fds[2], counts[2], status, running, samples = 0, nprocs;
+	struct mem_sample idle, m, peak;
+	char simargs[160], conf[160], load[32];
+	pid_t *pids, dp[MAX_PROCS];
+	struct rig r;
+	double t0;
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "c:t:i:w:")) != -1) {
+		switch (ch) {
+		case 'c': convs = atoi(optarg); break;
+		case 't': turns = atoi(optarg); break;
+		case 'i': tokens = atoi(optarg); break;
+		case 'w': workers = atoi(optarg); break;
+		default: die("usage: codexpool-bench rss [-c CONVS] [-t TURNS] [-i TOKENS] "
+		    "[-w WORKERS]");
+		}
+	}
+	if (convs < 1 || convs > 1000 || turns < 1 || tokens < 1 || tokens > 200000 ||
+	    workers < 1 || workers > 16)
+		die("need 1..1000 conversations, 1 turn, 1..200000 tokens, 1..16 workers");
+	raise_nofile();
+	/* Streams long enough that all of them overlap: 32 deltas 10 ms apart. */
+	snprintf(simargs, sizeof(simargs), "--backends 1 --accounts 1 --deltas 32 "
+	    "--delta-delay-ms 10");
+	snprintf(conf, sizeof(conf), "workers = %d\nws_pool_max_per_account = %d\n"
+	    "max_clients = 1024\n", workers, convs > 8 ? convs : 8);
+	rig_start(&r, NULL, false, simargs, conf);
+	/* Idle: every worker up, nothing served yet. */
+	for (i = 0; i < 100 && daemon_pids(r.daemon, dp, MAX_PROCS) < 1 + workers; i++)
+		tl_msleep(100);
+	tl_msleep(2000);
+	daemon_mem(&r, &idle);
+	nprocs = daemon_pids(r.daemon, dp, MAX_PROCS);
+
+	if ((pids = calloc((size_t)convs, sizeof(*pids))) == NULL || pipe(fds) == -1)
+		die("out of memory or pipes");
+	peak = idle;
+	t0 = now_s();
+	for (i = 0; i < convs; i++) {
+		if ((pids[i] = fork()) == -1)
+			die("fork: %s", strerror(errno));
+		if (pids[i] == 0) {
+			close(fds[0]);
+			rss_client(&r, i, turns, tokens, fds[1]);
+		}
+	}
+	close(fds[1]);
+	/* Sample every 100 ms until every client is done. */
+	for (running = convs; running > 0; ) {
+		for (i = 0; i < convs; i++)
+			if (pids[i] > 0 && waitpid(pids[i], &status, WNOHANG) == pids[i]) {
+				pids[i] = -1;
+				running--;
+			}
+		daemon_mem(&r, &m);
+		samples++;
+		if (m.rss > peak.rss)
+			peak.rss = m.rss;
+		if (m.pss > peak.pss)
+			peak.pss = m.pss;
+		if (m.sup_rss > peak.sup_rss)
+			peak.sup_rss = m.sup_rss;
+		if (m.workers_rss > peak.workers_rss)
+			peak.workers_rss = m.workers_rss;
+		if (running > 0)
+			tl_msleep(100);
+	}
+	for (i = 0; i < convs; i++)
+		if (read(fds[0], counts, sizeof(counts)) == (ssize_t)sizeof(counts)) {
+			ok += counts[0];
+			bad += counts[1];
+		}
+	close(fds[0]);
+	loadavg(load, sizeof(load));
+	printf("codexpoold, %d workers (%d processes), one account; idle = 2 s after "
+	    "start; then %d concurrent conversations x %d streamed turns (full history, "
+	    "~%d tokens of instructions each, 32 deltas 10 ms apart), RSS and PSS "
+	    "summed over the processes every 100 ms (%d samples, %.1f s); %d turns "
+	    "ok, %d failed; load average %s\n\n", workers, nprocs, convs, turns, tokens,
+	    samples, now_s() - t0, ok, bad, load);
+	printf("| phase | RSS all (MiB) | PSS all (MiB) | supervisor RSS (MiB) | "
+	    "workers RSS (MiB) | goal (RSS all) |\n|---|---|---|---|---|---|\n");
+	printf("| idle | %.1f | %.1f | %.1f | %.1f | <= 12 |\n", idle.rss / 1024.0,
+	    idle.pss / 1024.0, idle.sup_rss / 1024.0, idle.workers_rss / 1024.0);
+	printf("| peak, %d streams | %.1f | %.1f | %.1f | %.1f | <= 48 |\n", convs,
+	    peak.rss / 1024.0, peak.pss / 1024.0, peak.sup_rss / 1024.0,
+	    peak.workers_rss / 1024.0);
+	printf("\n(peaks are per column: the supervisor's and the workers' need not "
+	    "fall in the same sample)\n");
+	if (getenv("CODEXPOOL_BENCH_SMAPS") != NULL) {
+		char cmd[128];
+
+		nprocs = daemon_pids(r.daemon, dp, MAX_PROCS);
+		for (i = 0; i < nprocs; i++) {
+			snprintf(cmd, sizeof(cmd), "cp /proc/%d/smaps %s/smaps.%d",
+			    (int)dp[i], getenv("CODEXPOOL_BENCH_SMAPS"), i);
+			if (system(cmd) != 0)
+				fprintf(stderr, "codexpool-bench: %s failed\n", cmd);
+		}
+	}
+	free(pids);
+	rig_stop(&r);
 	return 0;
 }
 

@@ -4,6 +4,7 @@
 
 int	cmd_cpu(int argc, char **argv);
 int	cmd_memory(int argc, char **argv);
+int	cmd_rss(int argc, char **argv);
 int	cmd_scale(int argc, char **argv);
 int	cmd_stream(int argc, char **argv);
 

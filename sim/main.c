@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "lws_glue.h"
+#include "procs.h"
 
 struct sim		*g_sim;
 struct lws_context	*g_ctx;
@@ -31,7 +32,14 @@ usage(int status)
 "                     [--max-conn-age SECS] [--deltas K] [--delta-delay-ms MS]\n"
 "                     [--first-event-ms MS]\n"
 "                     [--fault KIND] [--max-message BYTES] [--max-body BYTES]\n"
-"                     [--cache-entries N] [--reply-bytes N] [-v] [-h]\n");
+"                     [--cache-entries N] [--reply-bytes N] [--procs N] [-v] [-h]\n"
+"\n"
+"--procs N (default 1) serves from N processes that share the listening\n"
+"port (SO_REUSEPORT); each is one gateway instance with its own backends,\n"
+"caches, connections, counters and fault queue, so GET /sim/state, POST\n"
+"/sim/fault and POST /sim/reset reach only the process that accepts that\n"
+"request, and a refresh token rotated by one is unknown to the others.\n"
+"See sim/README.\n");
 	exit(status);
 }
 
@@ -59,7 +67,7 @@ parse_args(int argc, char **argv, struct sim_opts *o)
 		OPT_BACKENDS, OPT_SEED, OPT_ACCOUNTS, OPT_AUTH_DIR, OPT_TOKEN_TTL,
 		OPT_MAX_CONN_AGE, OPT_DELTAS, OPT_DELTA_DELAY, OPT_FAULT,
 		OPT_MAX_MESSAGE, OPT_MAX_BODY, OPT_CACHE_ENTRIES, OPT_REPLY_BYTES,
-		OPT_FIRST_EVENT,
+		OPT_FIRST_EVENT, OPT_PROCS,
 	};
 	static const struct option longopts[] = {
 		{ "listen",		required_argument, NULL, OPT_LISTEN },
@@ -80,6 +88,7 @@ parse_args(int argc, char **argv, struct sim_opts *o)
 		{ "max-body",		required_argument, NULL, OPT_MAX_BODY },
 		{ "cache-entries",	required_argument, NULL, OPT_CACHE_ENTRIES },
 		{ "reply-bytes",	required_argument, NULL, OPT_REPLY_BYTES },
+		{ "procs",		required_argument, NULL, OPT_PROCS },
 		{ "verbose",		no_argument,	   NULL, 'v' },
 		{ "help",		no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -162,6 +171,9 @@ parse_args(int argc, char **argv, struct sim_opts *o)
 		case OPT_REPLY_BYTES:
 			o->reply_bytes = (size_t)num_arg("--reply-bytes", optarg, 0,
 			    64LL << 20);
+			break;
+		case OPT_PROCS:
+			o->procs = (int)num_arg("--procs", optarg, 1, SIM_MAX_PROCS);
 			break;
 		case 'v':
 			o->verbose++;
@@ -265,19 +277,148 @@ static const struct lws_protocols protocols[] = {
 	/* One protocol for everything: the Codex CLI asks for no WebSocket
 	 * subprotocol, so its upgrade lands on protocol 0 with the HTTP. */
 	{ "codexpool-sim", sim_callback, sizeof(struct sim_pss), 65536, 0, NULL, 0 },
+	/* --procs N: this process's listening socket, watched as a raw fd. */
+	{ SIM_LISTEN_PROTOCOL, procs_listen_callback, 0, 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
+
+static void
+install_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void
+log_listening(const struct sim_opts *o, int port)
+{
+	log_info("listening on %s:%d (%s), procs=%d backends=%d accounts=%d "
+	    "token_ttl=%ld max_conn_age=%ld deltas=%d delta_delay_ms=%d "
+	    "first_event_ms=%d", o->listen_host[0] ? o->listen_host : "*", port,
+	    o->tls_cert ? "tls" : "plain", o->procs > 1 ? o->procs : 1,
+	    o->backends, o->accounts, o->token_ttl, o->max_conn_age, o->deltas,
+	    o->delta_delay_ms, o->first_event_ms);
+}
+
+/*
+ * One service process: its lws context and loop.  listen_fd < 0: lws
+ * listens itself (--procs 1) and the port file is written here; else the
+ * context adopts this process's listening socket of --procs N.
+ */
+static int
+serve(const struct sim_opts *opts, int listen_fd)
+{
+	struct lws_context_creation_info info;
+	struct lws_vhost *vh;
+	int n = 0, port, rc = 0;
+
+	memset(&info, 0, sizeof(info));
+	info.port = listen_fd < 0 ? opts->listen_port : CONTEXT_PORT_NO_LISTEN_SERVER;
+	info.iface = opts->listen_host[0] ? opts->listen_host : NULL;
+	info.protocols = protocols;
+	info.max_http_header_data = 16384;
+	/* Read HTTP request bodies (full histories) in 64 KiB pieces, not
+	 * 4 KiB ones: fewer service loops before a direct answer starts. */
+	info.pt_serv_buf_size = 65536;
+	info.timeout_secs = 30;
+	if (opts->listen_host[0] != '\0' && strchr(opts->listen_host, ':') == NULL)
+		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+	if (opts->tls_cert != NULL) {
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = opts->tls_cert;
+		info.ssl_private_key_filepath = opts->tls_key;
+		/* HTTP/1.1 only: the Responses WebSocket is an HTTP/1.1 upgrade. */
+		info.alpn = "http/1.1";
+	}
+
+	g_ctx = lws_create_context(&info);
+	if (g_ctx == NULL) {
+		log_error("cannot listen on %s:%d%s", opts->listen_host,
+		    opts->listen_port,
+		    opts->tls_cert ? " (check the TLS certificate and key)" : "");
+		sim_free(g_sim);
+		/* libwebsockets 4.1.6 leaks a little when context creation
+		 * fails; _exit keeps LeakSanitizer from blaming us for it. */
+		fflush(NULL);
+		_exit(1);
+	}
+	vh = lws_get_vhost_by_name(g_ctx, "default");
+	if (listen_fd >= 0) {
+		if (vh == NULL || procs_adopt_listener(vh, listen_fd) != 0) {
+			log_error("cannot watch the listening socket");
+			rc = 1;
+			goto out;
+		}
+	} else {
+		port = vh ? lws_get_vhost_listen_port(vh) : -1;
+		if (port <= 0) {
+			log_error("cannot find the listening port");
+			rc = 1;
+			goto out;
+		}
+		if (opts->port_file != NULL &&
+		    write_port_file(opts->port_file, port) < 0) {
+			log_warn("cannot write port file %s", opts->port_file);
+			rc = 1;
+			goto out;
+		}
+		log_listening(opts, port);
+	}
+
+	while (n >= 0 && !stop_requested)
+		n = lws_service(g_ctx, 0);
+	log_info("shutting down");
+out:
+	lws_context_destroy(g_ctx);
+	g_ctx = NULL;
+	ws_shutdown();
+	http_shutdown();
+	return rc;
+}
+
+/* A --procs child: its own identity, then the same service loop. */
+static int
+serve_child(int index, void *arg)
+{
+	const struct sim_opts *opts = &g_sim->o;
+	static char name[32];
+	int *fds = arg, i, rc;
+
+	snprintf(name, sizeof(name), "codexpool-sim[%d]", index);
+	log_set_procname(name);
+	/* Response ids stay unique across the children; a seed stays
+	 * reproducible per child. */
+	sim_random_bytes(&g_sim->run_id, sizeof(g_sim->run_id));
+	if (opts->have_seed)
+		g_sim->rng = opts->seed + (uint64_t)index * 0x9e3779b97f4a7c15ULL;
+	else
+		sim_random_bytes(&g_sim->rng, sizeof(g_sim->rng));
+	/* Only this child's socket of the group: the kernel hands a
+	 * connection to one socket, and it must be one we watch. */
+	for (i = 0; i < opts->procs; i++)
+		if (i != index)
+			close(fds[i]);
+	install_signals();
+	rc = serve(opts, fds[index]);
+	sim_free(g_sim);
+	g_sim = NULL;
+	return rc;
+}
 
 int
 main(int argc, char **argv)
 {
-	struct lws_context_creation_info info;
-	struct sigaction sa;
 	struct sim_opts opts;
-	struct lws_vhost *vh;
 	static struct sim sim;
 	char err[256];
-	int n = 0, port, rc = 0;
+	int rc, i, port, listen_fds[SIM_MAX_PROCS];
 
 	sim_opts_defaults(&opts);
 	parse_args(argc, argv, &opts);
@@ -296,35 +437,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGPIPE, &sa, NULL);
-
 	lws_set_log_level(opts.verbose > 1 ? (LLL_ERR | LLL_WARN | LLL_NOTICE) :
 	    (LLL_ERR | LLL_WARN), lws_log_emit);
-
-	memset(&info, 0, sizeof(info));
-	info.port = opts.listen_port;
-	info.iface = opts.listen_host[0] ? opts.listen_host : NULL;
-	info.protocols = protocols;
-	info.max_http_header_data = 16384;
-	/* Read HTTP request bodies (full histories) in 64 KiB pieces, not
-	 * 4 KiB ones: fewer service loops before a direct answer starts. */
-	info.pt_serv_buf_size = 65536;
-	info.timeout_secs = 30;
-	if (opts.listen_host[0] != '\0' && strchr(opts.listen_host, ':') == NULL)
-		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-	if (opts.tls_cert != NULL) {
-		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-		info.ssl_cert_filepath = opts.tls_cert;
-		info.ssl_private_key_filepath = opts.tls_key;
-		/* HTTP/1.1 only: the Responses WebSocket is an HTTP/1.1 upgrade. */
-		info.alpn = "http/1.1";
-	}
 
 	if (opts.tls_cert != NULL && (access(opts.tls_cert, R_OK) < 0 ||
 	    access(opts.tls_key, R_OK) < 0)) {
@@ -332,43 +446,33 @@ main(int argc, char **argv)
 		sim_free(&sim);
 		return 1;
 	}
-	g_ctx = lws_create_context(&info);
-	if (g_ctx == NULL) {
-		log_error("cannot listen on %s:%d%s", opts.listen_host, opts.listen_port,
-		    opts.tls_cert ? " (check the TLS certificate and key)" : "");
+	if (opts.procs <= 1) {
+		install_signals();
+		rc = serve(&opts, -1);
+		g_sim = NULL;
 		sim_free(&sim);
-		/* libwebsockets 4.1.6 leaks a little when context creation
-		 * fails; _exit keeps LeakSanitizer from blaming us for it. */
-		fflush(NULL);
-		_exit(1);
+		return rc;
 	}
-	vh = lws_get_vhost_by_name(g_ctx, "default");
-	port = vh ? lws_get_vhost_listen_port(vh) : -1;
-	if (port <= 0) {
-		log_error("cannot find the listening port");
-		rc = 1;
-		goto out;
+
+	/* --procs N: the parent listens, writes the port file, then only
+	 * supervises; the accounts and their signing key are shared. */
+	if (procs_listen(opts.listen_host, opts.listen_port, opts.procs,
+	    listen_fds, &port, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		sim_free(&sim);
+		return 1;
 	}
+	rc = 0;
 	if (opts.port_file != NULL && write_port_file(opts.port_file, port) < 0) {
 		log_warn("cannot write port file %s", opts.port_file);
 		rc = 1;
-		goto out;
+	} else {
+		log_listening(&opts, port);
+		rc = procs_run(opts.procs, serve_child, listen_fds);
 	}
-	log_info("listening on %s:%d (%s), backends=%d accounts=%d token_ttl=%ld "
-	    "max_conn_age=%ld deltas=%d delta_delay_ms=%d first_event_ms=%d",
-	    opts.listen_host[0] ? opts.listen_host : "*", port,
-	    opts.tls_cert ? "tls" : "plain", opts.backends, opts.accounts,
-	    opts.token_ttl, opts.max_conn_age, opts.deltas, opts.delta_delay_ms,
-	    opts.first_event_ms);
-
-	while (n >= 0 && !stop_requested)
-		n = lws_service(g_ctx, 0);
+	for (i = 0; i < opts.procs; i++)
+		close(listen_fds[i]);
 	log_info("shutting down");
-out:
-	lws_context_destroy(g_ctx);
-	g_ctx = NULL;
-	ws_shutdown();
-	http_shutdown();
 	g_sim = NULL;
 	sim_free(&sim);
 	return rc;

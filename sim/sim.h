@@ -56,6 +56,7 @@ struct sim_opts {
 	size_t		 max_body;
 	size_t		 cache_entries;		/* per backend */
 	size_t		 reply_bytes;		/* pad replies to this size (0: no padding) */
+	int		 procs;			/* service processes (--procs) */
 };
 
 struct sim {

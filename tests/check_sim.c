@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -2726,6 +2727,143 @@ START_TEST(test_sim__http_sse_errors_calls_pacing)
 }
 END_TEST
 
+/* ---- --procs N ----------------------------------------------------------- */
+
+/* The children of parent, from /proc/N/stat. */
+static int
+children_of(pid_t parent, pid_t *out, int max)
+{
+	char path[64], buf[512], *p;
+	int n = 0, pid, ppid;
+	struct dirent *de;
+	DIR *d = opendir("/proc");
+	FILE *f;
+
+	while (d != NULL && (de = readdir(d)) != NULL && n < max) {
+		if ((pid = atoi(de->d_name)) <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fgets(buf, sizeof(buf), f) != NULL &&
+		    (p = strrchr(buf, ')')) != NULL &&
+		    sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid == (int)parent)
+			out[n++] = (pid_t)pid;
+		fclose(f);
+	}
+	if (d != NULL)
+		closedir(d);
+	return n;
+}
+
+/* 1 if pid no longer runs (no /proc entry, or a zombie nobody reaped). */
+static int
+pid_gone(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	int gone = 1;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 1;
+	if (fgets(buf, sizeof(buf), f) != NULL && (p = strrchr(buf, ')')) != NULL)
+		gone = p[2] == 'Z' || p[2] == 'X';
+	fclose(f);
+	return gone;
+}
+
+/* Waits (bounded) until the sim has n service processes; returns them. */
+static int
+wait_children(pid_t *kids, int n)
+{
+	int64_t end = tl_now_ms() + TURN_MS;
+	int got;
+
+	while ((got = children_of(sim.pid, kids, 8)) < n && tl_now_ms() < end)
+		tl_msleep(20);
+	return got;
+}
+
+START_TEST(test_sim__procs_share_the_listener)
+{
+	json_object *hist[2], *frames, *state;
+	char *instr = tl_text(16, 31), *req, msg[64], key[32];
+	struct tl_ws *ws[2];
+	struct tl_usage u;
+	pid_t kids[8];
+	int t, c, i;
+
+	start_sim("--procs 2 --backends 1");
+	ck_assert_int_eq(wait_children(kids, 2), 2);
+	for (c = 0; c < 2; c++) {
+		ws[c] = open_ws(c + 1, NULL, NULL);
+		hist[c] = json_object_new_array();
+	}
+	/* Interleaved turns: each connection stays in the process that
+	 * accepted it, so its prompt cache keeps hitting. */
+	for (t = 1; t <= 3; t++) {
+		for (c = 0; c < 2; c++) {
+			snprintf(msg, sizeof(msg), "procs question %d of %d", t, c);
+			snprintf(key, sizeof(key), "conv-procs-%d", c);
+			json_object_array_add(hist[c], tl_msg("user", msg));
+			req = tl_response_create(NULL, instr, key, NULL, hist[c]);
+			frames = turn_ok(ws[c], req, &u);
+			free(req);
+			if (t > 1)
+				ck_assert_msg(ratio(&u) >= 0.90, "conversation %d turn %d: "
+				    "cached %lld of %lld", c, t, (long long)u.cached_tokens,
+				    (long long)u.input_tokens);
+			ck_assert_int_eq(tl_history_add_output(hist[c], frames), 1);
+			json_object_put(frames);
+		}
+	}
+	for (c = 0; c < 2; c++) {
+		tl_ws_close(ws[c]);
+		json_object_put(hist[c]);
+	}
+	/* The control endpoints answer from whichever process accepts. */
+	state = tl_sim_state(&sim);
+	ck_assert_ptr_nonnull(state);
+	json_object_put(state);
+	free(instr);
+	stop_sim_ok();
+	for (i = 0; i < 2; i++)
+		ck_assert_msg(pid_gone(kids[i]), "service process %d outlived the sim",
+		    (int)kids[i]);
+}
+END_TEST
+
+START_TEST(test_sim__procs_die_with_the_parent)
+{
+	char *prog = tl_program("sim/codexpool-sim");
+	char *log = malloc(strlen(tdir) + 16);
+	char *bad[] = { prog, "--procs", "0", NULL };
+	int64_t end;
+	pid_t kids[8];
+	int i, st;
+
+	sprintf(log, "%s/cli.log", tdir);
+	ck_assert_int_eq(tl_run(log, bad, 20000), 2);
+	ck_assert(tl_file_contains(log, "--procs"));
+	start_sim("--procs 3");
+	ck_assert_int_eq(wait_children(kids, 3), 3);
+	/* No SIGTERM to pass on: PR_SET_PDEATHSIG stops them. */
+	ck_assert_int_eq(kill(sim.pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(sim.pid, &st, 0), sim.pid);
+	sim.pid = -1;
+	end = tl_now_ms() + TURN_MS;
+	for (i = 0; i < 3; i++) {
+		while (!pid_gone(kids[i]) && tl_now_ms() < end)
+			tl_msleep(20);
+		ck_assert_msg(pid_gone(kids[i]), "service process %d outlived a "
+		    "killed parent", (int)kids[i]);
+	}
+	free(log);
+	free(prog);
+}
+END_TEST
+
 static Suite *
 make_suite_sim(void)
 {
@@ -2760,6 +2898,8 @@ make_suite_sim(void)
 	tcase_add_test(tc, test_sim__bad_command_line);
 	tcase_add_test(tc, test_sim__http_sse_matches_ws);
 	tcase_add_test(tc, test_sim__http_sse_errors_calls_pacing);
+	tcase_add_test(tc, test_sim__procs_share_the_listener);
+	tcase_add_test(tc, test_sim__procs_die_with_the_parent);
 	suite_add_tcase(s, tc);
 	return s;
 }
