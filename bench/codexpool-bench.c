@@ -71,21 +71,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rig.h"
 #include "scale.h"
 #include "soak.h"
 #include "testlib.h"
 
 #define WAIT_MS	30000
-
-struct setup {
-	char		*dir;
-	struct tl_sim	 sim;
-	pid_t		 daemon;
-	int		 port;
-	char		 ctl[700];
-	char		 conf[700];
-	char		 log[700];
-};
 
 static double
 now_s(void)
@@ -96,94 +87,19 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+
+/* The rig (bench/rig.c) with the two workers every mode here assumes. */
 static void
-die(const char *fmt, ...)
+start(struct rig *s, const char *sim_args, const char *conf_extra)
 {
-	va_list ap;
+	char conf[2048];
 
-	va_start(ap, fmt);
-	fprintf(stderr, "codexpool-bench: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	tl_kill_all();
-	exit(1);
-}
-
-static int
-ctl(struct setup *s, int print, const char *a1, const char *a2)
-{
-	char *bin = tl_program("ctl/codexpoolctl"), out[800], *text;
-	char *argv[] = { bin, "-s", s->ctl, (char *)a1, (char *)a2, NULL };
-	int rc;
-
-	snprintf(out, sizeof(out), "%s/ctl.out", s->dir);
-	unlink(out);
-	rc = tl_run(out, argv, WAIT_MS);
-	if (print && (text = tl_read_file(out, NULL)) != NULL) {
-		fputs(text, stdout);
-		free(text);
-	}
-	free(bin);
-	return rc;
-}
-
-static void
-start(struct setup *s, const char *sim_args, const char *conf_extra)
-{
-	char conf[4096], auth[700], out[800], *text, *p;
-	char *bin = tl_program("daemon/codexpoold");
-	char *argv[] = { bin, "-f", "-c", s->conf, NULL };
-	int64_t end;
-
-	memset(s, 0, sizeof(*s));
-	if ((s->dir = tl_tmpdir()) == NULL)
-		die("cannot make a temp dir");
-	if (tl_sim_start(&s->sim, s->dir, sim_args) != 0)
-		die("cannot start codexpool-sim (is it built? run from the build dir or set CODEXPOOL_BUILDDIR)");
-	tl_sim_auth_path(&s->sim, 1, auth, sizeof(auth));
-	snprintf(s->conf, sizeof(s->conf), "%s/codexpool.conf", s->dir);
-	snprintf(s->ctl, sizeof(s->ctl), "%s/ctl.sock", s->dir);
-	snprintf(s->log, sizeof(s->log), "%s/daemon.log", s->dir);
-	snprintf(conf, sizeof(conf),
-	    "listen = 127.0.0.1:0\nworkers = 2\n"
-	    "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses\n"
-	    "auth_file = %s\ncontrol_socket = %s\ndata_dir = %s\nlog_level = warn\n%s\n",
-	    s->sim.port, auth, s->ctl, s->dir, conf_extra ? conf_extra : "");
-	tl_write_file(s->conf, conf, strlen(conf), 0600);
-	s->daemon = tl_spawn(s->log, argv);
-	free(bin);
-	snprintf(out, sizeof(out), "%s/ctl.out", s->dir);
-	end = tl_now_ms() + WAIT_MS;
-	while (s->port == 0 && tl_now_ms() < end) {
-		if (access(s->ctl, F_OK) == 0 && ctl(s, 0, "status", NULL) == 0 &&
-		    (text = tl_read_file(out, NULL)) != NULL) {
-			if ((p = strstr(text, "listen: 127.0.0.1:")) != NULL)
-				s->port = atoi(p + strlen("listen: 127.0.0.1:"));
-			free(text);
-		}
-		if (s->port == 0) {
-			if (!tl_alive(s->daemon))
-				die("codexpoold did not start; see %s", s->log);
-			tl_msleep(50);
-		}
-	}
-	if (s->port == 0)
-		die("codexpoold did not answer on %s", s->ctl);
-}
-
-static void
-stop(struct setup *s)
-{
-	if (s->daemon > 0)
-		tl_stop(s->daemon, SIGTERM, WAIT_MS);
-	tl_sim_stop(&s->sim);
-	tl_rmrf(s->dir);
-	free(s->dir);
+	snprintf(conf, sizeof(conf), "workers = 2\n%s", conf_extra ? conf_extra : "");
+	rig_start(s, NULL, false, sim_args, conf);
 }
 
 static long long
-sim_connections(struct setup *s)
+sim_connections(struct rig *s)
 {
 	json_object *st = tl_sim_state(&s->sim), *v;
 	long long n = -1;
@@ -205,7 +121,7 @@ struct turn_result {
 
 /* Through the daemon: a streamed POST, history appended with the reply. */
 static int
-turn_http(struct setup *s, json_object *history, const char *instructions,
+turn_http(struct rig *s, json_object *history, const char *instructions,
     const char *key, struct turn_result *tr)
 {
 	struct tl_req r = { .instructions = instructions, .prompt_cache_key = key,
@@ -311,7 +227,7 @@ cmd_demo(void)
 		"What happens when the connection is busy?",
 		"And when the upstream closes it?",
 	};
-	struct setup s;
+	struct rig s;
 	struct turn_result tr;
 	json_object *history = json_object_new_array();
 	char *instructions = tl_text(16, 1);
@@ -331,10 +247,10 @@ cmd_demo(void)
 	}
 	printf("\nupstream WebSocket connections opened for 5 turns: %lld\n\n", sim_connections(&s));
 	printf("$ codexpoolctl status\n");
-	ctl(&s, 1, "status", NULL);
+	rig_ctl(&s, 1, NULL, "status", NULL);
 	printf("$ codexpoolctl show pools\n");
-	ctl(&s, 1, "show", "pools");
-	stop(&s);
+	rig_ctl(&s, 1, NULL, "show", "pools");
+	rig_stop(&s);
 	json_object_put(history);
 	free(instructions);
 	return 0;
@@ -380,7 +296,7 @@ static void
 run_mode(struct mode_result *m, const char *mode, int convs, int turns, int backends, int kib)
 {
 	char simargs[128], key[64];
-	struct setup s;
+	struct rig s;
 	struct turn_result tr;
 	json_object **hist = calloc((size_t)convs, sizeof(*hist));
 	struct tl_ws **ws = calloc((size_t)convs, sizeof(*ws));
@@ -435,7 +351,7 @@ run_mode(struct mode_result *m, const char *mode, int convs, int turns, int back
 		json_object_put(hist[c]);
 		free(instr[c]);
 	}
-	stop(&s);
+	rig_stop(&s);
 	free(hist);
 	free(ws);
 	free(ratios);
@@ -614,7 +530,7 @@ target(const char *name, const char *url, json_object *headers)
 
 /* The client's config, 0600 (it holds the simulator's bearer token). */
 static void
-write_client_config(struct setup *s, const struct lat_opts *o,
+write_client_config(struct rig *s, const struct lat_opts *o,
     const struct client_def *c, const char *path)
 {
 	json_object *cfg = json_object_new_object(), *targets, *h, *direct, *daemon;
@@ -668,7 +584,7 @@ srcdir(void)
 
 /* Runs one client; returns its parsed result, or NULL (with a note). */
 static json_object *
-run_client(struct setup *s, const struct lat_opts *o, const struct client_def *c)
+run_client(struct rig *s, const struct lat_opts *o, const struct client_def *c)
 {
 	char cfg[800], out[800], log[800], script[1024];
 	char *argv[] = { (char *)c->interp, script, cfg, out, NULL };
@@ -730,7 +646,7 @@ cmd_latency(int argc, char **argv)
 	json_object *res[sizeof(clients) / sizeof(clients[0])] = { NULL };
 	static const char *paths[2] = { "direct", "daemon" };
 	char simargs[256];
-	struct setup s;
+	struct rig s;
 	size_t i;
 	int ch, k, ran = 0, errors = 0, missed = 0;
 
@@ -799,7 +715,7 @@ cmd_latency(int argc, char **argv)
 		}
 		ran++;
 	}
-	stop(&s);
+	rig_stop(&s);
 	if (ran == 0)
 		die("no client ran (-C %s)", o.clients);
 
@@ -911,7 +827,7 @@ text_msg(const char *role, const char *text)
  * client would resend it.  *ratio is cached / prompt tokens.
  */
 static int
-route_turn(struct setup *s, enum route rt, int conv, json_object *history,
+route_turn(struct rig *s, enum route rt, int conv, json_object *history,
     const char *system, double *ratio)
 {
 	static const char *paths[ROUTE_COUNT] = { "/v1/responses", "/v1/chat/completions",
@@ -1021,7 +937,7 @@ struct route_result {
 
 /* What the simulator saw: its counters and request records. */
 static void
-route_sim_totals(struct setup *s, struct route_result *m)
+route_sim_totals(struct rig *s, struct route_result *m)
 {
 	json_object *st = tl_sim_state(&s->sim), *reqs;
 	size_t i;
@@ -1048,7 +964,7 @@ run_route(struct route_result *m, enum route rt, int resume, int convs, int turn
     int backends, int tokens, int reply_bytes)
 {
 	char simargs[128], conf[96], q[96];
-	struct setup s;
+	struct rig s;
 	json_object **hist = calloc((size_t)convs, sizeof(*hist));
 	double *ratios = calloc((size_t)(convs * turns), sizeof(double)), r, sum = 0;
 	char **instr = calloc((size_t)convs, sizeof(char *));
@@ -1100,7 +1016,7 @@ run_route(struct route_result *m, enum route rt, int resume, int convs, int turn
 		json_object_put(hist[c]);
 		free(instr[c]);
 	}
-	stop(&s);
+	rig_stop(&s);
 	free(hist);
 	free(ratios);
 	free(instr);
@@ -1202,7 +1118,7 @@ cmd_routes(int argc, char **argv)
 struct ws_pass {
 	const char	*name;
 	bool		 direct;
-	struct setup	*s;
+	struct rig	*s;
 	int		 convs, turns, jobs, kib, deltas, delta_ms;
 	pthread_mutex_t	 mu;
 	double		*relay_us;	/* every event */
@@ -1435,7 +1351,7 @@ static int
 cmd_ws(int argc, char **argv)
 {
 	struct ws_pass p[2];
-	struct setup s;
+	struct rig s;
 	int convs = 20, turns = 8, jobs = 10, kib = 28, deltas = 16, delta_ms = 2, ch, i;
 	char simargs[128];
 
@@ -1499,7 +1415,7 @@ cmd_ws(int argc, char **argv)
 		free(p[i].ttft_us);
 		free(p[i].ratios);
 	}
-	stop(&s);
+	rig_stop(&s);
 	return 0;
 }
 

@@ -52,37 +52,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rig.h"
 #include "scale.h"
 #include "testlib.h"
 
-#define START_WAIT_MS	180000	/* a daemon under valgrind starts slowly */
 #define TURN_WAIT_MS	60000
 #define MAX_PROCS	64
 #define MAX_COUNTS	16
-
-struct rig {
-	char		*dir;
-	struct tl_sim	 sim;
-	pid_t		 daemon;
-	int		 port;
-	char		 ctl[700];
-	char		 conf[700];
-	char		 log[700];
-};
-
-static void
-die(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fprintf(stderr, "codexpool-bench: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	tl_kill_all();
-	exit(1);
-}
 
 static double
 now_s(void)
@@ -212,21 +188,6 @@ loadavg(char *buf, size_t size)
 
 /* ---- the rig: simulator + daemon ---------------------------------------- */
 
-static int
-ctl_status(struct rig *r, char **text)
-{
-	char *bin = tl_program("ctl/codexpoolctl"), out[800];
-	char *argv[] = { bin, "-s", r->ctl, "status", NULL };
-	int rc;
-
-	snprintf(out, sizeof(out), "%s/ctl.out", r->dir);
-	unlink(out);
-	rc = tl_run(out, argv, TURN_WAIT_MS);
-	free(bin);
-	*text = rc == 0 ? tl_read_file(out, NULL) : NULL;
-	return *text != NULL ? 0 : -1;
-}
-
 /* "name: N" in `codexpoolctl status`, summed over its lines; -1 if absent. */
 static long long
 status_sum(struct rig *r, const char *name)
@@ -234,7 +195,7 @@ status_sum(struct rig *r, const char *name)
 	char *text, *p, key[64];
 	long long sum = -1;
 
-	if (ctl_status(r, &text) != 0)
+	if (rig_ctl(r, false, &text, "status", NULL) != 0)
 		return -1;
 	snprintf(key, sizeof(key), "%s", name);
 	for (p = text; (p = strstr(p, key)) != NULL; p += strlen(key)) {
@@ -247,95 +208,6 @@ status_sum(struct rig *r, const char *name)
 	}
 	free(text);
 	return sum;
-}
-
-/*
- * Starts the simulator and the daemon.  builddir (NULL: as set) picks the
- * binaries; CODEXPOOL_BENCH_WRAP, if set, is a command line the daemon
- * runs under.
- */
-static void
-rig_start(struct rig *r, const char *builddir, bool tls, const char *sim_args,
-    const char *conf_extra)
-{
-	char conf[4096], auth[700], simargs[2048], upstream[900], *text, *p;
-	char *wrap = getenv("CODEXPOOL_BENCH_WRAP"), *wcopy = NULL, *save = NULL;
-	char *argv[40], *bin;
-	int argc = 0;
-	int64_t end;
-
-	memset(r, 0, sizeof(*r));
-	if (builddir != NULL)
-		setenv("CODEXPOOL_BUILDDIR", builddir, 1);
-	if ((r->dir = tl_tmpdir()) == NULL)
-		die("cannot make a temp dir");
-	if (tls) {
-		if (tl_make_certs(r->dir) != 0)
-			die("cannot make certificates");
-		snprintf(simargs, sizeof(simargs), "--tls-cert %s/server.pem "
-		    "--tls-key %s/server.key %s", r->dir, r->dir, sim_args);
-		sim_args = simargs;
-	}
-	if (tl_sim_start(&r->sim, r->dir, sim_args) != 0)
-		die("cannot start codexpool-sim (run from the build dir or set "
-		    "CODEXPOOL_BUILDDIR)");
-	if (tls)
-		snprintf(upstream, sizeof(upstream), "wss://localhost:%d/backend-api/codex/"
-		    "responses\nupstream_ca_file = %s/ca.pem", r->sim.port, r->dir);
-	else
-		snprintf(upstream, sizeof(upstream), "ws://127.0.0.1:%d/backend-api/codex/"
-		    "responses", r->sim.port);
-	tl_sim_auth_path(&r->sim, 1, auth, sizeof(auth));
-	snprintf(r->conf, sizeof(r->conf), "%s/codexpool.conf", r->dir);
-	snprintf(r->ctl, sizeof(r->ctl), "%s/ctl.sock", r->dir);
-	snprintf(r->log, sizeof(r->log), "%s/daemon.log", r->dir);
-	snprintf(conf, sizeof(conf),
-	    "listen = 127.0.0.1:0\nupstream_url = %s\n"
-	    "token_url = %s://127.0.0.1:%d/oauth/token\n"
-	    "auth_file = %s\ncontrol_socket = %s\ndata_dir = %s\nlog_level = warn\n%s\n",
-	    upstream, tls ? "https" : "http", r->sim.port, auth, r->ctl, r->dir,
-	    conf_extra != NULL ? conf_extra : "");
-	tl_write_file(r->conf, conf, strlen(conf), 0600);
-	if (wrap != NULL && *wrap != '\0') {
-		wcopy = strdup(wrap);
-		for (p = strtok_r(wcopy, " ", &save); p != NULL && argc < 30;
-		    p = strtok_r(NULL, " ", &save))
-			argv[argc++] = p;
-	}
-	bin = tl_program("daemon/codexpoold");
-	argv[argc++] = bin;
-	argv[argc++] = "-f";
-	argv[argc++] = "-c";
-	argv[argc++] = r->conf;
-	argv[argc] = NULL;
-	r->daemon = tl_spawn(r->log, argv);
-	free(bin);
-	free(wcopy);
-	end = tl_now_ms() + START_WAIT_MS;
-	while (r->port == 0 && tl_now_ms() < end) {
-		if (access(r->ctl, F_OK) == 0 && ctl_status(r, &text) == 0) {
-			if ((p = strstr(text, "listen: 127.0.0.1:")) != NULL)
-				r->port = atoi(p + strlen("listen: 127.0.0.1:"));
-			free(text);
-		}
-		if (r->port == 0) {
-			if (!tl_alive(r->daemon))
-				die("codexpoold did not start; see %s", r->log);
-			tl_msleep(100);
-		}
-	}
-	if (r->port == 0)
-		die("codexpoold did not answer on %s", r->ctl);
-}
-
-static void
-rig_stop(struct rig *r)
-{
-	if (r->daemon > 0)
-		tl_stop(r->daemon, SIGTERM, START_WAIT_MS);
-	tl_sim_stop(&r->sim);
-	tl_rmrf(r->dir);
-	free(r->dir);
 }
 
 struct usage_snap {

@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rig.h"
 #include "soak.h"
 #include "testlib.h"
 
@@ -158,11 +159,8 @@ struct soak_opts {
 
 struct soak {
 	struct soak_opts o;
-	char		*dir;
-	struct tl_sim	 sim;
-	pid_t		 daemon;
-	int		 port;
-	char		 conf[700], ctl[700], log[700], ctlout[800];
+	struct rig	 rig;		/* the simulator and the daemon */
+	char		 ctlout[800];
 	char		*instructions;
 	volatile int	 stop;
 	volatile int	 accounts_dirty;	/* a 401/429 fault ended: reset locks */
@@ -235,7 +233,7 @@ static json_object *
 ctl_json(struct soak *sk, const char *a1, const char *a2, const char *a3)
 {
 	char *bin = tl_program("ctl/codexpoolctl"), *text;
-	char *argv[] = { bin, "-s", sk->ctl, "--json", (char *)a1, (char *)a2,
+	char *argv[] = { bin, "-s", sk->rig.ctl, "--json", (char *)a1, (char *)a2,
 	    (char *)a3, NULL };
 	json_object *o = NULL;
 
@@ -283,7 +281,7 @@ status_num(struct soak *sk, const char *key)
 static long long
 sim_open(struct soak *sk)
 {
-	json_object *st = tl_sim_state(&sk->sim);
+	json_object *st = tl_sim_state(&sk->rig.sim);
 	long long n = jnum(st, "connections_open");
 
 	json_object_put(st);
@@ -376,7 +374,7 @@ measure(struct soak *sk, struct usage *u)
 
 	memset(u, 0, sizeof(*u));
 	u->nworkers = n;
-	if ((u->fds = tl_fd_count(sk->daemon)) < 0 || (u->pss_kb = tl_pss_kib(sk->daemon)) < 0)
+	if ((u->fds = tl_fd_count(sk->rig.daemon)) < 0 || (u->pss_kb = tl_pss_kib(sk->rig.daemon)) < 0)
 		return -1;
 	u->sup_pss_kb = u->pss_kb;
 	for (i = 0; i < n; i++) {
@@ -393,65 +391,30 @@ measure(struct soak *sk, struct usage *u)
 static void
 soak_start(struct soak *sk)
 {
-	char sim_args[256], conf[4096], auth[700], label[32];
-	char *bin = tl_program("daemon/codexpoold");
-	char *argv[] = { bin, "-f", "-c", sk->conf, NULL };
-	char asan[512], ubsan[] = "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1";
-	char *envp[] = { asan, ubsan, NULL };
-	json_object *st;
-	const char *listen;
-	int64_t end;
+	char sim_args[256], conf[256], auth[700], label[32], asan[512];
 	int i;
 
-	if ((sk->dir = tl_tmpdir()) == NULL)
-		soak_die("cannot make a temp dir");
-	snprintf(sim_args, sizeof(sim_args), "--accounts %d --max-conn-age %d --seed %u",
-	    sk->o.accounts, sk->o.conn_age, sk->o.seed);
-	if (tl_sim_start(&sk->sim, sk->dir, sim_args) != 0)
-		soak_die("cannot start codexpool-sim (run from the build dir or set CODEXPOOL_BUILDDIR)");
-	tl_sim_auth_path(&sk->sim, 1, auth, sizeof(auth));
-	snprintf(sk->conf, sizeof(sk->conf), "%s/codexpool.conf", sk->dir);
-	snprintf(sk->ctl, sizeof(sk->ctl), "%s/ctl.sock", sk->dir);
-	snprintf(sk->log, sizeof(sk->log), "%s/daemon.log", sk->dir);
-	snprintf(sk->ctlout, sizeof(sk->ctlout), "%s/ctl.out", sk->dir);
-	/* A 4 s ping makes a stalled upstream dead after 10 s, not 62.5 s. */
-	snprintf(conf, sizeof(conf),
-	    "listen = 127.0.0.1:0\nworkers = %d\n"
-	    "upstream_url = ws://127.0.0.1:%d/backend-api/codex/responses\n"
-	    "token_url = http://127.0.0.1:%d/oauth/token\n"
-	    "auth_file = %s\ncontrol_socket = %s\ndata_dir = %s\nlog_level = warn\n"
-	    "ws_ping_interval = 4s\n",
-	    sk->o.workers, sk->sim.port, sk->sim.port, auth, sk->ctl, sk->dir);
-	tl_write_file(sk->conf, conf, strlen(conf), 0600);
 	/* Under ASan a small quarantine, and free memory given back, so PSS
-	 * says something about leaks; harmless without ASan. */
-	snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s:quarantine_size_mb=16:"
+	 * says something about leaks; harmless without ASan.  The daemon
+	 * and the simulator inherit it. */
+	snprintf(asan, sizeof(asan), "%s:quarantine_size_mb=16:"
 	    "allocator_release_to_os_interval_ms=500", getenv("ASAN_OPTIONS") ?
 	    getenv("ASAN_OPTIONS") : "detect_leaks=1:abort_on_error=1");
-	sk->daemon = tl_spawn_env(sk->log, argv, envp);
-	free(bin);
-	end = tl_now_ms() + CTL_WAIT_MS;
-	while (sk->port == 0 && tl_now_ms() < end) {
-		if (access(sk->ctl, F_OK) == 0 &&
-		    (st = ctl_json(sk, "status", NULL, NULL)) != NULL) {
-			if ((listen = jstr(st, "listen")) != NULL && strrchr(listen, ':'))
-				sk->port = atoi(strrchr(listen, ':') + 1);
-			json_object_put(st);
-		}
-		if (sk->port == 0) {
-			if (!tl_alive(sk->daemon))
-				soak_die("codexpoold did not start; see %s", sk->log);
-			tl_msleep(50);
-		}
-	}
-	if (sk->port == 0)
-		soak_die("codexpoold did not answer on %s", sk->ctl);
+	setenv("ASAN_OPTIONS", asan, 1);
+	setenv("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1", 1);
+	snprintf(sim_args, sizeof(sim_args), "--accounts %d --max-conn-age %d --seed %u",
+	    sk->o.accounts, sk->o.conn_age, sk->o.seed);
+	/* A 4 s ping makes a stalled upstream dead after 10 s, not 62.5 s. */
+	snprintf(conf, sizeof(conf), "workers = %d\nws_ping_interval = 4s\n",
+	    sk->o.workers);
+	rig_start(&sk->rig, NULL, false, sim_args, conf);
+	snprintf(sk->ctlout, sizeof(sk->ctlout), "%s/ctl.out", sk->rig.dir);
 	for (i = 2; i <= sk->o.accounts; i++) {
 		char *cbin = tl_program("ctl/codexpoolctl");
-		char *cargv[] = { cbin, "-s", sk->ctl, "account", "add", "--auth-json",
+		char *cargv[] = { cbin, "-s", sk->rig.ctl, "account", "add", "--auth-json",
 		    auth, "--label", label, NULL };
 
-		tl_sim_auth_path(&sk->sim, i, auth, sizeof(auth));
+		tl_sim_auth_path(&sk->rig.sim, i, auth, sizeof(auth));
 		snprintf(label, sizeof(label), "soak%d", i);
 		if (tl_run(sk->ctlout, cargv, CTL_WAIT_MS) != 0)
 			soak_die("cannot add account %d", i);
@@ -861,7 +824,7 @@ run_turn(struct soak *sk, struct conv *c, enum fault f, int stream, int *status,
 	body = turn_body(sk, c, f, stream, text, headers, sizeof(headers));
 	b = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
 	opts.timeout_ms = sk->o.deadline * 1000;
-	s = tl_stream_send(&opts, "127.0.0.1", sk->port, "POST",
+	s = tl_stream_send(&opts, "127.0.0.1", sk->rig.port, "POST",
 	    route_defs[c->route].path, headers, b, strlen(b));
 	json_object_put(body);
 	if (s == NULL) {
@@ -1146,8 +1109,8 @@ end_checks(struct soak *sk, const struct usage *base, const struct usage *warm)
 	int listed, active;
 	char *log;
 
-	if (!tl_alive(sk->daemon)) {
-		fail_end(sk, "codexpoold died; see %s", sk->log);
+	if (!tl_alive(sk->rig.daemon)) {
+		fail_end(sk, "codexpoold died; see %s", sk->rig.log);
 		return;
 	}
 	end = tl_now_ms() + QUIESCE_MS;
@@ -1224,12 +1187,12 @@ end_checks(struct soak *sk, const struct usage *base, const struct usage *warm)
 		    "(allowed: +25%% + %d MB)", after.pss_kb, ref, sk->o.pss_slack_mb);
 
 	/* A clean stop, and no sanitizer report anywhere. */
-	if (tl_stop(sk->daemon, SIGTERM, CTL_WAIT_MS) != 0)
-		fail_end(sk, "codexpoold did not exit 0 on SIGTERM; see %s", sk->log);
-	sk->daemon = 0;
-	if ((log = tl_read_file(sk->log, NULL)) != NULL) {
+	if (tl_stop(sk->rig.daemon, SIGTERM, CTL_WAIT_MS) != 0)
+		fail_end(sk, "codexpoold did not exit 0 on SIGTERM; see %s", sk->rig.log);
+	sk->rig.daemon = 0;
+	if ((log = tl_read_file(sk->rig.log, NULL)) != NULL) {
 		if (strstr(log, "Sanitizer") != NULL || strstr(log, "runtime error:") != NULL)
-			fail_end(sk, "a sanitizer report in %s", sk->log);
+			fail_end(sk, "a sanitizer report in %s", sk->rig.log);
 		free(log);
 	}
 }
@@ -1389,7 +1352,7 @@ cmd_soak(int argc, char **argv)
 	next_accounts = t0;
 	while (tl_now_ms() < end) {
 		tl_msleep(100);
-		if (!tl_alive(sk->daemon))
+		if (!tl_alive(sk->rig.daemon))
 			break;
 		/* The soak's own 401/429 faults lock accounts; an operator resets. */
 		if (sk->accounts_dirty || tl_now_ms() >= next_accounts) {
@@ -1423,17 +1386,17 @@ cmd_soak(int argc, char **argv)
 	end_checks(sk, &base, &warm);
 	bad = violations(sk);
 	printf("\noracle: %s (%lld violations)\n", bad == 0 ? "PASS" : "FAIL", bad);
-	if (sk->daemon > 0)
-		tl_stop(sk->daemon, SIGTERM, CTL_WAIT_MS);
-	tl_sim_stop(&sk->sim);
+	if (sk->rig.daemon > 0)
+		tl_stop(sk->rig.daemon, SIGTERM, CTL_WAIT_MS);
+	tl_sim_stop(&sk->rig.sim);
 	if (bad == 0)
-		tl_rmrf(sk->dir);
+		tl_rmrf(sk->rig.dir);
 	else {
-		print_tail(sk->log, 40);
-		print_tail(sk->sim.log, 20);
-		printf("logs kept in %s\n", sk->dir);
+		print_tail(sk->rig.log, 40);
+		print_tail(sk->rig.sim.log, 20);
+		printf("logs kept in %s\n", sk->rig.dir);
 	}
-	free(sk->dir);
+	free(sk->rig.dir);
 	free(sk->instructions);
 	pthread_mutex_destroy(&sk->mu);
 	free(sk);
