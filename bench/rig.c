@@ -62,9 +62,10 @@ write_conf(struct rig *r, bool tls, const char *conf_extra)
 	snprintf(conf, sizeof(conf),
 	    "listen = 127.0.0.1:0\nupstream_url = %s\n"
 	    "token_url = %s://127.0.0.1:%d/oauth/token\n"
-	    "auth_file = %s\ncontrol_socket = %s\ndata_dir = %s\nlog_level = warn\n%s\n",
+	    "auth_file = %s\ncontrol_socket = %s\ndata_dir = %s\nlog_level = warn\n%s\n%s\n",
 	    upstream, tls ? "https" : "http", r->sim.port, auth, r->ctl, r->dir,
-	    conf_extra != NULL ? conf_extra : "");
+	    conf_extra != NULL ? conf_extra : "", getenv("CODEXPOOL_BENCH_CONF") ?
+	    getenv("CODEXPOOL_BENCH_CONF") : "");
 	tl_write_file(r->conf, conf, strlen(conf), 0600);
 }
 

@@ -29,8 +29,9 @@ void	die(const char *fmt, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
 
 /*
- * Start the simulator (sim_args) and the daemon (conf_extra appended to
- * its configuration), or die.  builddir (NULL: as set) picks the
+ * Start the simulator (sim_args) and the daemon (conf_extra, then the
+ * environment's CODEXPOOL_BENCH_CONF, appended to its configuration), or
+ * die.  builddir (NULL: as set) picks the
  * binaries; tls puts the simulator behind wss:// with certificates made
  * here; CODEXPOOL_BENCH_WRAP, if set, is a command line the daemon runs
  * under (valgrind, strace).

@@ -34,7 +34,10 @@
  *	HTTP/SSE and once through the daemon: events/s and CPU per 1000
  *	events of the daemon and of the simulator.
  *
- * Everything runs on loopback in a private temp dir.
+ * Everything runs on loopback in a private temp dir.  In every mode,
+ * CODEXPOOL_BENCH_CONF="key = value\n..." adds lines to the daemon's
+ * configuration (e.g. "ws_ping_interval = 600s" to keep pings out of a
+ * scale run), and CODEXPOOL_BENCH_WRAP runs the daemon under a command.
  */
 #include "config.h"
 
@@ -634,9 +637,8 @@ scale_pass(int n, const struct scale_opts *so)
 		procs = 1;
 	snprintf(simargs, sizeof(simargs), "--backends 1 --accounts 1 --procs %d",
 	    procs);
-	snprintf(conf, sizeof(conf), "workers = %d\nws_pool_max_per_account = %d\n%s\n",
-	    so->workers, n > 8 ? n : 8, getenv("CODEXPOOL_BENCH_CONF") ?
-	    getenv("CODEXPOOL_BENCH_CONF") : "");
+	snprintf(conf, sizeof(conf), "workers = %d\nws_pool_max_per_account = %d\n",
+	    so->workers, n > 8 ? n : 8);
 	rig_start(&r, NULL, false, simargs, conf);
 	t0 = now_s();
 	open_errors = open_convs_parallel(&r, "bench-scale", instr, n, so->openers);
