@@ -801,7 +801,7 @@ chain_output(struct turn *t, const char *frame, size_t len)
 	struct jdoc d;
 	int item;
 
-	if (jdoc_parse(&d, frame, len, NULL, 0) == -1)
+	if (jdoc_scan(&d, frame, len, NULL, 0) == -1)
 		return;
 	if (jdoc_is(&d, (item = jdoc_member(&d, 0, "item")), JT_OBJECT))
 		resume_chain_add(&t->chain, &d, item);

@@ -76,7 +76,7 @@ on_frame(void *arg, const char *frame, size_t len)
 
 	render_frame_type(frame, len, type, sizeof(type));
 	if (strcmp(type, "response.output_item.done") == 0 &&
-	    jdoc_parse(&d, frame, len, NULL, 0) == 0) {
+	    jdoc_scan(&d, frame, len, NULL, 0) == 0) {
 		if (jdoc_is(&d, (item = jdoc_member(&d, 0, "item")), JT_OBJECT))
 			resume_chain_add(&r->chain, &d, item);
 		jdoc_free(&d);
