@@ -194,6 +194,8 @@ enum done_outcome {
 /* MSG_REQ_ERROR flags */
 #define ERR_F_RETRYABLE	0x01	/* another attempt (other worker/account) may succeed */
 #define ERR_F_ACCOUNT	0x02	/* the account is at fault (401/403/429): account state must change */
+#define ERR_F_CLIENT_CLOSED 0x04	/* the worker closed the client WebSocket itself
+				 * (it must reconnect): no error event to send */
 
 const char *msg_type_name(uint32_t type);
 const char *decision_name(int decision);

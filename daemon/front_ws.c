@@ -185,7 +185,7 @@ ws_fail(struct turn *t, const struct turn_error *e)
 	char *frame;
 	size_t len;
 
-	if (e->code != NULL && strcmp(e->code, "ws_reconnect") == 0)
+	if (e->client_closed)
 		return;		/* the worker is closing the socket already */
 	frame = error_frame(e, &len);
 	ws_reply(t, 0, "", frame, len);

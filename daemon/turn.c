@@ -211,6 +211,7 @@ set_last_error(struct turn *t, int status, const char *type, const char *code,
 	t->last.body = t->last_body;
 	t->last.len = t->last_body ? len : 0;
 	t->last.retry_after = retry_after;
+	t->last.client_closed = false;
 }
 
 static void
@@ -918,6 +919,7 @@ on_error(struct turn *t, const struct msg *m)
 		retry_after = render_retry_after(body, len, now_wall_usec() / USEC_PER_SEC);
 	snprintf(msg, sizeof(msg), "upstream request failed (HTTP %u)", status);
 	set_last_error(t, (int)status, NULL, code, msg, body, len, retry_after);
+	t->last.client_closed = (flags & ERR_F_CLIENT_CLOSED) != 0;
 	if (t->state == TURN_STREAMING) {
 		/* a worker never does this; end the stream rather than hang */
 		turn_finish(t, DONE_STREAM_ERROR, code && *code ? code : "upstream_error", msg,

@@ -67,6 +67,7 @@ struct turn_error {
 	const char	*body;		/* the upstream error JSON, or NULL */
 	size_t		 len;
 	int64_t		 retry_after;	/* seconds; -1: none */
+	bool		 client_closed;	/* the worker closed the client's socket */
 };
 
 /*

@@ -598,7 +598,7 @@ dispatch(struct request *req)
 			 * connection it may use: it reconnects and resends */
 			wsclient_reconnect(req->client, "previous_response_id is not "
 			    "on this session's upstream connection; reconnect");
-			finish_error_msg(req, 409, 0, "ws_reconnect",
+			finish_error_msg(req, 409, ERR_F_CLIENT_CLOSED, "ws_reconnect",
 			    "invalid_request_error", d.message);
 			return;
 		}
