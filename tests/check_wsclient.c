@@ -451,6 +451,45 @@ START_TEST(test_ws__upstream_close_while_idle_asks_to_reconnect)
 }
 END_TEST
 
+/* A continuation of a response this session's upstream connection does
+ * not hold: the worker closes the socket with 1012 so the client resends
+ * its full input; the client sees no error event before it (the worker
+ * closes first, and the supervisor, told by ERR_F_CLIENT_CLOSED, sends
+ * none). */
+START_TEST(test_ws__foreign_continuation_reconnects_without_error)
+{
+	struct e2e e;
+	struct tl_req r = { 0 };
+	struct tl_ws *first, *second;
+	enum tl_ws_why why;
+	json_object *frames, *in = user_input("and then?");
+	char *id, *req;
+
+	e2e_start(&e, NULL, NULL);
+	first = session(&e);
+	frames = full_turn(first, &e, "hello", NULL, &why);
+	ck_assert_ptr_nonnull(id = completed_id(frames));
+	json_object_put(frames);
+	/* another session, not paired with the first one's connection */
+	second = session(&e);
+	r.instructions = e.instructions;
+	r.previous_response_id = id;
+	r.input = in;
+	req = tl_req_ws(&r);
+	frames = tl_ws_turn(second, req, WAIT_MS, &why);
+	ck_assert_msg(why == TL_WS_CLOSED, "ended by %s, not a close", tl_ws_why_name(why));
+	ck_assert_int_eq(tl_ws_close_code(second), 1012);
+	ck_assert_ptr_null(tl_frames_find(frames, "error"));
+	json_object_put(frames);
+	free(req);
+	free(id);
+	json_object_put(in);
+	tl_ws_close(second);
+	tl_ws_close(first);
+	e2e_stop(&e);
+}
+END_TEST
+
 START_TEST(test_ws__account_eviction_mid_response_closes_after_it)
 {
 	struct e2e e;
@@ -782,6 +821,7 @@ make_suite_wsclient(void)
 	tcase_add_test(tc, test_ws__client_close_mid_response_evicts);
 	tcase_add_test(tc, test_ws__upstream_close_mid_response_is_error_and_1011);
 	tcase_add_test(tc, test_ws__upstream_close_while_idle_asks_to_reconnect);
+	tcase_add_test(tc, test_ws__foreign_continuation_reconnects_without_error);
 	tcase_add_test(tc, test_ws__account_eviction_mid_response_closes_after_it);
 	tcase_add_test(tc, test_ws__upgrade_needs_a_valid_key);
 	tcase_add_test(tc, test_ws__bad_frames_get_errors_never_a_crash);
